@@ -1,0 +1,1 @@
+"""Cross-cutting callbacks: export in Hugging Face format, throughput, NaN guard."""

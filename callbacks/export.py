@@ -1,0 +1,44 @@
+"""Export the trained weights in Hugging Face format at the end of fit."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+from lightning_modules.loading import load_tokenizer
+
+
+class HFExportCallback(L.Callback):
+    """Save the adapter (LoRA) or full model, and the tokenizer, with ``save_pretrained``.
+
+    The folder loads with ``PeftModel.from_pretrained`` (adapter) or
+    ``AutoModelForCausalLM.from_pretrained`` (full model), no Lightning code needed. Only rank 0
+    writes; the write is atomic (see ``CausalLMModule.export_pretrained``).
+
+    Args:
+        dirpath: export folder, e.g. ``outputs/sft``.
+    """
+
+    def __init__(self, dirpath: str) -> None:
+        self.dirpath = dirpath
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        tokenizer = getattr(datamodule, "tokenizer", None) or load_tokenizer(pl_module.model_name_or_path)
+        info = {
+            "stage": type(pl_module).__name__,
+            "source_model": pl_module.model_name_or_path,
+            "global_step": trainer.global_step,
+            "epochs_completed": trainer.current_epoch,
+            "template": getattr(datamodule, "template", None),
+        }
+        out = pl_module.export_pretrained(self.dirpath, tokenizer, info)
+        config = Path(trainer.log_dir or "") / "config.yaml"
+        if config.is_file():
+            shutil.copyfile(config, out / "training_config.yaml")
+        rank_zero_info(f"Exported {info['stage']} weights in Hugging Face format to {out}")

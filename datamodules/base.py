@@ -1,0 +1,114 @@
+"""What the instruction and preference DataModules share: tokenizer, caching, loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import lightning as L
+from datasets import Dataset
+from torch.utils.data import DataLoader
+
+from datamodules.sampling import LengthGroupedSampler
+from lightning_modules.loading import load_tokenizer
+
+
+def as_list(value: str | list[str] | None) -> list[str]:
+    """Config values may name one file or several."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+class TokenizedDataModule(L.LightningDataModule):
+    """Base class: subclasses fill ``self.train_dataset`` / ``self.val_dataset`` in ``setup``.
+
+    Args:
+        tokenizer_name_or_path: tokenizer to use; the CLI links it to the model's path.
+        batch_size: rows (instruction examples or preference pairs) per training batch.
+        eval_batch_size: rows per validation batch; defaults to ``batch_size``.
+        num_workers: DataLoader worker processes.
+        seed: seed of the example selection and of the shuffling.
+        group_by_length: batch rows of similar length together (less padding), still visiting
+            every row once per epoch in a seeded random order of batches.
+        pack: pack each batch's rows into one padding-free sequence (``position_ids`` restart per
+            row, no attention across rows) instead of right-padding.
+        cache_dir: folder for the tokenised ``datasets`` cache; ``None`` keeps it in memory.
+        trust_remote_code: allow tokenizer code shipped with the checkpoint.
+    """
+
+    def __init__(
+        self,
+        tokenizer_name_or_path: str,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        group_by_length: bool = True,
+        pack: bool = True,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        self.tokenizer_name_or_path = tokenizer_name_or_path
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self.group_by_length = group_by_length
+        self.pack = pack
+        self.cache_dir = cache_dir
+        self.trust_remote_code = trust_remote_code
+        self.tokenizer = None
+        self.train_dataset: Dataset | None = None
+        self.val_dataset: Dataset | None = None
+
+    def load_tokenizer(self):
+        if self.tokenizer is None:
+            self.tokenizer = load_tokenizer(self.tokenizer_name_or_path, self.trust_remote_code)
+        return self.tokenizer
+
+    def tokenize(self, examples: list[dict], function: Callable[[dict], dict], settings: dict) -> Dataset:
+        """Tokenise once through ``datasets.map``; with ``cache_dir`` the result is cached on disk.
+
+        The cache key hashes the examples, the tokenizer's vocabulary and ``settings`` (template,
+        max lengths), so changing any of them tokenises again.
+        """
+        dataset = Dataset.from_list(examples)
+        fingerprint = content_hash(examples, self.tokenizer.get_vocab(), settings)
+        cache_file = None
+        if self.cache_dir:
+            Path(self.cache_dir).mkdir(parents=True, exist_ok=True)
+            cache_file = str(Path(self.cache_dir) / f"tokenized-{fingerprint}.arrow")
+        return dataset.map(
+            function,
+            remove_columns=dataset.column_names,
+            cache_file_name=cache_file,
+            load_from_cache_file=cache_file is not None,
+            new_fingerprint=fingerprint,
+            desc="Tokenising",
+        )
+
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate: Callable) -> DataLoader:
+        if train and self.group_by_length:
+            sampler = LengthGroupedSampler(dataset["length"], batch_size, seed=self.seed)
+            return DataLoader(
+                dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers
+            )
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=train,
+            collate_fn=collate,
+            num_workers=self.num_workers,
+        )
+
+
+def content_hash(*parts) -> str:
+    """A short stable hash of JSON-able parts."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,93 @@
+"""Batch collation: right-pad each batch to its own longest row, or pack rows padding-free.
+
+Padded batches are ``(B, T)`` with ``attention_mask``; packed batches are ``(1, sum of lengths)``
+with ``position_ids`` restarting at 0 for every row and no ``attention_mask``, which transformers
+turns into a block-diagonal causal mask (no attention across rows), so no compute is spent on
+padding. ``labels`` are aligned with ``input_ids`` (Hugging Face convention): the model shifts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from lightning_modules.losses import IGNORE_INDEX
+
+
+def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
+    """Stack variable-length rows into ``(B, T_max)``, filling the tail with ``value``."""
+    longest = max(len(row) for row in rows)
+    out = torch.full((len(rows), longest), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_token_id: int, pack: bool) -> dict:
+    """Padded or packed tensors for rows of ``input_ids`` and their ``labels``.
+
+    Returns:
+        ``input_ids``, ``labels``, ``num_loss_tokens`` (response tokens, for normalising) and
+        ``num_real_tokens`` (non-pad tokens, for throughput); plus ``attention_mask`` when padded,
+        or ``position_ids`` and ``row_lengths`` when packed.
+    """
+    lengths = [len(row) for row in input_rows]
+    num_loss_tokens = sum(sum(label != IGNORE_INDEX for label in row) for row in label_rows)
+    if pack:
+        batch = {
+            "input_ids": torch.tensor([tok for row in input_rows for tok in row], dtype=torch.long)[None],  # (1, N)
+            "labels": torch.tensor([tok for row in label_rows for tok in row], dtype=torch.long)[None],  # (1, N)
+            "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],  # (1, N)
+            "row_lengths": torch.tensor(lengths, dtype=torch.long),  # (B,)
+        }
+    else:
+        input_ids = pad_right(input_rows, pad_token_id)  # (B, T)
+        batch = {
+            "input_ids": input_ids,
+            "labels": pad_right(label_rows, IGNORE_INDEX),  # (B, T)
+            "attention_mask": pad_right([[1] * n for n in lengths], 0),  # (B, T)
+        }
+    batch["num_loss_tokens"] = torch.tensor(num_loss_tokens)
+    batch["num_real_tokens"] = torch.tensor(sum(lengths))
+    return batch
+
+
+@dataclass
+class SFTCollator:
+    """Collate tokenised instruction examples (``input_ids`` + ``labels``) into one batch."""
+
+    pad_token_id: int
+    pack: bool = False
+
+    def __call__(self, examples: list[dict]) -> dict:
+        return build_batch(
+            [ex["input_ids"] for ex in examples], [ex["labels"] for ex in examples], self.pad_token_id, self.pack
+        )
+
+
+@dataclass
+class PreferenceCollator:
+    """Collate preference pairs into one batch of ``2B`` rows: the B chosen rows, then the B rejected.
+
+    One forward pass over both halves serves the policy (and the reference); rows ``i`` and
+    ``B + i`` are the two answers to the same prompt. Each example holds ``prompt_ids``,
+    ``chosen_ids`` and ``rejected_ids`` (responses already end with EOS).
+    """
+
+    pad_token_id: int
+    pack: bool = False
+
+    def __call__(self, examples: list[dict]) -> dict:
+        inputs, labels = [], []
+        for key in ("chosen_ids", "rejected_ids"):
+            for ex in examples:
+                prompt, response = ex["prompt_ids"], ex[key]
+                inputs.append(prompt + response)
+                labels.append([IGNORE_INDEX] * len(prompt) + response)
+        batch = build_batch(inputs, labels, self.pad_token_id, self.pack)
+        if "reference_chosen_logps" in examples[0]:
+            for key in ("reference_chosen_logps", "reference_rejected_logps"):
+                batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float32)
+        batch["pair_index"] = torch.tensor([ex["pair_index"] for ex in examples], dtype=torch.long)
+        return batch

@@ -1,0 +1,239 @@
+"""Reading rows from the Hub or local files, and the bad-row policy.
+
+Every row is checked before anything is tokenised. A bad row either stops preparation with an
+error naming the file, the row and the field (``on_bad_row="error"``), or is skipped and counted in
+one summary printed at the end of preparation (``on_bad_row="skip"``). Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lightning.pytorch.utilities import rank_zero_info
+
+BadRowPolicy = Literal["error", "skip"]
+LOCAL_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv")
+MAX_ROWS_LISTED = 5
+
+
+class DataError(ValueError):
+    """A data problem the user must fix; the message names the file, the row and the field."""
+
+
+class BadRow(Exception):
+    """Raised by a row parser: ``field`` is the offending field, ``reason`` a short category."""
+
+    def __init__(self, field: str, reason: str, detail: str = "") -> None:
+        super().__init__(f"{field}: {reason}{f' ({detail})' if detail else ''}")
+        self.field = field
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class Row:
+    """One raw record and where it came from (``number`` is 1-based; the line number in JSONL)."""
+
+    source: str
+    number: int
+    data: Any
+
+
+@dataclass
+class PreparationReport:
+    """Counts of skipped rows per reason, with the first few row numbers of each."""
+
+    name: str
+    policy: BadRowPolicy = "error"
+    kept: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def reject(self, row: Row, field_name: str, reason: str, detail: str = "") -> None:
+        """Record a bad row, or raise :class:`DataError` under the ``error`` policy."""
+        where = f"{row.source}: row {row.number}: field '{field_name}'"
+        if self.policy == "error":
+            raise DataError(
+                f"{where}: {reason}{f' ({detail})' if detail else ''}. "
+                "Fix the row, or set on_bad_row: skip to drop such rows and count them."
+            )
+        self.skipped[reason] += 1
+        if len(self.examples[reason]) < MAX_ROWS_LISTED:
+            self.examples[reason].append(f"{row.source}:{row.number}")
+
+    def summary(self) -> str:
+        """One line: how many rows were kept and how many skipped for which reason."""
+        total_skipped = sum(self.skipped.values())
+        line = f"[{self.name}] kept {self.kept} rows, skipped {total_skipped}"
+        if total_skipped:
+            reasons = "; ".join(
+                f"{reason}: {count} (e.g. {', '.join(self.examples[reason])})"
+                for reason, count in self.skipped.most_common()
+            )
+            line += f" -- {reasons}"
+        return line
+
+    def log(self) -> None:
+        """Print the summary once (rank 0 only under DDP)."""
+        rank_zero_info(self.summary())
+
+
+def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
+    """Yield the records of a local file, or of a Hub dataset split.
+
+    Local files: ``.jsonl`` (one object per line), ``.json`` (a list of objects, or an object whose
+    ``data`` / ``rows`` key holds the list), ``.parquet`` and ``.csv``. Anything else that does not
+    exist locally is taken as a Hub dataset id and loaded with ``datasets.load_dataset``.
+
+    Raises:
+        DataError: a missing local file, an unknown extension, bytes that are not UTF-8 or invalid
+            JSON (naming the line).
+    """
+    path = Path(source)
+    looks_local = path.suffix in LOCAL_EXTENSIONS or source.startswith((".", "/", "~")) or path.exists()
+    if not looks_local:
+        yield from _read_hub(source, split)
+        return
+    if not path.exists():
+        raise DataError(f"{source}: file not found. Check the path in the data section of your config.")
+    if path.suffix not in LOCAL_EXTENSIONS:
+        raise DataError(f"{source}: unknown extension {path.suffix!r}; use one of {', '.join(LOCAL_EXTENSIONS)}.")
+    if path.suffix in (".jsonl", ".json"):
+        yield from _read_json(path)
+    else:
+        yield from _read_tabular(path)
+
+
+def _read_json(path: Path) -> Iterator[Row]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line}: bytes that are not UTF-8 (at byte {error.start}).") from None
+    if path.suffix == ".jsonl":
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield Row(str(path), number, json.loads(line))
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}: line {number}: invalid JSON ({error.msg} at column {error.colno}).") from None
+        return
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: line {error.lineno}: invalid JSON ({error.msg}).") from None
+    if isinstance(document, dict):
+        document = document.get("data", document.get("rows"))
+    if not isinstance(document, list):
+        raise DataError(f"{path}: a .json file must hold a list of rows (or {{'data': [...]}}).")
+    for number, record in enumerate(document, start=1):
+        yield Row(str(path), number, record)
+
+
+def _read_tabular(path: Path) -> Iterator[Row]:
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    try:
+        table = pyarrow.parquet.read_table(path) if path.suffix == ".parquet" else pyarrow.csv.read_csv(path)
+    except Exception as error:  # pyarrow raises many types; the user needs the file and the cause
+        raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {error}") from None
+    for number, record in enumerate(table.to_pylist(), start=1):
+        yield Row(str(path), number, record)
+
+
+def _read_hub(dataset_id: str, split: str | None) -> Iterator[Row]:
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(dataset_id, split=split or "train")
+    except Exception as error:  # offline, unknown id, private repo...: say which and why
+        raise DataError(
+            f"{dataset_id} (split {split or 'train'}): not a local file and could not be loaded from the "
+            f"Hugging Face Hub: {type(error).__name__}: {error}"
+        ) from None
+    name = f"{dataset_id}[{split or 'train'}]"
+    for number, record in enumerate(dataset, start=1):
+        yield Row(name, number, record)
+
+
+def require_text(record: dict, name: str, *, allow_empty: bool = False) -> str:
+    """The string field ``name`` of ``record``, or :class:`BadRow` saying what is wrong with it."""
+    if not isinstance(record, dict):
+        raise BadRow("<row>", "not an object", type(record).__name__)
+    if name not in record:
+        raise BadRow(name, "missing field")
+    value = record[name]
+    if value is None:
+        raise BadRow(name, "wrong type", "null where a string is expected")
+    if not isinstance(value, str):
+        raise BadRow(name, "wrong type", f"{type(value).__name__} where a string is expected")
+    if not allow_empty and not value.strip():
+        raise BadRow(name, "empty string")
+    return value
+
+
+def optional_score(record: dict, name: str) -> None:
+    """Check an optional numeric score field (UltraFeedback's ``score_chosen`` / ``score_rejected``)."""
+    if name not in record or record[name] is None:
+        return
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRow(name, "wrong type", f"{type(value).__name__} where a number is expected")
+    if math.isnan(value) or math.isinf(value):
+        raise BadRow(name, "score is not finite", str(value))
+
+
+def single_turn(messages: Any, name: str) -> tuple[str, str]:
+    """``(user, assistant)`` contents of a ``[{role: user}, {role: assistant}]`` message list."""
+    if not isinstance(messages, list):
+        raise BadRow(name, "wrong type", f"{type(messages).__name__} where a message list is expected")
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if roles != ["user", "assistant"]:
+        if "assistant" not in roles:
+            raise BadRow(name, "no assistant turn", f"roles {roles}")
+        raise BadRow(name, "roles out of order", f"roles {roles}; expected ['user', 'assistant']")
+    user = require_text(messages[0], "content")
+    assistant = require_text(messages[1], "content")
+    return user, assistant
+
+
+def collect(
+    sources: list[str],
+    parse: Callable[[dict], dict],
+    report: PreparationReport,
+    split: str | None = None,
+) -> list[dict]:
+    """Parse every row of every source with ``parse``; bad rows go to ``report``.
+
+    Each kept example carries ``_source`` and ``_row`` so later stages (e.g. truncation) can still
+    name where a row came from.
+
+    Raises:
+        DataError: a bad row under the ``error`` policy, or no usable row at all.
+    """
+    examples = []
+    for source in sources:
+        before = len(examples)
+        seen = 0
+        for row in read_rows(source, split):
+            seen += 1
+            try:
+                example = parse(row.data)
+            except BadRow as bad:
+                report.reject(row, bad.field, bad.reason, bad.detail)
+                continue
+            example["_source"], example["_row"] = row.source, row.number
+            examples.append(example)
+        if len(examples) == before:
+            what = "is empty" if seen == 0 else f"has no usable rows ({seen} rows, all bad)"
+            raise DataError(f"{source} {what}. {report.summary()}")
+    return examples

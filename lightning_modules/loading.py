@@ -1,0 +1,145 @@
+"""Loading tokenizers and causal LMs by Hub id or local path, with optional 4-bit and LoRA.
+
+The same ``from_pretrained`` calls load ``mistralai/Mistral-7B-v0.1`` and the embedded tiny model
+built by ``scripts/build_tiny_model.py``: nothing here knows which one it is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter hyper-parameters (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
+
+    Attributes:
+        r: rank of the update ``B @ A``.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``.
+        dropout: dropout on the adapter's input.
+        target_modules: names of the linear layers that get an adapter.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+class ModelLoadError(ValueError):
+    """The model path or id does not lead to a loadable causal LM."""
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """Load a tokenizer; give it a pad token (EOS, as Mistral has none) when it lacks one."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as error:
+        raise ModelLoadError(f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})") from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def check_model_source(name_or_path: str) -> None:
+    """Fail early, and readably, when a local path is not a saved model."""
+    path = Path(name_or_path)
+    looks_local = path.exists() or name_or_path.startswith((".", "/", "~"))
+    if looks_local and not (path / "config.json").is_file():
+        if (path / "adapter_config.json").is_file():
+            return
+        hint = " Build the tiny base with `make tiny`." if "tiny" in name_or_path else ""
+        raise ModelLoadError(
+            f"{name_or_path}: not a model folder (no config.json). Expected a folder written by "
+            f"save_pretrained, or a Hub id such as mistralai/Mistral-7B-v0.1.{hint}"
+        )
+
+
+def quantization_config(load_in_4bit: bool):
+    """The QLoRA 4-bit NF4 config (Dettmers et al. 2023), or ``None``; 4-bit needs CUDA."""
+    if not load_in_4bit:
+        return None
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            "load_in_4bit: true needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible. "
+            "Set model.load_in_4bit: false to train in 16/32-bit on this machine."
+        )
+    import bitsandbytes  # noqa: F401  (imported only here: 4-bit is its only use)
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_causal_lm(
+    name_or_path: str,
+    *,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
+) -> PreTrainedModel:
+    """Load a causal LM by Hub id or local path.
+
+    Args:
+        name_or_path: Hub id (``mistralai/Mistral-7B-v0.1``) or a folder written by ``save_pretrained``.
+        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``); with ``precision: bf16-mixed``
+            keep fp32 weights and let autocast run the matmuls in bf16.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: run modelling code shipped with the checkpoint; off unless you trust it.
+        load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; CUDA only).
+    """
+    check_model_source(name_or_path)
+    if dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
+    quant = quantization_config(load_in_4bit)
+    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"{name_or_path}: could not be loaded as a causal LM: {error}") from None
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "default"):
+    """Wrap ``model`` in a PEFT LoRA adapter; only the adapter's weights stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, config, adapter_name=adapter_name)
+
+
+def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The transformer body and the LM head of a (possibly PEFT-wrapped) causal LM.
+
+    Calling them apart lets the trainers project only response positions onto the vocabulary.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny Mistral built locally (no Hub), offline mode, and the repo root."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised tiny Mistral + BPE tokenizer trained on the shipped suite, saved with
+    ``save_pretrained``: the same loading path as the real model, built in a second."""
+    import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny") / "base"
+    build_tiny_model.build(
+        out, REPO / "data" / "tiny", vocab_size=512, hidden=64, layers=2, heads=4, kv_heads=2,
+        max_positions=1024, pretrain_steps=0, seq_len=64, batch_size=4, lr=1e-3, seed=0,
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from lightning_modules.loading import load_tokenizer
+
+    return load_tokenizer(str(tiny_model_dir))
