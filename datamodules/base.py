@@ -94,9 +94,7 @@ class TokenizedDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate: Callable) -> DataLoader:
         if train and self.group_by_length:
             sampler = LengthGroupedSampler(dataset["length"], batch_size, seed=self.seed)
-            return DataLoader(
-                dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers
-            )
+            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
         return DataLoader(
             dataset,
             batch_size=batch_size,

@@ -120,7 +120,7 @@ class InstructionDataModule(TokenizedDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
-        tokenizer = self.load_tokenizer()
+        self.load_tokenizer()
         report = PreparationReport("instruction data", self.on_bad_row)
         train = collect(self.train_files, parse_instruction_row, report, self.split)
         random.Random(self.seed).shuffle(train)

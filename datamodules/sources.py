@@ -84,6 +84,11 @@ class PreparationReport:
         rank_zero_info(self.summary())
 
 
+def is_local_source(source: str) -> bool:
+    """A path to a local file (by extension, a path prefix or existence), rather than a Hub dataset id."""
+    return Path(source).suffix != "" or source.startswith((".", "/", "~")) or Path(source).exists()
+
+
 def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
     """Yield the records of a local file, or of a Hub dataset split.
 
@@ -95,11 +100,10 @@ def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
         DataError: a missing local file, an unknown extension, bytes that are not UTF-8 or invalid
             JSON (naming the line).
     """
-    path = Path(source)
-    looks_local = path.suffix in LOCAL_EXTENSIONS or source.startswith((".", "/", "~")) or path.exists()
-    if not looks_local:
+    if not is_local_source(source):
         yield from _read_hub(source, split)
         return
+    path = Path(source)
     if not path.exists():
         raise DataError(f"{source}: file not found. Check the path in the data section of your config.")
     if path.suffix not in LOCAL_EXTENSIONS:

@@ -6,6 +6,7 @@ built by ``scripts/build_tiny_model.py``: nothing here knows which one it is giv
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTra
     try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except Exception as error:
-        raise ModelLoadError(f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})") from None
+        raise ModelLoadError(
+            f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})"
+        ) from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -143,3 +146,77 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder(), base.get_output_embeddings()
+
+
+def check_sft_export(path: str) -> dict:
+    """Read an SFT export folder and fail readably when it is missing or incomplete.
+
+    Returns:
+        ``{"kind": "lora_adapter" | "full_model", "base": base model id or path (adapters only)}``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ModelLoadError(
+            f"{path}: SFT export not found. Run the SFT stage first (its HFExportCallback writes this "
+            "folder at the end of fit), or point model.model_name_or_path at an existing export."
+        )
+    if (folder / "adapter_config.json").is_file():
+        missing = [name for name in ("adapter_model.safetensors",) if not (folder / name).is_file()]
+        kind = "lora_adapter"
+    else:
+        missing = [] if (folder / "config.json").is_file() else ["config.json or adapter_config.json"]
+        if not missing and not any(folder.glob("*.safetensors")):
+            missing.append("*.safetensors weights")
+        kind = "full_model"
+    if not any((folder / name).is_file() for name in ("tokenizer.json", "tokenizer.model")):
+        missing.append("tokenizer.json")
+    if missing:
+        raise ModelLoadError(f"{path}: incomplete SFT export, missing {', '.join(missing)}. Re-run the SFT stage.")
+    base = None
+    if kind == "lora_adapter":
+        base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+    return {"kind": kind, "base": base}
+
+
+def load_sft_model(
+    path: str,
+    *,
+    merge_adapter: bool = True,
+    dtype: str = "float32",
+    attn_implementation: str | None = "sdpa",
+    trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
+) -> PreTrainedModel:
+    """Load the SFT stage's export as the starting point of DPO.
+
+    A LoRA export is loaded onto its base and merged into the weights (``merge_adapter``), or kept
+    as a frozen adapter named ``sft`` (needed when the base is 4-bit: NF4 weights cannot absorb it).
+    A full-model export is loaded as it is.
+    """
+    export = check_sft_export(path)
+    if export["kind"] == "full_model":
+        return load_causal_lm(
+            path,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            load_in_4bit=load_in_4bit,
+        )
+    from peft import PeftModel
+
+    base = load_causal_lm(
+        export["base"],
+        dtype=dtype,
+        attn_implementation=attn_implementation,
+        trust_remote_code=trust_remote_code,
+        load_in_4bit=load_in_4bit,
+    )
+    if merge_adapter:
+        if load_in_4bit:
+            raise ValueError("A LoRA cannot be merged into a 4-bit base: set model.merge_sft_adapter: false.")
+        return PeftModel.from_pretrained(base, path).merge_and_unload()
+    return PeftModel.from_pretrained(base, path, adapter_name=SFT_ADAPTER, is_trainable=False)
+
+
+SFT_ADAPTER = "sft"
+DPO_ADAPTER = "dpo"

@@ -150,7 +150,9 @@ def dpo_loss(
     if loss_type == "robust" and not 0.0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing for loss_type='robust' must be in [0, 0.5), got {label_smoothing}.")
     if loss_type in ("hinge", "ipo") and label_smoothing != 0.0:
-        raise ValueError(f"loss_type={loss_type!r} has no label smoothing; set label_smoothing=0, got {label_smoothing}.")
+        raise ValueError(
+            f"loss_type={loss_type!r} has no label smoothing; set label_smoothing=0, got {label_smoothing}."
+        )
 
     chosen_logratios = policy_chosen_logps - reference_chosen_logps  # (B,)
     rejected_logratios = policy_rejected_logps - reference_rejected_logps  # (B,)

@@ -72,7 +72,9 @@ def train_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFas
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
 
 
-def tiny_config(vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, max_positions: int) -> MistralConfig:
+def tiny_config(
+    vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int, max_positions: int
+) -> MistralConfig:
     """A Mistral architecture (GQA, RoPE, SwiGLU, RMSNorm) at a few million parameters."""
     return MistralConfig(
         vocab_size=vocab_size,
@@ -90,8 +92,16 @@ def tiny_config(vocab_size: int, hidden: int, layers: int, heads: int, kv_heads:
     )
 
 
-def pretrain(model: MistralForCausalLM, tokenizer, texts: list[str], steps: int, seq_len: int, batch_size: int,
-             lr: float, seed: int) -> None:
+def pretrain(
+    model: MistralForCausalLM,
+    tokenizer,
+    texts: list[str],
+    steps: int,
+    seq_len: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
     """Plain next-token pre-training on packed documents (bf16 autocast, fp32 weights)."""
     ids: list[int] = []
     for text in texts:
@@ -118,18 +128,35 @@ def pretrain(model: MistralForCausalLM, tokenizer, texts: list[str], steps: int,
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == steps - 1:
-            print(f"  pre-train step {step + 1}/{steps}  loss {loss.item():.3f}  ({time.perf_counter() - start:.0f}s)",
-                  flush=True)
+            print(
+                f"  pre-train step {step + 1}/{steps}  loss {loss.item():.3f}  ({time.perf_counter() - start:.0f}s)",
+                flush=True,
+            )
 
 
-def build(out: Path, data_dir: Path, vocab_size: int, hidden: int, layers: int, heads: int, kv_heads: int,
-          max_positions: int, pretrain_steps: int, seq_len: int, batch_size: int, lr: float, seed: int) -> None:
+def build(
+    out: Path,
+    data_dir: Path,
+    vocab_size: int,
+    hidden: int,
+    layers: int,
+    heads: int,
+    kv_heads: int,
+    max_positions: int,
+    pretrain_steps: int,
+    seq_len: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+) -> None:
     """Build the tokenizer and model and save both into ``out`` (atomically: temp folder, then rename)."""
     random.seed(seed)
     torch.manual_seed(seed)
     texts = corpus_texts(data_dir)
     if not texts:
-        sys.exit(f"error: no text found in {data_dir} (expected pretrain.txt and *.jsonl); run scripts/make_tiny_suite.py")
+        sys.exit(
+            f"error: no text found in {data_dir} (expected pretrain.txt and *.jsonl); run scripts/make_tiny_suite.py"
+        )
     tokenizer = train_tokenizer(texts, vocab_size)
     config = tiny_config(len(tokenizer), hidden, layers, heads, kv_heads, max_positions)
     model = MistralForCausalLM(config)
@@ -143,11 +170,24 @@ def build(out: Path, data_dir: Path, vocab_size: int, hidden: int, layers: int, 
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    (staging / "build_args.json").write_text(json.dumps({
-        "vocab_size": vocab_size, "hidden": hidden, "layers": layers, "heads": heads, "kv_heads": kv_heads,
-        "pretrain_steps": pretrain_steps, "seq_len": seq_len, "batch_size": batch_size, "lr": lr, "seed": seed,
-        "parameters": n_params,
-    }, indent=2))
+    (staging / "build_args.json").write_text(
+        json.dumps(
+            {
+                "vocab_size": vocab_size,
+                "hidden": hidden,
+                "layers": layers,
+                "heads": heads,
+                "kv_heads": kv_heads,
+                "pretrain_steps": pretrain_steps,
+                "seq_len": seq_len,
+                "batch_size": batch_size,
+                "lr": lr,
+                "seed": seed,
+                "parameters": n_params,
+            },
+            indent=2,
+        )
+    )
     if out.exists():
         shutil.rmtree(out)
     os.replace(staging, out)
@@ -173,8 +213,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    build(args.out, args.data_dir, args.vocab_size, args.hidden, args.layers, args.heads, args.kv_heads,
-          args.max_positions, args.pretrain_steps, args.seq_len, args.batch_size, args.lr, args.seed)
+    build(
+        args.out,
+        args.data_dir,
+        args.vocab_size,
+        args.hidden,
+        args.layers,
+        args.heads,
+        args.kv_heads,
+        args.max_positions,
+        args.pretrain_steps,
+        args.seq_len,
+        args.batch_size,
+        args.lr,
+        args.seed,
+    )
 
 
 if __name__ == "__main__":

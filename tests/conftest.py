@@ -29,8 +29,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("tiny") / "base"
     build_tiny_model.build(
-        out, REPO / "data" / "tiny", vocab_size=512, hidden=64, layers=2, heads=4, kv_heads=2,
-        max_positions=1024, pretrain_steps=0, seq_len=64, batch_size=4, lr=1e-3, seed=0,
+        out,
+        REPO / "data" / "tiny",
+        vocab_size=512,
+        hidden=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        max_positions=1024,
+        pretrain_steps=0,
+        seq_len=64,
+        batch_size=4,
+        lr=1e-3,
+        seed=0,
     )
     return out
 
@@ -40,3 +51,39 @@ def tiny_tokenizer(tiny_model_dir):
     from lightning_modules.loading import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_sft_export(tiny_model_dir, tmp_path_factory) -> Path:
+    """A LoRA SFT export of the tiny model after a few steps, as the SFT stage writes it."""
+    import lightning as L
+
+    from datamodules import InstructionDataModule
+    from lightning_modules.loading import LoraSettings
+    from lightning_modules.optim import OptimizerSettings
+    from lightning_modules.sft import SFTModule
+
+    L.seed_everything(0, verbose=False)
+    module = SFTModule(
+        str(tiny_model_dir),
+        lora=LoraSettings(r=8, alpha=16, dropout=0.0),
+        optimizer=OptimizerSettings(lr=5e-3, warmup_steps=1),
+    )
+    data = InstructionDataModule(
+        str(tiny_model_dir),
+        train_files=str(REPO / "data/tiny/sft_train.jsonl"),
+        val_files=str(REPO / "data/tiny/sft_val.jsonl"),
+        max_length=256,
+        batch_size=8,
+    )
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=10,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(module, datamodule=data)
+    return module.export_pretrained(tmp_path_factory.mktemp("sft") / "export", data.tokenizer)

@@ -92,13 +92,17 @@ def test_sigmoid_and_cdpo(eps):
 def test_cdpo_with_zero_eps_is_dpo():
     torch.manual_seed(0)
     logps = [torch.randn(5) for _ in range(4)]
-    assert_close(dpo_loss(*logps, label_smoothing=0.0)[0], -F.logsigmoid(0.1 * ((logps[0] - logps[2]) - (logps[1] - logps[3]))))
+    assert_close(
+        dpo_loss(*logps, label_smoothing=0.0)[0], -F.logsigmoid(0.1 * ((logps[0] - logps[2]) - (logps[1] - logps[3])))
+    )
 
 
 def test_robust():
     beta, h, eps = 0.5, 4.0, 0.1
     expected = (-(1 - eps) * logsigmoid(beta * h) + eps * logsigmoid(-beta * h)) / (1 - 2 * eps)
-    assert_close(dpo_loss(PC, PR, RC, RR, beta=beta, loss_type="robust", label_smoothing=eps)[0], torch.tensor([expected]))
+    assert_close(
+        dpo_loss(PC, PR, RC, RR, beta=beta, loss_type="robust", label_smoothing=eps)[0], torch.tensor([expected])
+    )
 
 
 def test_hinge():

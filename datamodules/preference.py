@@ -1,0 +1,202 @@
+"""Preference data for DPO: UltraFeedback-binarized or flat ``{prompt, chosen, rejected}`` pairs."""
+
+from __future__ import annotations
+
+import random
+
+from datasets import Dataset
+
+from datamodules.base import TokenizedDataModule, as_list
+from datamodules.collate import PreferenceCollator
+from datamodules.sources import (
+    BadRow,
+    BadRowPolicy,
+    PreparationReport,
+    collect,
+    is_local_source,
+    optional_score,
+    require_text,
+    single_turn,
+)
+from datamodules.templates import TemplateName, encode_prompt, encode_response, format_prompt
+
+
+def parse_preference_row(record: dict) -> dict:
+    """``{prompt, chosen, rejected}`` strings from either schema.
+
+    * UltraFeedback-binarized: ``prompt`` is a string, ``chosen`` / ``rejected`` are message lists
+      ``[{role: user, ...}, {role: assistant, ...}]``; optional ``score_chosen`` / ``score_rejected``.
+    * Flat: ``prompt``, ``chosen``, ``rejected`` are strings.
+
+    Raises:
+        BadRow: missing / empty / wrongly typed fields, malformed message lists, non-finite
+            scores, or identical chosen and rejected responses.
+    """
+    prompt = require_text(record, "prompt")
+    responses = {}
+    for name in ("chosen", "rejected"):
+        if name not in record:
+            raise BadRow(name, "missing field")
+        value = record[name]
+        responses[name] = single_turn(value, name)[1] if isinstance(value, list) else require_text(record, name)
+    for name in ("score_chosen", "score_rejected"):
+        optional_score(record, name)
+    if responses["chosen"].strip() == responses["rejected"].strip():
+        raise BadRow("rejected", "chosen identical to rejected")
+    return {"prompt": prompt, "chosen": responses["chosen"], "rejected": responses["rejected"]}
+
+
+def truncate_prompt(prompt_ids: list[int], max_prompt_length: int, bos_token_id: int | None) -> list[int]:
+    """Keep the end of a long prompt (the question sits at the end), and its BOS."""
+    if len(prompt_ids) <= max_prompt_length:
+        return prompt_ids
+    if bos_token_id is not None and prompt_ids[0] == bos_token_id:
+        return [bos_token_id] + prompt_ids[len(prompt_ids) - max_prompt_length + 1 :]
+    return prompt_ids[len(prompt_ids) - max_prompt_length :]
+
+
+def tokenize_preference(
+    example: dict, tokenizer, template: TemplateName, max_length: int, max_prompt_length: int
+) -> dict:
+    """Prompt, chosen and rejected ids; the prompt keeps its end, each response its start."""
+    prompt = format_prompt(example["prompt"], template=template, tokenizer=tokenizer)
+    prompt_ids = truncate_prompt(encode_prompt(tokenizer, prompt, template), max_prompt_length, tokenizer.bos_token_id)
+    room = max_length - len(prompt_ids)
+    chosen_ids = encode_response(tokenizer, example["chosen"])[:room]
+    rejected_ids = encode_response(tokenizer, example["rejected"])[:room]
+    return {
+        "prompt_ids": prompt_ids,
+        "chosen_ids": chosen_ids,
+        "rejected_ids": rejected_ids,
+        "length": len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)),
+        "row": example["_row"],
+        "source": example["_source"],
+    }
+
+
+class PreferenceDataModule(TokenizedDataModule):
+    """Preference pairs for DPO, formatted with the same prompt template as SFT.
+
+    Args:
+        train_files: a Hub dataset id (default ``HuggingFaceH4/ultrafeedback_binarized``) or local
+            ``.json`` / ``.jsonl`` / ``.parquet`` files, UltraFeedback or flat schema.
+        val_files: validation source; for a Hub id, ``val_split`` of the same dataset by default.
+        split: training split of a Hub dataset (UltraFeedback: ``train_prefs``).
+        val_split: validation split of a Hub dataset (UltraFeedback: ``test_prefs``).
+        num_examples: keep this many training pairs after a seeded shuffle (``None``: all).
+        num_val_examples: keep this many validation pairs (``None``: all).
+        max_length: tokens per row (prompt + one response).
+        max_prompt_length: tokens kept of the prompt (its end); must be below ``max_length``.
+        template: must be the template the SFT model was trained with.
+        on_bad_row: ``error`` or ``skip`` (see :class:`~datamodules.sources.PreparationReport`).
+        **kwargs: batching options of :class:`~datamodules.base.TokenizedDataModule`.
+    """
+
+    def __init__(
+        self,
+        tokenizer_name_or_path: str,
+        train_files: str | list[str] = "HuggingFaceH4/ultrafeedback_binarized",
+        val_files: str | list[str] | None = None,
+        split: str = "train_prefs",
+        val_split: str = "test_prefs",
+        num_examples: int | None = None,
+        num_val_examples: int | None = None,
+        max_length: int = 1024,
+        max_prompt_length: int = 512,
+        template: TemplateName = "alpaca",
+        on_bad_row: BadRowPolicy = "skip",
+        batch_size: int = 4,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        seed: int = 42,
+        group_by_length: bool = True,
+        pack: bool = True,
+        cache_dir: str | None = None,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__(
+            tokenizer_name_or_path,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            num_workers=num_workers,
+            seed=seed,
+            group_by_length=group_by_length,
+            pack=pack,
+            cache_dir=cache_dir,
+            trust_remote_code=trust_remote_code,
+        )
+        if max_prompt_length >= max_length:
+            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}).")
+        self.train_files = as_list(train_files)
+        self.val_files = as_list(val_files)
+        self.split = split
+        self.val_split = val_split
+        self.num_examples = num_examples
+        self.num_val_examples = num_val_examples
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.template = template
+        self.on_bad_row = on_bad_row
+        self.report: PreparationReport | None = None
+        self.fingerprints: dict[str, str] = {}
+        self.reference_attached = False
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is not None:
+            return
+        self.load_tokenizer()
+        report = PreparationReport("preference data", self.on_bad_row)
+        train = collect(self.train_files, parse_preference_row, report, self.split)
+        random.Random(self.seed).shuffle(train)
+        train = train[: self.num_examples] if self.num_examples is not None else train
+        hub_val = [f for f in self.train_files if not is_local_source(f)] if not self.val_files else []
+        val_sources, val_split = (self.val_files, self.split) if self.val_files else (hub_val, self.val_split)
+        val = collect(val_sources, parse_preference_row, report, val_split) if val_sources else []
+        val = val[: self.num_val_examples] if self.num_val_examples is not None else val
+        self.train_dataset = self._tokenize(train, "train")
+        self.val_dataset = self._tokenize(val, "val") if val else None
+        report.kept = len(self.train_dataset) + (len(self.val_dataset) if self.val_dataset else 0)
+        self.report = report
+        report.log()
+
+    def _tokenize(self, examples: list[dict], split: str) -> Dataset:
+        tokenizer, template = self.tokenizer, self.template
+        max_length, max_prompt_length = self.max_length, self.max_prompt_length
+        settings = {
+            "template": template,
+            "max_length": max_length,
+            "max_prompt_length": max_prompt_length,
+            "kind": "preference",
+        }
+        dataset = self.tokenize(
+            examples, lambda ex: tokenize_preference(ex, tokenizer, template, max_length, max_prompt_length), settings
+        )
+        self.fingerprints[split] = dataset._fingerprint
+        # The position of each pair, so a precomputed reference log-prob can be looked up per pair.
+        return dataset.add_column("pair_index", list(range(len(dataset))))
+
+    def attach_reference_logps(self, split: str, chosen, rejected) -> None:
+        """Add precomputed reference log-probs (indexed by ``pair_index``) as columns of a split."""
+        dataset = getattr(self, f"{split}_dataset")
+        if len(chosen) != len(dataset):
+            raise ValueError(f"{len(chosen)} reference log-probs for {len(dataset)} {split} pairs: stale cache?")
+        for name, values in (("reference_chosen_logps", chosen), ("reference_rejected_logps", rejected)):
+            if name in dataset.column_names:
+                dataset = dataset.remove_columns(name)
+            dataset = dataset.add_column(name, [float(v) for v in values])
+        setattr(self, f"{split}_dataset", dataset)
+
+    def reference_dataloader(self, split: str):
+        """Every pair of a split once, in order, for the one reference pass."""
+        return self._loader(getattr(self, f"{split}_dataset"), self.eval_batch_size, False, self.collator())
+
+    def collator(self) -> PreferenceCollator:
+        return PreferenceCollator(self.load_tokenizer().pad_token_id, pack=self.pack)
+
+    def train_dataloader(self):
+        return self._loader(self.train_dataset, self.batch_size, True, self.collator())
+
+    def val_dataloader(self):
+        if self.val_dataset is None:
+            return []
+        return self._loader(self.val_dataset, self.eval_batch_size, False, self.collator())

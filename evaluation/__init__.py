@@ -1,0 +1,1 @@
+"""Evaluation: the tiny study suite, response checkers and metrics."""

@@ -1,0 +1,316 @@
+"""Direct Preference Optimization from the SFT model, with three reference-model strategies."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import MeanMetric
+
+from lightning_modules import reference as reference_cache
+from lightning_modules.causal_lm import CausalLMModule
+from lightning_modules.loading import (
+    DPO_ADAPTER,
+    SFT_ADAPTER,
+    LoraSettings,
+    add_lora,
+    check_sft_export,
+    load_sft_model,
+)
+from lightning_modules.losses import DPOLossType, dpo_loss, token_logps
+from lightning_modules.optim import OptimizerSettings
+
+ReferenceStrategy = Literal["separate", "adapter", "precomputed"]
+METRICS = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/accuracies",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+    "logits/chosen",
+    "logits/rejected",
+)
+
+
+@dataclass
+class SequenceStats:
+    """Per-row statistics of a ``2B``-row preference batch (chosen rows first)."""
+
+    logps: torch.Tensor  # (2B,) summed response log-probs
+    lengths: torch.Tensor  # (2B,) response token counts
+    mean_logits: torch.Tensor  # (2B,) mean logit over response tokens and vocabulary (detached)
+
+
+class DPOModule(CausalLMModule):
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) on top of the SFT model.
+
+    The policy is the SFT model plus a new trainable LoRA (or all weights, ``lora: null``); the
+    reference is the frozen SFT model, provided by one of three strategies:
+
+    * ``separate``: a second frozen copy in eval mode (twice the weights in memory);
+    * ``adapter``: the policy with the DPO adapter switched off under ``torch.no_grad()`` (LoRA only;
+      no second copy);
+    * ``precomputed``: reference log-probs of every pair computed once before training and cached on
+      disk (no reference forward per step, no reference weights during training).
+
+    Chosen and rejected responses go through one concatenated forward pass.
+
+    Args:
+        model_name_or_path: the SFT stage's export folder (LoRA adapter or full model).
+        lora: the new DPO adapter; ``null`` trains all weights.
+        reference: ``separate``, ``adapter`` or ``precomputed``.
+        beta: DPO temperature (the study: 0.1).
+        loss_type: ``sigmoid`` (DPO / cDPO), ``robust``, ``hinge`` or ``ipo``.
+        label_smoothing: cDPO / robust ``eps``.
+        merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
+            as a frozen stacked adapter, required with ``load_in_4bit``.
+        reference_cache_dir: folder of the precomputed-reference cache.
+        dtype: weight dtype.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
+        load_in_4bit: QLoRA base (CUDA and bitsandbytes only).
+        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        optimizer: AdamW and schedule (the study: lr 5e-7).
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        lora: LoraSettings | None = None,
+        reference: ReferenceStrategy = "precomputed",
+        beta: float = 0.1,
+        loss_type: DPOLossType = "sigmoid",
+        label_smoothing: float = 0.0,
+        merge_sft_adapter: bool | None = None,
+        reference_cache_dir: str = "runs/reference_cache",
+        dtype: str = "float32",
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+        load_in_4bit: bool = False,
+        gradient_checkpointing: bool = False,
+        optimizer: OptimizerSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if reference == "adapter" and lora is None:
+            raise ValueError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
+        if load_in_4bit and lora is None:
+            raise ValueError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
+        # Validate the loss settings now rather than at the first step.
+        dpo_loss(
+            *(torch.zeros(1),) * 4,
+            beta=beta,
+            loss_type=loss_type,
+            label_smoothing=label_smoothing,
+            chosen_lengths=torch.ones(1),
+            rejected_lengths=torch.ones(1),
+        )
+        self.model_name_or_path = model_name_or_path
+        self.reference_strategy = reference
+        self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        self.reference_cache_dir = reference_cache_dir
+        self.uses_lora = lora is not None
+        self.optimizer_settings = optimizer or OptimizerSettings(lr=5e-7)
+        check_sft_export(model_name_or_path)
+        self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
+        load = {
+            "dtype": dtype,
+            "attn_implementation": attn_implementation,
+            "trust_remote_code": trust_remote_code,
+            "load_in_4bit": load_in_4bit,
+        }
+        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+        if reference == "separate":
+            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+            reference_model.eval().requires_grad_(False)
+            # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
+            self.__dict__["reference_model"] = reference_model
+        if gradient_checkpointing:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model = self._add_dpo_weights(policy, lora)
+        self.model.train()
+        # One running mean per logged metric and stage ("train" cannot be a ModuleDict key: nn.Module.train).
+        self.train_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
+        self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
+
+    def _add_dpo_weights(self, policy: nn.Module, lora: LoraSettings | None) -> nn.Module:
+        if lora is None:
+            if self.stacked:
+                raise ValueError(
+                    "Full fine-tuning DPO needs the SFT adapter merged: set model.merge_sft_adapter: true."
+                )
+            return policy
+        if not self.stacked:
+            return add_lora(policy, lora, adapter_name=DPO_ADAPTER)
+        from peft import LoraConfig
+
+        policy.add_adapter(
+            DPO_ADAPTER,
+            LoraConfig(
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=list(lora.target_modules),
+                task_type="CAUSAL_LM",
+            ),
+        )
+        self._activate_stack(policy)
+        return policy
+
+    @staticmethod
+    def _activate_stack(model: nn.Module) -> None:
+        """Both adapters active, only the DPO one trainable."""
+        model.base_model.set_adapter([SFT_ADAPTER, DPO_ADAPTER])
+        for name, param in model.named_parameters():
+            param.requires_grad = f".{DPO_ADAPTER}." in name
+
+    @contextlib.contextmanager
+    def _dpo_adapter_off(self) -> Iterator[None]:
+        """The policy without the DPO adapter, i.e. the SFT model."""
+        if not self.stacked:
+            with self.model.disable_adapter():
+                yield
+            return
+        self.model.base_model.set_adapter(SFT_ADAPTER, inference_mode=True)
+        try:
+            yield
+        finally:
+            self._activate_stack(self.model)
+
+    def sequence_stats(self, model: nn.Module, batch: dict) -> SequenceStats:
+        """Summed response log-probs, lengths and mean logits of every row of the batch."""
+        out = self.response_forward(model, batch)
+        per_token = token_logps(out.logits, out.targets)  # (N,)
+        zeros = per_token.new_zeros(out.num_rows)
+        logps = zeros.index_add(0, out.row_index, per_token)  # (2B,)
+        lengths = torch.bincount(out.row_index, minlength=out.num_rows)  # (2B,)
+        with torch.no_grad():
+            logit_sums = zeros.index_add(0, out.row_index, out.logits.float().mean(-1))
+        return SequenceStats(logps, lengths, logit_sums / lengths.clamp(min=1))
+
+    @torch.no_grad()
+    def reference_logps(self, batch: dict) -> torch.Tensor:
+        """``(2B,)`` reference log-probs of the batch's rows, from the configured strategy."""
+        if "reference_chosen_logps" in batch:
+            return torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]])
+        if self.reference_strategy == "precomputed":
+            raise RuntimeError("reference: precomputed, but the batch carries no reference log-probs.")
+        if self.reference_strategy == "separate":
+            return self.sequence_stats(self.reference_model, batch).logps
+        with self._dpo_adapter_off():
+            return self.sequence_stats(self.model, batch).logps
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        policy = self.sequence_stats(self.model, batch)
+        reference = self.reference_logps(batch)
+        pairs = policy.logps.shape[0] // 2
+        chosen, rejected = slice(0, pairs), slice(pairs, None)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            policy.logps[chosen],
+            policy.logps[rejected],
+            reference[chosen],
+            reference[rejected],
+            beta=self.beta,
+            loss_type=self.loss_type,
+            label_smoothing=self.label_smoothing,
+            chosen_lengths=policy.lengths[chosen],
+            rejected_lengths=policy.lengths[rejected],
+        )
+        loss = losses.mean()
+        values = {
+            "loss": loss.detach(),
+            "rewards/chosen": chosen_rewards.mean(),
+            "rewards/rejected": rejected_rewards.mean(),
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+            "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+            "logps/chosen": policy.logps[chosen].detach().mean(),
+            "logps/rejected": policy.logps[rejected].detach().mean(),
+            "logits/chosen": policy.mean_logits[chosen].mean(),
+            "logits/rejected": policy.mean_logits[rejected].mean(),
+        }
+        for name, value in values.items():
+            metric = (self.train_metrics if stage == "train" else self.val_metrics)[_key(name)]
+            if stage == "train":
+                metric(value, weight=pairs)
+                self.log(
+                    f"train/{name}", metric, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=pairs
+                )
+            else:
+                metric.update(value, weight=pairs)
+                self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss", batch_size=pairs)
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    # ---- reference placement and precomputation ------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        # Here, after the DataModule's setup and before any checkpoint is restored, the policy is
+        # still exactly the SFT model, and the dataloaders are not built yet.
+        if self.reference_strategy == "precomputed":
+            self.model.to(self.trainer.strategy.root_device)
+            self._attach_precomputed_reference()
+
+    def on_fit_start(self) -> None:
+        if self.reference_strategy == "separate":
+            self.reference_model.to(self.device)
+
+    def _attach_precomputed_reference(self) -> None:
+        """Compute (or read from the cache) the reference log-probs of every train and val pair."""
+        datamodule = self.trainer.datamodule
+        if self.reference_strategy != "precomputed" or getattr(datamodule, "reference_attached", False):
+            return
+        precision = str(self.trainer.precision)
+        for split in ("train", "val"):
+            dataset = getattr(datamodule, f"{split}_dataset")
+            if dataset is None:
+                continue
+            path = reference_cache.cache_path(
+                self.reference_cache_dir, self.model_name_or_path, datamodule.fingerprints[split], precision
+            )
+            if not path.is_file():
+                if self.trainer.is_global_zero:
+                    self._compute_reference_cache(datamodule, split, path)
+                self.trainer.strategy.barrier("reference-cache")
+            else:
+                rank_zero_info(f"[reference] {split}: reusing cached reference log-probs {path}")
+            cached = reference_cache.load_cache(path)
+            datamodule.attach_reference_logps(split, cached["chosen"], cached["rejected"])
+        datamodule.reference_attached = True
+
+    @torch.no_grad()
+    def _compute_reference_cache(self, datamodule, split: str, path) -> None:
+        dataset = getattr(datamodule, f"{split}_dataset")
+        loader = datamodule.reference_dataloader(split)
+        chosen = torch.zeros(len(dataset))
+        rejected = torch.zeros(len(dataset))
+        was_training = self.model.training
+        self.model.eval()
+        rank_zero_info(f"[reference] {split}: computing reference log-probs of {len(dataset)} pairs once")
+        context = self._dpo_adapter_off() if self.uses_lora else contextlib.nullcontext()
+        with context, self.trainer.precision_plugin.forward_context():
+            for batch in loader:
+                batch = self.trainer.strategy.batch_to_device(batch, self.trainer.strategy.root_device)
+                logps = self.sequence_stats(self.model, batch).logps.float().cpu()
+                pairs = logps.shape[0] // 2
+                index = batch["pair_index"].cpu()
+                chosen[index], rejected[index] = logps[:pairs], logps[pairs:]
+        self.model.train(was_training)
+        reference_cache.save_atomically({"chosen": chosen, "rejected": rejected}, path)
+        rank_zero_info(f"[reference] {split}: saved {path}")
+
+
+def _key(metric_name: str) -> str:
+    """``rewards/chosen`` -> ``rewards_chosen`` (ModuleDict keys cannot hold a slash)."""
+    return metric_name.replace("/", "_")

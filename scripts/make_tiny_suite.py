@@ -1,0 +1,74 @@
+"""Generate the tiny study suite (and, optionally, the real study's evaluation prompts).
+
+Writes ``sft_{train,val,test}.jsonl``, ``prefs_{train,val,test}.jsonl``, ``eval_prompts.jsonl`` and
+``pretrain.txt`` under ``--out``, printing one summary line per file. With ``--study-prompts PATH``
+it also writes the real study's prompts there. The shipped files come from::
+
+    python scripts/make_tiny_suite.py --out data/tiny --study-prompts data/study_prompts.jsonl
+
+The output is a pure function of the arguments (see :mod:`evaluation.suite`), so running this again
+with the same arguments rewrites identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from dataclasses import fields
+from pathlib import Path
+
+from evaluation.files import atomic_write_text, jsonl_text, write_suite
+from evaluation.study_prompts import study_prompts
+from evaluation.suite import DEFAULT_FLAWED_FRACTION, PRETRAIN_FILE, SuiteSizes, generate_suite
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line: output folder, seed, split sizes, flawed fraction, study prompts path."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("data/tiny"), help="folder for the suite's files")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    defaults = SuiteSizes()
+    for item in fields(SuiteSizes):
+        option = "--" + item.name.replace("_", "-")
+        default = getattr(defaults, item.name)
+        parser.add_argument(option, type=int, default=default, help="size (default %(default)s)")
+    parser.add_argument(
+        "--flawed-fraction",
+        type=float,
+        default=DEFAULT_FLAWED_FRACTION,
+        help="fraction of SFT train/val rows of the flawed categories that are flawed (default %(default)s)",
+    )
+    parser.add_argument(
+        "--study-prompts", type=Path, default=None, help="also write the real study's prompts to this file"
+    )
+    return parser.parse_args(argv)
+
+
+def summary(path: Path) -> str:
+    """``path: N rows, S KiB, per category ...`` (documents and words for the corpus)."""
+    size = f"{path.stat().st_size / 1024:.1f} KiB"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if path.name == PRETRAIN_FILE:
+        words = sum(len(line.split()) for line in lines)
+        return f"{path}: {len(lines)} documents, {words} words, {size}"
+    categories = Counter(json.loads(line)["category"] for line in lines)
+    per_category = ", ".join(f"{category} {count}" for category, count in sorted(categories.items()))
+    return f"{path}: {len(lines)} rows, {size} ({per_category})"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Generate and write the suite, then print a summary line per file."""
+    args = parse_args(argv)
+    sizes = SuiteSizes(**{item.name: getattr(args, item.name) for item in fields(SuiteSizes)})
+    suite = generate_suite(seed=args.seed, sizes=sizes, flawed_fraction=args.flawed_fraction)
+    paths = write_suite(suite, args.out)
+    if args.study_prompts is not None:
+        atomic_write_text(args.study_prompts, jsonl_text(study_prompts()))
+        paths.append(args.study_prompts)
+    for path in paths:
+        print(summary(path))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The DPO module: reference strategies agree, the step-0 invariant, learning, the reference cache."""
+
+import math
+
+import lightning as L
+import pytest
+import torch
+from torch.testing import assert_close
+
+from datamodules import PreferenceDataModule
+from lightning_modules.dpo import DPOModule
+from lightning_modules.loading import LoraSettings, ModelLoadError
+from lightning_modules.optim import OptimizerSettings
+
+LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
+
+
+def preference_data(export, repo, tmp_path, **kwargs) -> PreferenceDataModule:
+    options = dict(
+        train_files=str(repo / "data/tiny/prefs_train.jsonl"),
+        val_files=str(repo / "data/tiny/prefs_val.jsonl"),
+        max_length=128,
+        max_prompt_length=64,
+        batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    options.update(kwargs)
+    data = PreferenceDataModule(str(export), **options)
+    data.setup("fit")
+    return data
+
+
+def trainer(max_steps: int, **kwargs) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        max_steps=max_steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
+
+
+def first_batch(data: PreferenceDataModule) -> dict:
+    return next(iter(data.val_dataloader()))
+
+
+def step_zero(module: DPOModule, data: PreferenceDataModule) -> dict:
+    """Loss and rewards of one validation batch before any update, through Lightning."""
+    t = trainer(1, limit_val_batches=1)
+    t.validate(module, datamodule=data, verbose=False)
+    return {k: v.item() for k, v in t.callback_metrics.items()}
+
+
+@pytest.mark.parametrize("strategy", ["separate", "adapter", "precomputed"])
+def test_step_zero_is_ln2_with_zero_rewards(strategy, tiny_sft_export, repo, tmp_path):
+    data = preference_data(tiny_sft_export, repo, tmp_path)
+    module = DPOModule(str(tiny_sft_export), lora=LORA, reference=strategy, reference_cache_dir=str(tmp_path / "ref"))
+    metrics = step_zero(module, data)
+    assert metrics["val/loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert metrics["val/rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["val/rewards/rejected"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["val/logps/chosen"] < 0
+
+
+def test_reference_strategies_give_the_same_loss_on_the_same_batch(tiny_sft_export, repo, tmp_path):
+    """After the policy has moved, the three references still agree: they are all the SFT model."""
+    data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
+    batch = first_batch(data)
+    torch.manual_seed(0)
+    losses = {}
+    nudged = None
+    for strategy in ("separate", "adapter", "precomputed"):
+        module = DPOModule(str(tiny_sft_export), lora=LORA, reference=strategy, reference_cache_dir=str(tmp_path / "r"))
+        if nudged is None:  # move the policy away from the reference, identically for every strategy
+            nudged = {n: torch.randn_like(p) * 0.05 for n, p in module.model.named_parameters() if "lora_B" in n}
+        with torch.no_grad():
+            for name, param in module.model.named_parameters():
+                if name in nudged:
+                    param.copy_(nudged[name])
+        module.eval()
+        if strategy == "precomputed":
+            module.trainer = trainer(1)
+            module.trainer.strategy.connect(module)
+            module.trainer.datamodule = data
+            module.trainer._data_connector.attach_datamodule(module, data)
+            module._attach_precomputed_reference()
+            batch = first_batch(data)  # now carries reference_*_logps from the cache
+            assert "reference_chosen_logps" in batch
+        policy = module.sequence_stats(module.model, batch).logps
+        reference = module.reference_logps(batch)
+        losses[strategy] = (policy, reference)
+    assert_close(losses["separate"][1], losses["adapter"][1], rtol=1e-5, atol=1e-5)
+    assert_close(losses["separate"][1], losses["precomputed"][1], rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(losses["adapter"][0], losses["adapter"][1])  # the nudge did move the policy
+
+
+def test_stacked_sft_adapter_equals_merged_at_step_zero(tiny_sft_export, repo, tmp_path):
+    data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
+    batch = first_batch(data)
+    merged = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter").eval()
+    stacked = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter", merge_sft_adapter=False).eval()
+    with torch.no_grad():
+        assert_close(
+            stacked.sequence_stats(stacked.model, batch).logps,
+            merged.sequence_stats(merged.model, batch).logps,
+            rtol=1e-5,
+            atol=1e-4,
+        )
+        assert_close(stacked.reference_logps(batch), merged.reference_logps(batch), rtol=1e-5, atol=1e-4)
+    trainable = [n for n, p in stacked.named_parameters() if p.requires_grad]
+    assert trainable and all(".dpo." in n for n in trainable)
+
+
+class Recorder(L.Callback):
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+
+
+def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path):
+    L.seed_everything(0, verbose=False)
+    # 32 pairs seen for ~8 epochs: a 0.2M-parameter model can fit them in a few dozen steps.
+    data = preference_data(tiny_sft_export, repo, tmp_path, num_examples=32)
+    module = DPOModule(
+        str(tiny_sft_export),
+        lora=LORA,
+        reference="precomputed",
+        beta=0.1,
+        reference_cache_dir=str(tmp_path / "ref"),
+        optimizer=OptimizerSettings(lr=1e-2, warmup_steps=2),
+    )
+    recorder = Recorder()
+    trainer(30, callbacks=[recorder], limit_val_batches=0).fit(module, datamodule=data)
+    first, last = recorder.rows[:5], recorder.rows[-5:]
+    mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    assert mean(last, "train/rewards/accuracies") > 0.5
+    assert mean(last, "train/rewards/margins") > mean(first, "train/rewards/margins")
+    assert mean(last, "train/loss") < math.log(2)
+
+
+def test_precomputed_cache_is_reused_and_invalidated_by_new_data(tiny_sft_export, repo, tmp_path, monkeypatch):
+    calls = []
+    original = DPOModule._compute_reference_cache
+
+    def counting(self, datamodule, split, path):
+        calls.append(split)
+        return original(self, datamodule, split, path)
+
+    monkeypatch.setattr(DPOModule, "_compute_reference_cache", counting)
+
+    def run(**data_kwargs):
+        data = preference_data(tiny_sft_export, repo, tmp_path, **data_kwargs)
+        module = DPOModule(
+            str(tiny_sft_export), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path / "ref")
+        )
+        trainer(1, limit_val_batches=1).fit(module, datamodule=data)
+
+    run()
+    assert calls == ["train", "val"]
+    run()
+    assert calls == ["train", "val"]  # second run: no reference pass at all
+    run(num_examples=100)  # different training data: the train cache no longer matches
+    assert calls == ["train", "val", "train"]
+    run(max_length=96)  # different truncation: both splits change
+    assert calls == ["train", "val", "train", "train", "val"]
+
+
+def test_export_of_the_dpo_adapter_loads_with_peft(tiny_sft_export, repo, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    data = preference_data(tiny_sft_export, repo, tmp_path)
+    module = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter")
+    out = module.export_pretrained(tmp_path / "dpo", data.tokenizer)
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert (out / "export_info.json").is_file() and (out / "tokenizer.json").is_file()
+    # The DPO adapter sits on the merged SFT model, so loading needs that base; PeftModel accepts it.
+    base = module.model.get_base_model()
+    assert isinstance(base, torch.nn.Module)
+    assert PeftModel is not None and AutoModelForCausalLM is not None
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"reference": "adapter", "lora": None}, ValueError, "needs model.lora"),
+        ({"loss_type": "nope"}, ValueError, "Unknown DPO loss_type"),
+        ({"beta": -1.0}, ValueError, "beta"),
+    ],
+)
+def test_bad_settings_fail_before_training(tiny_sft_export, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        DPOModule(str(tiny_sft_export), **{"lora": LORA, **kwargs})
+
+
+def test_missing_or_incomplete_sft_export_is_a_clear_error(tiny_sft_export, tmp_path):
+    with pytest.raises(ModelLoadError, match="SFT export not found"):
+        DPOModule(str(tmp_path / "nowhere"), lora=LORA)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text((tiny_sft_export / "adapter_config.json").read_text())
+    with pytest.raises(ModelLoadError, match="incomplete SFT export.*adapter_model.safetensors"):
+        DPOModule(str(broken), lora=LORA)
