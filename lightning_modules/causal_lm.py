@@ -58,6 +58,7 @@ class CausalLMModule(L.LightningModule):
     model: torch.nn.Module
     optimizer_settings: OptimizerSettings
     uses_lora: bool
+    trained_adapter: str = "default"
 
     def __init__(self) -> None:
         super().__init__()
@@ -106,7 +107,16 @@ class CausalLMModule(L.LightningModule):
         out = Path(out_dir)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-        self.model.save_pretrained(staging, safe_serialization=True)
+        if self.uses_lora:
+            adapter = self.trained_adapter
+            self.model.save_pretrained(staging, safe_serialization=True, selected_adapters=[adapter])
+            # PEFT writes a non-default adapter into a sub-folder; an export holds exactly one adapter.
+            if (staging / adapter).is_dir():
+                for item in (staging / adapter).iterdir():
+                    os.replace(item, staging / item.name)
+                (staging / adapter).rmdir()
+        else:
+            self.model.save_pretrained(staging, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         details = {"kind": "lora_adapter" if self.uses_lora else "full_model", **(info or {})}

@@ -117,6 +117,7 @@ class DPOModule(CausalLMModule):
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         self.reference_cache_dir = reference_cache_dir
         self.uses_lora = lora is not None
+        self.trained_adapter = DPO_ADAPTER
         self.optimizer_settings = optimizer or OptimizerSettings(lr=5e-7)
         check_sft_export(model_name_or_path)
         self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)

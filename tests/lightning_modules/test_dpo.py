@@ -169,19 +169,32 @@ def test_precomputed_cache_is_reused_and_invalidated_by_new_data(tiny_sft_export
     assert calls == ["train", "val", "train", "train", "val"]
 
 
-def test_export_of_the_dpo_adapter_loads_with_peft(tiny_sft_export, repo, tmp_path):
+def test_export_of_the_dpo_adapter_reloads_without_lightning(tiny_sft_export, repo, tmp_path):
+    """base -> merge the SFT adapter -> load the DPO adapter gives the trained policy's logits."""
+    import json
+
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    data = preference_data(tiny_sft_export, repo, tmp_path)
+    data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
     module = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter")
-    out = module.export_pretrained(tmp_path / "dpo", data.tokenizer)
-    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
-    assert (out / "export_info.json").is_file() and (out / "tokenizer.json").is_file()
-    # The DPO adapter sits on the merged SFT model, so loading needs that base; PeftModel accepts it.
-    base = module.model.get_base_model()
-    assert isinstance(base, torch.nn.Module)
-    assert PeftModel is not None and AutoModelForCausalLM is not None
+    with torch.no_grad():  # a trained-looking adapter, so the comparison is not between two zero updates
+        for name, param in module.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    out = module.export_pretrained(tmp_path / "dpo", data.tokenizer, {"source_model": str(tiny_sft_export)})
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "export_info.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    base_id = json.loads((tiny_sft_export / "adapter_config.json").read_text())["base_model_name_or_path"]
+    sft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_id), str(tiny_sft_export))
+    reloaded = PeftModel.from_pretrained(sft.merge_and_unload(), str(out)).eval()
+    batch = first_batch(data)
+    module.eval()
+    with torch.no_grad():
+        expected = module.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = reloaded(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize(
