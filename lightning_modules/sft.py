@@ -54,16 +54,37 @@ class SFTModule(CausalLMModule):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         self.model = add_lora(model, lora) if lora is not None else model
+        # from_pretrained returns the model in eval mode and Lightning keeps each submodule's mode,
+        # so without this the LoRA dropout would never act during training.
+        self.model.train()
         self.val_loss = MeanMetric()
+        self._window_tokens = 0  # response tokens seen since the last optimiser step
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.response_forward(self.model, batch)
         return sft_loss(out.logits, out.targets), batch["num_loss_tokens"]
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=int(batch["num_loss_tokens"]))
-        return loss
+        out = self.response_forward(self.model, batch)
+        nll_sum = sft_loss(out.logits, out.targets, num_tokens=1)  # summed over this micro-batch's tokens
+        num_tokens = batch["num_loss_tokens"]
+        self._window_tokens = self._window_tokens + num_tokens
+        self.log("train/loss", nll_sum.detach() / num_tokens.clamp(min=1), prog_bar=True, batch_size=int(num_tokens))
+        # Backpropagate the sum; on_before_optimizer_step divides the gradient by the response tokens
+        # of the whole accumulation window on all ranks, so K micro-batches equal one batch of K times
+        # the rows exactly, however their token counts differ.
+        return nll_sum
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        tokens = self.trainer.strategy.reduce(
+            torch.as_tensor(self._window_tokens, device=self.device).float(), reduce_op="sum"
+        )
+        # Lightning divided each micro-batch loss by K, and DDP averaged the gradients over the ranks.
+        scale = self.trainer.accumulate_grad_batches * self.trainer.world_size / tokens.clamp(min=1)
+        for param in self.parameters():
+            if param.grad is not None:
+                param.grad.mul_(scale)
+        self._window_tokens = 0
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, num_tokens = self._loss(batch)
