@@ -26,6 +26,7 @@ class HFExportCallback(L.Callback):
         self.dirpath = dirpath
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
@@ -34,11 +35,11 @@ class HFExportCallback(L.Callback):
             "stage": type(pl_module).__name__,
             "source_model": pl_module.model_name_or_path,
             "global_step": trainer.global_step,
-            "epochs_completed": trainer.current_epoch,
+            "epoch": trainer.current_epoch,
             "template": getattr(datamodule, "template", None),
         }
         out = pl_module.export_pretrained(self.dirpath, tokenizer, info)
-        config = Path(trainer.log_dir or "") / "config.yaml"
+        config = Path(log_dir or "") / "config.yaml"
         if config.is_file():
             shutil.copyfile(config, out / "training_config.yaml")
         rank_zero_info(f"Exported {info['stage']} weights in Hugging Face format to {out}")

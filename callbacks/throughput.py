@@ -27,7 +27,9 @@ class ThroughputCallback(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch: dict, batch_idx: int) -> None:
         self._tokens += int(batch["num_real_tokens"])
-        if trainer.global_step % self.log_every_n_steps or self._start is None:
+        # Log right after an optimiser step (not on every micro-batch of an accumulation window).
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not stepped or trainer.global_step % self.log_every_n_steps or self._start is None:
             return
         elapsed = time.perf_counter() - self._start
         if elapsed > 0 and self._tokens:

@@ -1,0 +1,118 @@
+"""Every YAML in configs/ parses through the real CLI, and typos fail loudly.
+
+Training configs (those with a ``trainer`` section) go through ``train.py fit``; evaluation configs
+through ``scripts/evaluate.py``. ``--print_config`` must not load the model: the runs below happen
+in an empty folder, offline, with an empty Hugging Face cache, where neither
+``mistralai/Mistral-7B-v0.1`` nor the tiny configs' relative model paths could be loaded, so exit
+status 0 shows nothing was loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
+
+
+def entry_point(config: Path) -> list[str]:
+    """The command that reads ``config``; a new kind of config must be added here to be tested."""
+    if "trainer" in yaml.safe_load(config.read_text()):
+        return [str(REPO / "train.py"), "fit"]
+    if config.name == "evaluate.yaml":
+        return [str(REPO / "scripts" / "evaluate.py")]
+    raise AssertionError(f"{config}: no known command reads this config; add it to entry_point()")
+
+
+def start_cli(args: list[str], cwd: Path, script: list[str] | None = None) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "HF_HOME": str(cwd / "hf-home"),  # an empty cache: nothing can be loaded from it
+        "PYTHONPATH": str(REPO),
+    }
+    return subprocess.Popen(
+        [sys.executable, *(script or [str(REPO / "train.py")]), *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return finish(start_cli(args, cwd))
+
+
+@pytest.fixture(scope="module")
+def printed(tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
+    """``--print_config`` of every config, run side by side (each run is mostly imports)."""
+    cwd = tmp_path_factory.mktemp("print_config")
+    processes = {
+        config: start_cli(["--config", str(config), "--print_config"], cwd, entry_point(config)) for config in CONFIGS
+    }
+    return {config: finish(process) for config, process in processes.items()}
+
+
+def test_the_study_and_tiny_configs_are_all_found():
+    names = {str(c.relative_to(REPO)) for c in CONFIGS}
+    assert {"configs/sft.yaml", "configs/tiny/sft.yaml"} <= names
+    assert [c for c in CONFIGS if "trainer" in yaml.safe_load(c.read_text())], "no training config found"
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: str(c.relative_to(REPO)))
+def test_config_parses_without_loading_the_model(printed, config):
+    result = printed[config]
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = yaml.safe_load(result.stdout)
+    assert set(yaml.safe_load(config.read_text())) <= set(parsed)  # every section of the file was read
+    if "trainer" in parsed:
+        assert {"model", "data"} <= set(parsed)
+        assert parsed["model"]["init_args"]["model_name_or_path"]
+
+
+def test_study_sft_config_is_the_studys_setup(printed):
+    result = printed[REPO / "configs" / "sft.yaml"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    text = result.stdout
+    for expected in ("mistralai/Mistral-7B-v0.1", "r: 16", "alpha: 32", "max_epochs: 3",
+                     "num_examples: 10000", "bf16-mixed"):
+        assert expected in text, expected
+    parsed = yaml.safe_load(text)
+    model = parsed["model"]["init_args"]
+    assert model["model_name_or_path"] == "mistralai/Mistral-7B-v0.1"
+    assert (model["lora"]["r"], model["lora"]["alpha"]) == (16, 32)
+    assert model["optimizer"]["lr"] == pytest.approx(2e-5)
+    assert parsed["trainer"]["max_epochs"] == 3
+    assert parsed["trainer"]["precision"] == "bf16-mixed"
+    assert parsed["data"]["init_args"]["num_examples"] == 10000
+
+
+def test_mistyped_command_line_key_is_rejected_by_name(tmp_path):
+    result = run_cli(
+        ["fit", "--config", str(REPO / "configs" / "sft.yaml"), "--model.init_args.lerning_rate", "1",
+         "--print_config"],
+        tmp_path,
+    )
+    assert result.returncode != 0
+    assert "lerning_rate" in result.stderr
+    assert "not accepted" in result.stderr
+
+
+def test_mistyped_yaml_key_is_rejected_by_name(tmp_path):
+    text = (REPO / "configs" / "tiny" / "sft.yaml").read_text()
+    assert "  max_epochs: 3\n" in text
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(text.replace("  max_epochs: 3\n", "  max_epoch: 3\n"))
+    result = run_cli(["fit", "--config", str(bad), "--print_config"], tmp_path)
+    assert result.returncode != 0
+    assert "does not accept option 'max_epoch'" in result.stderr
