@@ -11,7 +11,7 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
-from datamodules.sampling import LengthGroupedSampler
+from datamodules.resumable import eval_loader, train_loader
 from lightning_modules.loading import load_tokenizer
 
 
@@ -91,17 +91,21 @@ class TokenizedDataModule(L.LightningDataModule):
             desc="Tokenising",
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate: Callable) -> DataLoader:
-        if train and self.group_by_length:
-            sampler = LengthGroupedSampler(dataset["length"], batch_size, seed=self.seed)
-            return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.num_workers)
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            collate_fn=collate,
-            num_workers=self.num_workers,
-        )
+    def _loader(
+        self, dataset: Dataset, batch_size: int, train: bool, collate: Callable, shard: bool = True
+    ) -> DataLoader:
+        """Training: resumable mid-epoch, this rank's share; evaluation: in order (``shard``: split by rank)."""
+        if train:
+            return train_loader(
+                dataset,
+                batch_size,
+                collate,
+                group_by_length=self.group_by_length,
+                seed=self.seed,
+                num_workers=self.num_workers,
+                trainer=self.trainer,
+            )
+        return eval_loader(dataset, batch_size, collate, num_workers=self.num_workers, shard=shard)
 
 
 def content_hash(*parts) -> str:

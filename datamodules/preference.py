@@ -187,8 +187,9 @@ class PreferenceDataModule(TokenizedDataModule):
         setattr(self, f"{split}_dataset", dataset)
 
     def reference_dataloader(self, split: str):
-        """Every pair of a split once, in order, for the one reference pass."""
-        return self._loader(getattr(self, f"{split}_dataset"), self.eval_batch_size, False, self.collator())
+        """Every pair of a split once, in order, for the one reference pass (on rank 0 alone: not sharded)."""
+        dataset = getattr(self, f"{split}_dataset")
+        return self._loader(dataset, self.eval_batch_size, False, self.collator(), shard=False)
 
     def collator(self) -> PreferenceCollator:
         return PreferenceCollator(self.load_tokenizer().pad_token_id, pack=self.pack)

@@ -30,7 +30,7 @@ class BadRow(Exception):
     """Raised by a row parser: ``field`` is the offending field, ``reason`` a short category."""
 
     def __init__(self, field: str, reason: str, detail: str = "") -> None:
-        super().__init__(f"{field}: {reason}{f' ({detail})' if detail else ''}")
+        super().__init__(f"{field + ': ' if field else ''}{reason}{f' ({detail})' if detail else ''}")
         self.field = field
         self.reason = reason
         self.detail = detail
@@ -38,11 +38,16 @@ class BadRow(Exception):
 
 @dataclass
 class Row:
-    """One raw record and where it came from (``number`` is 1-based; the line number in JSONL)."""
+    """One raw record and where it came from (``number`` is 1-based; the line number in JSONL).
+
+    ``problem`` is set, and ``data`` is ``None``, when the line itself could not be read (invalid
+    JSON, bytes that are not UTF-8): such a row goes through the bad-row policy like any other.
+    """
 
     source: str
     number: int
     data: Any
+    problem: BadRow | None = None
 
 
 @dataclass
@@ -56,8 +61,11 @@ class PreparationReport:
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
     def reject(self, row: Row, field_name: str, reason: str, detail: str = "") -> None:
-        """Record a bad row, or raise :class:`DataError` under the ``error`` policy."""
-        where = f"{row.source}: row {row.number}: field '{field_name}'"
+        """Record a bad row, or raise :class:`DataError` under the ``error`` policy.
+
+        ``field_name`` empty means the row as a whole (e.g. a line that is not valid JSON).
+        """
+        where = f"{row.source}: row {row.number}" + (f": field '{field_name}'" if field_name else "")
         if self.policy == "error":
             raise DataError(
                 f"{where}: {reason}{f' ({detail})' if detail else ''}. "
@@ -97,8 +105,9 @@ def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
     exist locally is taken as a Hub dataset id and loaded with ``datasets.load_dataset``.
 
     Raises:
-        DataError: a missing local file, an unknown extension, bytes that are not UTF-8 or invalid
-            JSON (naming the line).
+        DataError: a missing local file, an unknown extension, or a ``.json`` / ``.parquet`` /
+            ``.csv`` file that cannot be parsed at all. A ``.jsonl`` line that is not valid JSON or
+            not UTF-8 is yielded as a row with ``problem`` set, so the bad-row policy decides.
     """
     if not is_local_source(source):
         yield from _read_hub(source, split)
@@ -115,21 +124,15 @@ def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
 
 
 def _read_json(path: Path) -> Iterator[Row]:
-    raw = path.read_bytes()
+    raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark is not data
+    if path.suffix == ".jsonl":
+        yield from _read_jsonl_lines(path, raw)
+        return
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise DataError(f"{path}: line {line}: bytes that are not UTF-8 (at byte {error.start}).") from None
-    if path.suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield Row(str(path), number, json.loads(line))
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path}: line {number}: invalid JSON ({error.msg} at column {error.colno}).") from None
-        return
     try:
         document = json.loads(text)
     except json.JSONDecodeError as error:
@@ -140,6 +143,24 @@ def _read_json(path: Path) -> Iterator[Row]:
         raise DataError(f"{path}: a .json file must hold a list of rows (or {{'data': [...]}}).")
     for number, record in enumerate(document, start=1):
         yield Row(str(path), number, record)
+
+
+def _read_jsonl_lines(path: Path, raw: bytes) -> Iterator[Row]:
+    """One row per non-blank line. Split on bytes, not ``str.splitlines``: JSON strings may hold
+    U+2028 and friends, which ``splitlines`` would take for line breaks."""
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            problem = BadRow("", "bytes that are not UTF-8", f"at byte {error.start} of the line")
+            yield Row(str(path), number, None, problem)
+            continue
+        try:
+            yield Row(str(path), number, json.loads(text))
+        except json.JSONDecodeError as error:
+            yield Row(str(path), number, None, BadRow("", "invalid JSON", f"{error.msg} at column {error.colno}"))
 
 
 def _read_tabular(path: Path) -> Iterator[Row]:
@@ -169,19 +190,24 @@ def _read_hub(dataset_id: str, split: str | None) -> Iterator[Row]:
         yield Row(name, number, record)
 
 
-def require_text(record: dict, name: str, *, allow_empty: bool = False) -> str:
-    """The string field ``name`` of ``record``, or :class:`BadRow` saying what is wrong with it."""
+def require_text(record: Any, name: str, *, allow_empty: bool = False, label: str | None = None) -> str:
+    """The string field ``name`` of ``record``, or :class:`BadRow` saying what is wrong with it.
+
+    ``label`` is the field's name in messages when it differs from ``name`` (e.g. ``chosen[1].content``).
+    """
+    label = label or name
     if not isinstance(record, dict):
-        raise BadRow("<row>", "not an object", type(record).__name__)
+        where = label.rsplit(".", 1)[0] if "." in label else "<row>"
+        raise BadRow(where, "wrong type", f"{type(record).__name__} where an object is expected")
     if name not in record:
-        raise BadRow(name, "missing field")
+        raise BadRow(label, "missing field")
     value = record[name]
     if value is None:
-        raise BadRow(name, "wrong type", "null where a string is expected")
+        raise BadRow(label, "wrong type", "null where a string is expected")
     if not isinstance(value, str):
-        raise BadRow(name, "wrong type", f"{type(value).__name__} where a string is expected")
+        raise BadRow(label, "wrong type", f"{type(value).__name__} where a string is expected")
     if not allow_empty and not value.strip():
-        raise BadRow(name, "empty string")
+        raise BadRow(label, "empty string")
     return value
 
 
@@ -200,13 +226,16 @@ def single_turn(messages: Any, name: str) -> tuple[str, str]:
     """``(user, assistant)`` contents of a ``[{role: user}, {role: assistant}]`` message list."""
     if not isinstance(messages, list):
         raise BadRow(name, "wrong type", f"{type(messages).__name__} where a message list is expected")
-    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRow(f"{name}[{i}]", "wrong type", f"{type(message).__name__} where a message object is expected")
+    roles = [message.get("role") for message in messages]
     if roles != ["user", "assistant"]:
         if "assistant" not in roles:
             raise BadRow(name, "no assistant turn", f"roles {roles}")
         raise BadRow(name, "roles out of order", f"roles {roles}; expected ['user', 'assistant']")
-    user = require_text(messages[0], "content")
-    assistant = require_text(messages[1], "content")
+    user = require_text(messages[0], "content", label=f"{name}[0].content")
+    assistant = require_text(messages[1], "content", label=f"{name}[1].content")
     return user, assistant
 
 
@@ -224,12 +253,17 @@ def collect(
     Raises:
         DataError: a bad row under the ``error`` policy, or no usable row at all.
     """
+    if not sources:
+        raise DataError(f"[{report.name}] no data source given: set train_files (a local file or a Hub dataset id).")
     examples = []
     for source in sources:
         before = len(examples)
         seen = 0
         for row in read_rows(source, split):
             seen += 1
+            if row.problem is not None:
+                report.reject(row, row.problem.field, row.problem.reason, row.problem.detail)
+                continue
             try:
                 example = parse(row.data)
             except BadRow as bad:

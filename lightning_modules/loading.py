@@ -39,6 +39,10 @@ class ModelLoadError(ValueError):
     """The model path or id does not lead to a loadable causal LM."""
 
 
+class CUDARequiredError(RuntimeError):
+    """A setting (4-bit quantisation) needs a CUDA GPU and none is visible."""
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load a tokenizer; give it a pad token (EOS, as Mistral has none) when it lacks one."""
     try:
@@ -71,7 +75,7 @@ def quantization_config(load_in_4bit: bool):
     if not load_in_4bit:
         return None
     if not torch.cuda.is_available():
-        raise RuntimeError(
+        raise CUDARequiredError(
             "load_in_4bit: true needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible. "
             "Set model.load_in_4bit: false to train in 16/32-bit on this machine."
         )

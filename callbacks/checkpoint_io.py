@@ -1,0 +1,78 @@
+"""Checkpoint files written atomically, read with ``weights_only=True``, never holding NaN weights."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from lightning_modules.loading import LoraSettings
+from lightning_modules.optim import OptimizerSettings
+
+SAFE_GLOBALS = [LoraSettings, OptimizerSettings]
+
+
+class NonFiniteCheckpointError(RuntimeError):
+    """A checkpoint about to be written holds NaN or Inf weights; the previous file is kept."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the target, ``fsync``, then ``os.replace``.
+
+    A crash or a kill at any moment leaves either the previous checkpoint or the new one, never a
+    truncated file. (Lightning's default writes through an fsspec transaction whose temporary file
+    lives in the system temp folder: on another filesystem the final move is a copy, and nothing is
+    synced to disk.) Local paths only.
+
+    Loading always uses ``torch.load(weights_only=True)``: tensors and plain containers, no code;
+    the only classes allowed are the settings dataclasses that ``save_hyperparameters`` stores when a
+    module is built in Python rather than by the CLI (:data:`SAFE_GLOBALS`).
+
+    A ``state_dict`` holding NaN or Inf is refused with :class:`NonFiniteCheckpointError` before
+    anything is written, so the last good checkpoint is never overwritten by a diverged state.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} does not take storage_options.")
+        target = Path(path)
+        check_finite(checkpoint.get("state_dict", {}), target)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as file:
+                torch.save(checkpoint, file)
+                file.flush()
+                os.fsync(file.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from the rest of the team
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_finite(state_dict: dict[str, Any], path: Path) -> None:
+    """Raise :class:`NonFiniteCheckpointError` naming the first tensor of ``state_dict`` with NaN / Inf."""
+    for name, value in state_dict.items():
+        if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise NonFiniteCheckpointError(
+                f"Not writing {path}: weight {name!r} holds NaN or Inf. The previous checkpoint is kept; resume "
+                "from it with a lower learning rate, or find the bad batch (see docs/troubleshooting.md)."
+            )

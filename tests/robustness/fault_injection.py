@@ -1,0 +1,128 @@
+"""Test support for the robustness tests: faults injected into real ``train.py fit`` runs, and the
+tiny configs rewritten to write only under a temporary folder.
+
+The callbacks are loaded by the training subprocess through ``class_path: fault_injection.<Name>``
+(this folder is put on its ``PYTHONPATH``); they are not part of the trainer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+class KillAtStep(L.Callback):
+    """Send ``signal`` to this process when the optimiser step ``step`` is about to start, i.e. after
+    everything of step ``step - 1`` (its checkpoint included) is done."""
+
+    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
+        self.step, self.signal = step, signal
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step == self.step and trainer.is_global_zero:
+            os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class StepLog(L.Callback):
+    """Append, on rank 0, one JSON line per training step: the logged ``train/loss`` and the batch's rows;
+    and one line per validation with the (rank-reduced) ``val/loss``."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def _write(self, trainer: L.Trainer, record: dict[str, Any]) -> None:
+        if trainer.is_global_zero:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps(record) + "\n")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        loss = trainer.callback_metrics["train/loss"]
+        self._write(trainer, {"step": trainer.global_step - 1, "epoch": trainer.current_epoch, "loss": float(loss)})
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            val_loss = float(trainer.callback_metrics["val/loss"])
+            self._write(trainer, {"val_step": trainer.global_step, "val_loss": val_loss})
+
+
+def read_log(path: Path) -> tuple[dict[int, float], dict[int, float]]:
+    """``({step: train loss}, {step: val loss})`` from a :class:`StepLog` file (a resumed step overwrites)."""
+    train, val = {}, {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        if "loss" in record:
+            train[record["step"]] = record["loss"]
+        else:
+            val[record["val_step"]] = record["val_loss"]
+    return train, val
+
+
+def tiny_config(stage: str, out: Path, model: Path, **trainer: Any) -> dict:
+    """``configs/tiny/<stage>.yaml`` with every output path moved under ``out`` and the model replaced.
+
+    ``trainer`` settings are merged into the trainer section.
+    """
+    text = (REPO / "configs" / "tiny" / f"{stage}.yaml").read_text()
+    text = text.replace("runs/tiny", str(out / "runs")).replace("outputs/tiny", str(out / "outputs"))
+    config = yaml.safe_load(text)
+    config["model"]["init_args"]["model_name_or_path"] = str(model)
+    data = config["data"]["init_args"]
+    for key in ("train_files", "val_files"):
+        data[key] = str(REPO / data[key])
+    config["trainer"].update(enable_progress_bar=False, enable_model_summary=False, **trainer)
+    return config
+
+
+def add_callback(config: dict, class_path: str, **init_args: Any) -> dict:
+    config["trainer"]["callbacks"].append({"class_path": class_path, "init_args": init_args})
+    return config
+
+
+def checkpoint_callback(config: dict, *, every_n_train_steps: bool) -> dict:
+    """The ModelCheckpoint entry of ``config`` that saves every N steps (or the one that monitors val/loss)."""
+    for callback in config["trainer"]["callbacks"]:
+        if callback["class_path"].endswith("ModelCheckpoint"):
+            if ("every_n_train_steps" in callback["init_args"]) == every_n_train_steps:
+                return callback
+    raise AssertionError("no such ModelCheckpoint in the config")
+
+
+def start_fit(config: dict, path: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):
+    """Write ``config`` to ``path`` and start ``python train.py fit --config path *args``."""
+    path.write_text(yaml.safe_dump(config))
+    environment = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(HERE)]),
+        **(env or {}),
+    }
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(path), *args],
+        cwd=cwd or path.parent,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: int = 300) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def run_fit(config: dict, path: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
+    return finish(start_fit(config, path, *args, **kwargs))

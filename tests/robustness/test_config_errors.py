@@ -1,0 +1,61 @@
+"""Mistakes in a config or its data, through ``train.py fit``: the run stops before training with one
+readable line (``error: ...``) naming what is wrong and where, not a bare traceback.
+
+Mistyped keys are LightningCLI's own check, tested in tests/test_configs.py. The runs start side by
+side; each stops within seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fault_injection import finish, start_fit, tiny_config
+
+BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
+
+
+def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict, list[str]]]:
+    """name: (config, fragments the error line must hold)."""
+    empty = root / "not-a-model"
+    empty.mkdir()
+    incomplete = root / "incomplete-export"
+    incomplete.mkdir()
+    (incomplete / "adapter_config.json").write_text((sft_export / "adapter_config.json").read_text())
+
+    bad_row = tiny_config("sft", root / "bad_row", model)
+    bad_row["data"]["init_args"].update(train_files=str(BAD / "sft_missing_output.jsonl"), val_files=None)
+    not_a_model = tiny_config("sft", root / "not_a_model", empty)
+    no_export = tiny_config("dpo", root / "no_export", root / "outputs" / "sft")
+    half_export = tiny_config("dpo", root / "half_export", incomplete)
+    four_bit = tiny_config("sft", root / "four_bit", model)
+    four_bit["model"]["init_args"]["load_in_4bit"] = True
+    return {
+        "bad_row": (
+            bad_row,
+            [f"error: {BAD / 'sft_missing_output.jsonl'}: row 2: field 'output': missing field", "on_bad_row: skip"],
+        ),
+        "not_a_model": (not_a_model, [f"error: {empty}: not a model folder (no config.json)"]),
+        "no_export": (no_export, [f"error: {root / 'outputs' / 'sft'}: SFT export not found", "Run the SFT stage"]),
+        "half_export": (half_export, [f"error: {incomplete}: incomplete SFT export", "adapter_model.safetensors"]),
+        "four_bit": (four_bit, ["error: load_in_4bit: true needs a CUDA GPU", "Set model.load_in_4bit: false"]),
+    }
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory, tiny_model_dir, tiny_sft_export) -> dict:
+    root = tmp_path_factory.mktemp("config_errors")
+    cases = mistakes(root, tiny_model_dir, tiny_sft_export)
+    processes = {name: start_fit(config, root / f"{name}.yaml") for name, (config, _) in cases.items()}
+    return {name: (finish(process), cases[name][1], root) for name, process in processes.items()}
+
+
+@pytest.mark.parametrize("name", ["bad_row", "not_a_model", "no_export", "half_export", "four_bit"])
+def test_mistake_stops_with_one_readable_error_line(results, name):
+    result, fragments, root = results[name]
+    assert result.returncode == 1, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last_line
+    assert "Traceback" not in result.stderr
+    assert not (root / name / "runs" / "sft" / "checkpoints").exists()  # stopped before training

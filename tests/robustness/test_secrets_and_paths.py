@@ -1,0 +1,136 @@
+"""Security and hygiene of a run: a planted Hub token appears in nothing a run writes or prints,
+nothing is written outside the configured folders, remote code stays off, and every training
+config carries the guards (NaN guard, SIGTERM checkpoint, RNG states, atomic weights-only IO,
+gradient clipping).
+
+One tiny SFT fit and one DPO fit from its export run with ``HF_TOKEN`` set to a fake token, from
+an empty working folder, with every output path in the configs pointing under ``out/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from fault_injection import REPO, finish, run_fit, start_fit, tiny_config
+
+FAKE_TOKEN = "hf_FAKEtokenPlantedByTheRobustnessTest0123"
+TOKEN_ENV = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
+TRAINING_CONFIGS = sorted(p for p in REPO.glob("configs/**/*.yaml") if "trainer" in yaml.safe_load(p.read_text()))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_model_dir) -> dict:
+    root = tmp_path_factory.mktemp("secrets")
+    out, cwd, configs, hf_home = root / "out", root / "cwd", root / "configs", root / "hf-home"
+    for folder in (cwd, configs):
+        folder.mkdir()
+    env = {**TOKEN_ENV, "HF_HOME": str(hf_home)}
+    outputs = []
+    short = {"max_steps": 3, "limit_val_batches": 1, "precision": "32"}
+    sft = tiny_config("sft", out, tiny_model_dir, **short)
+    sft["data"]["init_args"]["num_examples"] = 48
+    result = run_fit(sft, configs / "sft.yaml", env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs.append(result)
+    dpo = tiny_config("dpo", out, out / "outputs" / "sft", **short)
+    dpo["data"]["init_args"]["num_examples"] = 24
+    result = run_fit(dpo, configs / "dpo.yaml", env=env, cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs.append(result)
+    printed = finish(start_fit(dpo, configs / "dpo-print.yaml", "--print_config", env=env, cwd=cwd))
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    outputs.append(printed)
+    return {"root": root, "out": out, "cwd": cwd, "hf_home": hf_home, "outputs": outputs}
+
+
+def written_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+def test_planted_token_is_in_no_file_and_no_output(run):
+    files = written_files(run["out"]) + written_files(run["cwd"]) + written_files(run["hf_home"])
+    names = {p.name for p in files}
+    # The search covers what matters: resolved configs, hparams, TensorBoard events, checkpoints,
+    # exports, the reference cache.
+    assert {
+        "config.yaml",
+        "hparams.yaml",
+        "last.ckpt",
+        "adapter_model.safetensors",
+        "export_info.json",
+        "training_config.yaml",
+    } <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    assert any(n.startswith("reference-logps-") for n in names)
+    token = FAKE_TOKEN.encode()
+    leaks = [str(p) for p in files if token in p.read_bytes()]
+    assert leaks == []
+    for result in run["outputs"]:
+        assert FAKE_TOKEN not in result.stdout + result.stderr
+
+
+def test_nothing_is_written_outside_the_configured_folders(run):
+    assert written_files(run["cwd"]) == []  # the working folder stays empty
+    assert sorted(p.name for p in run["root"].iterdir()) == ["configs", "cwd", "out"]  # no cache folder appeared
+    assert sorted(p.name for p in run["out"].iterdir()) == ["outputs", "runs"]  # the configs' two roots
+    assert sorted(p.name for p in (run["out"] / "outputs").iterdir()) == ["dpo", "sft"]
+
+
+def test_no_code_of_ours_reads_the_whole_environment():
+    """Only named variables may be read (``os.environ[...]``, ``.get(...)``): never the mapping itself,
+    which is how a token ends up in a log or a saved config."""
+    sources = [REPO / "train.py"] + [
+        p
+        for folder in ("lightning_modules", "datamodules", "callbacks", "evaluation", "scripts")
+        for p in (REPO / folder).rglob("*.py")
+    ]
+    whole = re.compile(r"os\.environ(?!\s*(\[|\.get\(|\.setdefault\())|os\.environ\.(items|copy|keys|values)\(")
+    offenders = [
+        f"{p}:{n}" for p in sources for n, line in enumerate(p.read_text().splitlines(), 1) if whole.search(line)
+    ]
+    assert offenders == []
+
+
+def test_remote_code_is_off_unless_set():
+    from datamodules.instruction import InstructionDataModule
+    from datamodules.preference import PreferenceDataModule
+    from lightning_modules import loading
+    from lightning_modules.dpo import DPOModule
+    from lightning_modules.sft import SFTModule
+
+    for thing in (
+        SFTModule,
+        DPOModule,
+        InstructionDataModule,
+        PreferenceDataModule,
+        loading.load_tokenizer,
+        loading.load_causal_lm,
+        loading.load_sft_model,
+    ):
+        assert inspect.signature(thing).parameters["trust_remote_code"].default is False, thing
+    for config in TRAINING_CONFIGS:
+        parsed = yaml.safe_load(config.read_text())
+        for section in ("model", "data"):
+            assert not parsed[section]["init_args"].get("trust_remote_code", False), config
+
+
+@pytest.mark.parametrize("config", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_training_config_carries_the_guards(config):
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    assert trainer.get("gradient_clip_val"), "gradient clipping must be on"
+    callbacks = {c["class_path"]: c.get("init_args", {}) for c in trainer["callbacks"]}
+    for needed in (
+        "callbacks.nan_guard.NaNGuard",
+        "callbacks.signals.SigtermCheckpoint",
+        "callbacks.resume.RandomStateCheckpoint",
+    ):
+        assert needed in callbacks, needed
+    assert [p["class_path"] for p in trainer.get("plugins", [])] == ["callbacks.checkpoint_io.AtomicCheckpointIO"]
+    checkpoints = [c["init_args"] for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert any(c.get("save_last") and c.get("every_n_train_steps") for c in checkpoints), "no mid-epoch resume point"
+    if trainer.get("devices", 1) not in (1, "1") or "strategy" in trainer:
+        assert trainer.get("use_distributed_sampler") is False  # the DataModule shards by rank itself
