@@ -75,9 +75,54 @@ def preference_accuracy(margins: Sequence[float]) -> float:
     return _mean([float(margin > 0) for margin in margins], "preference_accuracy")
 
 
+def logp_margins(chosen_logps: Sequence[float], rejected_logps: Sequence[float]) -> list[float]:
+    """``log p(y_c | x) - log p(y_r | x)`` per pair: the model's own preference, no reference.
+
+    Raises:
+        ValueError: the two lists differ in length.
+    """
+    _same_length(chosen_logps, rejected_logps)
+    return [chosen - rejected for chosen, rejected in zip(chosen_logps, rejected_logps, strict=True)]
+
+
+def implicit_reward_margins(
+    policy_chosen_logps: Sequence[float],
+    policy_rejected_logps: Sequence[float],
+    reference_chosen_logps: Sequence[float],
+    reference_rejected_logps: Sequence[float],
+    beta: float,
+) -> list[float]:
+    """DPO implicit reward margins (Rafailov et al. 2023), per pair.
+
+    ``r(x, y) = beta * (log pi(y|x) - log pi_ref(y|x))`` and the margin is ``r(x, y_c) - r(x, y_r)``,
+    the quantity DPO's training metric ``rewards/margins`` averages.
+
+    Raises:
+        ValueError: the lists differ in length.
+    """
+    for other in (policy_rejected_logps, reference_chosen_logps, reference_rejected_logps):
+        _same_length(policy_chosen_logps, other)
+    return [
+        beta * ((pc - rc) - (pr - rr))
+        for pc, pr, rc, rr in zip(
+            policy_chosen_logps, policy_rejected_logps, reference_chosen_logps, reference_rejected_logps, strict=True
+        )
+    ]
+
+
+def mean(values: Sequence[float], metric: str = "mean") -> float:
+    """The arithmetic mean; ``metric`` names the quantity in the error of an empty list."""
+    return _mean([float(value) for value in values], metric)
+
+
 def pass_rate(results: Sequence[bool]) -> float:
     """``passed / checked``: the fraction of responses that passed their check."""
     return _mean([float(result) for result in results], "pass_rate")
+
+
+def _same_length(first: Sequence[float], second: Sequence[float]) -> None:
+    if len(first) != len(second):
+        raise ValueError(f"Paired log-prob lists differ in length: {len(first)} vs {len(second)}.")
 
 
 def _mean(values: list[float], metric: str) -> float:

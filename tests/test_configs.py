@@ -110,9 +110,9 @@ def test_mistyped_command_line_key_is_rejected_by_name(tmp_path):
 
 def test_mistyped_yaml_key_is_rejected_by_name(tmp_path):
     text = (REPO / "configs" / "tiny" / "sft.yaml").read_text()
-    assert "  max_epochs: 3\n" in text
+    assert "\n  max_epochs: " in text
     bad = tmp_path / "typo.yaml"
-    bad.write_text(text.replace("  max_epochs: 3\n", "  max_epoch: 3\n"))
+    bad.write_text(text.replace("\n  max_epochs: ", "\n  max_epoch: ", 1))
     result = run_cli(["fit", "--config", str(bad), "--print_config"], tmp_path)
     assert result.returncode != 0
     assert "does not accept option 'max_epoch'" in result.stderr

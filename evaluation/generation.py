@@ -1,0 +1,145 @@
+"""Batched generation for evaluation: the training prompt template, left padding, the KV cache.
+
+Every prompt goes through :func:`datamodules.templates.format_prompt` and
+:func:`~datamodules.templates.encode_prompt`, the functions SFT and DPO trained on, so the three
+variants are asked in exactly the format they learnt. Prompts of a batch are padded on the left, so
+that every row's next token is at the last position and one ``generate`` call with the KV cache
+serves the whole batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from datamodules.templates import TemplateName, encode_prompt, format_prompt
+
+
+@dataclass
+class GenerationSettings:
+    """How responses are generated.
+
+    Attributes:
+        max_new_tokens: the most tokens generated per response.
+        batch_size: prompts per ``generate`` call.
+        do_sample: sample instead of greedy decoding (greedy by default: reproducible).
+        temperature: sampling temperature (``do_sample`` only).
+        top_p: nucleus sampling mass (``do_sample`` only).
+        seed: torch seed set before sampling, so sampled runs repeat too.
+    """
+
+    max_new_tokens: int = 128
+    batch_size: int = 16
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"generation.max_new_tokens and generation.batch_size must be >= 1, "
+                f"got {self.max_new_tokens} and {self.batch_size}."
+            )
+        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
+            raise ValueError(
+                f"Sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}."
+            )
+
+
+@dataclass
+class Generated:
+    """One response.
+
+    Attributes:
+        text: the decoded new tokens, special tokens and surrounding whitespace removed.
+        prompt_tokens: tokens of the formatted prompt (BOS included).
+        response_tokens: tokens generated before EOS (EOS not counted).
+        finished: whether the model emitted EOS within ``max_new_tokens``.
+    """
+
+    text: str
+    prompt_tokens: int
+    response_tokens: int
+    finished: bool
+
+
+def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, each ``(B, T_max)``, with the padding on the left."""
+    longest = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), longest), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, longest - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, longest - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+def response_length(new_tokens: list[int], eos_token_id: int) -> tuple[int, bool]:
+    """How many of ``new_tokens`` come before the first EOS, and whether there is one."""
+    if eos_token_id in new_tokens:
+        return new_tokens.index(eos_token_id), True
+    return len(new_tokens), False
+
+
+@torch.no_grad()
+def generate_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    settings: GenerationSettings,
+    template: TemplateName = "alpaca",
+    inputs: list[str] | None = None,
+) -> list[Generated]:
+    """Generate one response per prompt, in the order of ``prompts``.
+
+    Prompts are grouped by length (fewer pad tokens per batch) and the results put back in order.
+
+    Args:
+        model: a causal LM (possibly PEFT-wrapped), already on its device.
+        tokenizer: its tokenizer; needs an EOS and a pad token (see ``load_tokenizer``).
+        prompts: instruction texts, not yet formatted.
+        settings: decoding settings.
+        template: the prompt template the model was trained with.
+        inputs: optional context per prompt (Alpaca's ``input``; empty means none).
+
+    Returns:
+        One :class:`Generated` per prompt.
+    """
+    inputs = inputs if inputs is not None else [""] * len(prompts)
+    if len(inputs) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(inputs)} inputs.")
+    encoded = [
+        encode_prompt(tokenizer, format_prompt(prompt, context, template=template, tokenizer=tokenizer), template)
+        for prompt, context in zip(prompts, inputs, strict=True)
+    ]
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sampling = {"do_sample": False}
+    if settings.do_sample:
+        torch.manual_seed(settings.seed)
+        sampling = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+    results: list[Generated | None] = [None] * len(prompts)
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start : start + settings.batch_size]
+        input_ids, attention_mask = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)  # (B, T)
+        output = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=settings.max_new_tokens,
+            use_cache=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )  # (B, T + new)
+        new_tokens = output[:, input_ids.shape[1] :].tolist()
+        for row, index in enumerate(batch):
+            length, finished = response_length(new_tokens[row], tokenizer.eos_token_id)
+            text = tokenizer.decode(new_tokens[row][:length], skip_special_tokens=True).strip()
+            results[index] = Generated(text, len(encoded[index]), length, finished)
+    model.train(was_training)
+    return results

@@ -1,0 +1,155 @@
+"""Log-likelihood scoring of held-out data: preference pairs and instruction responses.
+
+The token ids come from the trainers' own functions (:func:`datamodules.preference.tokenize_preference`,
+:func:`datamodules.instruction.tokenize_instruction`) and collators, and the log-probs from the
+trainers' loss functions, so a held-out pair is scored exactly as DPO scored its training pairs.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from datamodules.collate import PreferenceCollator, SFTCollator
+from datamodules.instruction import parse_instruction_row, tokenize_instruction
+from datamodules.preference import parse_preference_row, tokenize_preference
+from datamodules.sources import PreparationReport, collect
+from datamodules.templates import TemplateName
+from lightning_modules.losses import sequence_logps, sft_loss
+
+
+@dataclass
+class HeldOutData:
+    """Where held-out rows come from, and which of them to use.
+
+    The rows are read (``files``: local files or a Hub dataset id, ``split``), optionally shuffled
+    with ``shuffle_seed``, then ``[skip : skip + num_examples]`` is kept. Pointing ``skip`` past the
+    rows a training stage used (the same seed and its ``num_examples``) gives rows it never saw.
+
+    Attributes:
+        files: local ``.json`` / ``.jsonl`` / ``.parquet`` / ``.csv`` files or a Hub dataset id.
+        split: split of a Hub dataset.
+        shuffle_seed: shuffle the rows with ``random.Random(shuffle_seed)`` first (``None``: file order).
+        skip: rows skipped (after the shuffle).
+        num_examples: rows kept (``None``: all the rest).
+    """
+
+    files: str | list[str]
+    split: str | None = None
+    shuffle_seed: int | None = None
+    skip: int = 0
+    num_examples: int | None = None
+
+    def read(self, parse: Callable[[dict], dict], name: str) -> list[dict]:
+        """Parsed rows (bad rows are an error: held-out data is small and should be clean)."""
+        sources = [self.files] if isinstance(self.files, str) else list(self.files)
+        rows = collect(sources, parse, PreparationReport(name, "error"), self.split)
+        if self.shuffle_seed is not None:
+            random.Random(self.shuffle_seed).shuffle(rows)
+        end = None if self.num_examples is None else self.skip + self.num_examples
+        rows = rows[self.skip : end]
+        if not rows:
+            raise ValueError(f"{name}: no rows left in {sources} after skip={self.skip}; lower skip.")
+        return rows
+
+
+def with_category(parse: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    """``parse``, keeping the row's ``category`` (``None`` when it has none, as in UltraFeedback)."""
+
+    def parse_and_keep(record: dict) -> dict:
+        return {**parse(record), "category": record.get("category") if isinstance(record, dict) else None}
+
+    return parse_and_keep
+
+
+def read_preference_pairs(data: HeldOutData) -> list[dict]:
+    """``{prompt, chosen, rejected, category}`` pairs (UltraFeedback-binarized or flat rows)."""
+    return data.read(with_category(parse_preference_row), "held-out preference pairs")
+
+
+def read_instruction_examples(data: HeldOutData) -> list[dict]:
+    """``{instruction, input, output, category}`` examples (Alpaca or single-turn chat rows)."""
+    return data.read(with_category(parse_instruction_row), "held-out instruction data")
+
+
+def _device(model: PreTrainedModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def preference_logps(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    pairs: list[dict],
+    *,
+    template: TemplateName,
+    max_length: int,
+    max_prompt_length: int,
+    batch_size: int,
+) -> tuple[list[float], list[float]]:
+    """Summed response log-probs ``log p(y | x)`` of the chosen and rejected response of every pair.
+
+    Returns:
+        ``(chosen, rejected)``, one float per pair each, in the order of ``pairs``.
+    """
+    collator = PreferenceCollator(tokenizer.pad_token_id, pack=False)
+    device = _device(model)
+    chosen: list[float] = []
+    rejected: list[float] = []
+    model.eval()
+    for start in range(0, len(pairs), batch_size):
+        examples = []
+        for offset, pair in enumerate(pairs[start : start + batch_size]):
+            row = {**pair, "_row": start + offset, "_source": "held-out"}
+            example = tokenize_preference(row, tokenizer, template, max_length, max_prompt_length)
+            examples.append({**example, "pair_index": start + offset})
+        batch = collator(examples)  # 2B rows: the B chosen, then the B rejected
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits  # (2B, T, V)
+        logps, _ = sequence_logps(logits[:, :-1], batch["labels"][:, 1:].to(device))  # (2B,)
+        pairs_in_batch = len(examples)
+        chosen += logps[:pairs_in_batch].tolist()
+        rejected += logps[pairs_in_batch:].tolist()
+    return chosen, rejected
+
+
+@torch.no_grad()
+def response_nll(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[dict],
+    *,
+    template: TemplateName,
+    max_length: int,
+    batch_size: int,
+) -> tuple[float, int]:
+    """Summed negative log-likelihood of the reference responses, and how many tokens it covers.
+
+    Rows whose prompt alone fills ``max_length`` are left out (as the SFT data module does).
+
+    Returns:
+        ``(total_nll, total_tokens)``: feed them to :func:`evaluation.metrics.perplexity`.
+    """
+    collator = SFTCollator(tokenizer.pad_token_id, pack=False)
+    device = _device(model)
+    rows = [
+        tokenize_instruction({**example, "_row": i, "_source": "held-out"}, tokenizer, template, max_length)
+        for i, example in enumerate(examples)
+    ]
+    rows = [row for row in rows if row["length"] > 0]
+    total_nll, total_tokens = 0.0, 0
+    model.eval()
+    for start in range(0, len(rows), batch_size):
+        batch = collator(rows[start : start + batch_size])
+        logits = model(
+            input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+        ).logits  # (B, T, V)
+        # num_tokens=1 turns the mean into the sum over every response token of the batch.
+        total_nll += sft_loss(logits[:, :-1], batch["labels"][:, 1:].to(device), num_tokens=1).item()
+        total_tokens += int(batch["num_loss_tokens"])
+    return total_nll, total_tokens

@@ -1,0 +1,316 @@
+"""Push the study to the Hugging Face Hub: the SFT and DPO adapters, the results and a model card.
+
+The folder that is uploaded holds::
+
+    README.md        the model card: base model, data, hyper-parameters (from the saved training
+                     configs), the metric table, how to load the adapters
+    sft/             the SFT LoRA adapter (+ tokenizer, export_info.json, training_config.yaml)
+    dpo/             the DPO LoRA adapter, to apply on base + SFT merged
+    merged/          (--merged only) base + SFT + DPO merged into full weights
+    results/         evaluation_results.json, side_by_side_comparison.txt, report.md, plots/
+
+The repository is private unless ``--public``. The token comes from ``HF_TOKEN`` or the login cache
+(``hf auth login``); this script never prints, logs or writes it. ``--dry-run`` writes the exact
+folder that would be uploaded (to ``--out``), lists it and contacts nothing.
+
+Usage::
+
+    python scripts/upload_results.py --repo-id you/mistral-7b-sft-dpo --set study
+    python scripts/upload_results.py --repo-id you/tiny-sft-dpo --dry-run --out results/upload_preview
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "scripts"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from report import headline_table  # noqa: E402
+
+SETS: dict[str, dict[str, str]] = {
+    "tiny": {"sft": "outputs/tiny/sft", "dpo": "outputs/tiny/dpo", "results": "results"},
+    "study": {"sft": "outputs/study/sft", "dpo": "outputs/study/dpo", "results": "results/study"},
+}
+RESULT_FILES = ("evaluation_results.json", "side_by_side_comparison.txt", "report.md")
+
+
+class UploadError(RuntimeError):
+    """Something the user must fix before uploading; the message says what."""
+
+
+def saved_config(export: Path) -> dict[str, Any]:
+    """The training config saved beside an export (``training_config.yaml``), or ``{}``."""
+    path = export / "training_config.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+
+
+def hyperparameters(config: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> list[tuple[str, Any]]:
+    """``(name, value)`` of each key path found in a saved LightningCLI config."""
+    found = []
+    for name, path in keys.items():
+        value: Any = config
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None:
+            found.append((name, value))
+    return found
+
+
+SFT_KEYS = {
+    "base model": ("model", "init_args", "model_name_or_path"),
+    "training data": ("data", "init_args", "train_files"),
+    "examples": ("data", "init_args", "num_examples"),
+    "template": ("data", "init_args", "template"),
+    "max length": ("data", "init_args", "max_length"),
+    "batch size": ("data", "init_args", "batch_size"),
+    "gradient accumulation": ("trainer", "accumulate_grad_batches"),
+    "epochs": ("trainer", "max_epochs"),
+    "precision": ("trainer", "precision"),
+    "learning rate": ("model", "init_args", "optimizer", "lr"),
+    "schedule": ("model", "init_args", "optimizer", "schedule"),
+    "warmup ratio": ("model", "init_args", "optimizer", "warmup_ratio"),
+    "LoRA r": ("model", "init_args", "lora", "r"),
+    "LoRA alpha": ("model", "init_args", "lora", "alpha"),
+    "LoRA dropout": ("model", "init_args", "lora", "dropout"),
+    "LoRA target modules": ("model", "init_args", "lora", "target_modules"),
+    "4-bit base (QLoRA)": ("model", "init_args", "load_in_4bit"),
+    "seed": ("seed_everything",),
+}
+DPO_KEYS = {
+    "starting model (SFT export)": ("model", "init_args", "model_name_or_path"),
+    "preference data": ("data", "init_args", "train_files"),
+    "beta": ("model", "init_args", "beta"),
+    "loss type": ("model", "init_args", "loss_type"),
+    "label smoothing": ("model", "init_args", "label_smoothing"),
+    "reference": ("model", "init_args", "reference"),
+    **{name: path for name, path in SFT_KEYS.items() if name not in ("base model", "training data")},
+}
+
+
+def hyperparameter_table(rows: list[tuple[str, Any]]) -> str:
+    if not rows:
+        return "(no training_config.yaml was saved with this export)"
+    lines = ["| Setting | Value |", "|:---|:---|"]
+    lines += [f"| {name} | `{json.dumps(value) if isinstance(value, list) else value}` |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def model_card(repo_id: str, base_model: str, sft: Path, dpo: Path, results: dict | None, merged: bool) -> str:
+    """The README.md of the Hub repository."""
+    sft_config, dpo_config = saved_config(sft), saved_config(dpo)
+    on_hub = not Path(base_model).exists()
+    front = {
+        "library_name": "peft",
+        "tags": ["sft", "dpo", "lora", "lightning"],
+        **({"base_model": base_model} if on_hub else {}),
+    }
+    lines = [
+        "---",
+        yaml.safe_dump(front, sort_keys=False).strip(),
+        "---",
+        "",
+        f"# {repo_id.split('/')[-1]}: SFT vs SFT+DPO",
+        "",
+        f"LoRA adapters from a supervised fine-tuning (SFT) then Direct Preference Optimization (DPO) study of "
+        f"`{base_model}`, trained with this project's PyTorch Lightning trainer (hand-written SFT and DPO losses).",
+        "",
+        "- `sft/`: the SFT adapter, on the base model.",
+        "- `dpo/`: the DPO adapter, on the base model with the SFT adapter merged in.",
+    ]
+    if merged:
+        lines.append("- `merged/`: base + SFT + DPO merged into full weights (loads with `AutoModelForCausalLM`).")
+    lines += [
+        "- `results/`: the evaluation of base, SFT and SFT+DPO (`report.md`, `evaluation_results.json`, side by side).",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if results is not None:
+        meta = results["meta"]
+        lines += [
+            f"Evaluated {meta['created']}: {meta['num_prompts']} prompts, {meta['num_preference_pairs']} held-out "
+            f"preference pairs, {meta['num_instruction_examples']} held-out instruction examples; template "
+            f"`{meta['template']}`, greedy decoding unless stated in `results/evaluation_results.json`.",
+            "",
+            headline_table(results),
+        ]
+    else:
+        lines.append("(no evaluation results were found when this card was written)")
+    lines += [
+        "",
+        "## Training",
+        "",
+        "### SFT",
+        "",
+        hyperparameter_table(hyperparameters(sft_config, SFT_KEYS)),
+        "",
+        "### DPO",
+        "",
+        hyperparameter_table(hyperparameters(dpo_config, DPO_KEYS)),
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "from huggingface_hub import snapshot_download",
+        "from peft import PeftModel",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "",
+        f'local = snapshot_download("{repo_id}")',
+        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
+        'sft = PeftModel.from_pretrained(base, f"{local}/sft").merge_and_unload()',
+        'model = PeftModel.from_pretrained(sft, f"{local}/dpo")',
+        'tokenizer = AutoTokenizer.from_pretrained(f"{local}/sft")',
+        "```",
+        "",
+        "Prompts must use the training template (Alpaca: `### Instruction:` ... `### Response:`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def copy_export(export: Path, destination: Path, stage: str) -> None:
+    """Copy an export folder's files (not its hidden staging leftovers)."""
+    if not (export / "export_info.json").is_file():
+        raise UploadError(
+            f"{export}: no complete {stage} export (export_info.json missing). Run the pipeline first, "
+            f"or pass --{stage} with the export folder."
+        )
+    destination.mkdir(parents=True)
+    for item in sorted(export.iterdir()):
+        if item.is_file() and not item.name.startswith("."):
+            shutil.copy2(item, destination / item.name)
+
+
+def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
+    """Base + SFT + DPO merged into one full model, with the tokenizer."""
+    from evaluation.variants import LoadSettings, load_variant, resolve_sources
+    from lightning_modules.loading import load_tokenizer
+
+    model = load_variant("sft_dpo", resolve_sources(str(sft), str(dpo)), LoadSettings(dtype="bfloat16"))
+    model.save_pretrained(destination, safe_serialization=True)
+    load_tokenizer(str(sft)).save_pretrained(destination)
+
+
+def build_folder(
+    folder: Path, repo_id: str, sft: Path, dpo: Path, results_dir: Path, merged: bool = False
+) -> list[Path]:
+    """Write everything to upload into ``folder`` (which must not exist); return the files, sorted."""
+    from lightning_modules.loading import check_sft_export
+
+    base_model = check_sft_export(str(sft))["base"] or str(sft)
+    folder.mkdir(parents=True)
+    copy_export(sft, folder / "sft", "sft")
+    copy_export(dpo, folder / "dpo", "dpo")
+    results = None
+    if results_dir.is_dir():
+        (folder / "results").mkdir()
+        for name in RESULT_FILES:
+            if (results_dir / name).is_file():
+                shutil.copy2(results_dir / name, folder / "results" / name)
+        if (results_dir / "plots").is_dir():
+            shutil.copytree(results_dir / "plots", folder / "results" / "plots")
+        if (results_dir / "evaluation_results.json").is_file():
+            results = json.loads((results_dir / "evaluation_results.json").read_text())
+    if merged:
+        save_merged(sft, dpo, folder / "merged")
+    (folder / "README.md").write_text(model_card(repo_id, base_model, sft, dpo, results, merged))
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def listing(folder: Path, files: list[Path]) -> str:
+    """One line per file: size and path relative to ``folder``."""
+    lines = [f"{file.stat().st_size:>12,}  {file.relative_to(folder)}" for file in files]
+    total = sum(file.stat().st_size for file in files)
+    return "\n".join(lines + [f"{total:>12,}  total, {len(files)} files"])
+
+
+def upload(folder: Path, repo_id: str, private: bool, api: Any) -> str:
+    """``create_repo`` (private by default, no error if it exists) then ``upload_folder``; return the URL."""
+    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
+    api.upload_folder(
+        repo_id=repo_id,
+        repo_type="model",
+        folder_path=str(folder),
+        commit_message="Upload SFT and DPO adapters, evaluation results and model card",
+    )
+    return f"https://huggingface.co/{repo_id}"
+
+
+def check_repo_id(repo_id: str | None) -> str:
+    """``owner/name``, or a clear error: the destination is never guessed."""
+    if not repo_id:
+        raise UploadError(
+            "No --repo-id given: name the Hub repository to create or update, e.g. --repo-id your-name/sft-dpo-study "
+            "(nothing is guessed)."
+        )
+    parts = repo_id.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise UploadError(f"--repo-id must look like owner/name, got {repo_id!r}.")
+    return repo_id
+
+
+def has_token() -> bool:
+    """Whether ``HF_TOKEN`` or the login cache holds a token (the token itself is not kept)."""
+    from huggingface_hub import get_token
+
+    return get_token() is not None
+
+
+def main(argv: list[str] | None = None, api: Any = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repo-id", help="Hub repository, owner/name (required: nothing is guessed)")
+    parser.add_argument("--set", choices=sorted(SETS), default="tiny", help="default export and results folders")
+    parser.add_argument("--sft", type=Path, help="SFT export folder (default: the set's)")
+    parser.add_argument("--dpo", type=Path, help="DPO export folder (default: the set's)")
+    parser.add_argument("--results", type=Path, help="results folder (default: the set's)")
+    parser.add_argument("--merged", action="store_true", help="also upload base + SFT + DPO merged weights")
+    parser.add_argument("--public", action="store_true", help="create the repository public (default: private)")
+    parser.add_argument("--dry-run", action="store_true", help="write and list the folder; upload nothing")
+    parser.add_argument("--out", type=Path, default=Path("results/upload_preview"), help="--dry-run folder")
+    args = parser.parse_args(argv)
+    defaults = SETS[args.set]
+    sft, dpo = args.sft or Path(defaults["sft"]), args.dpo or Path(defaults["dpo"])
+    results = args.results or Path(defaults["results"])
+    try:
+        repo_id = check_repo_id(args.repo_id)
+        if args.dry_run:
+            if args.out.exists():
+                shutil.rmtree(args.out)
+            files = build_folder(args.out, repo_id, sft, dpo, results, args.merged)
+            print(
+                f"[upload] dry run: {args.out} holds what would be uploaded to {repo_id} "
+                f"({'public' if args.public else 'private'}):"
+            )
+            print(listing(args.out, files))
+            return 0
+        if api is None:
+            if not has_token():
+                raise UploadError("No Hugging Face token: set HF_TOKEN or run `hf auth login`, then retry.")
+            from huggingface_hub import HfApi
+
+            api = HfApi()
+        with tempfile.TemporaryDirectory(prefix="hub-upload-") as staging:
+            folder = Path(staging) / "upload"
+            files = build_folder(folder, repo_id, sft, dpo, results, args.merged)
+            print(f"[upload] {len(files)} files to {repo_id} ({'public' if args.public else 'private'})")
+            url = upload(folder, repo_id, not args.public, api)
+        print(f"[upload] done: {url}")
+        return 0
+    except UploadError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""What the speed-ups must not change: packed batches give the same per-row losses and log-probs as padded
+ones (fp32, 1e-5), and the per-example attention equals transformers' own masked ``sdpa``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import MistralConfig, MistralForCausalLM
+
+from datamodules import InstructionDataModule, PreferenceDataModule
+from datamodules.collate import PreferenceCollator, SFTCollator
+from lightning_modules.causal_lm import PACKED_SDPA, ResponseOutputs, use_packed_sdpa
+from lightning_modules.dpo import DPOModule
+from lightning_modules.loading import LoraSettings
+from lightning_modules.losses import token_logps
+from lightning_modules.sft import SFTModule
+
+ROWS = 6
+
+
+def per_row_nll(out: ResponseOutputs) -> torch.Tensor:
+    """``(rows,)`` summed response NLL of every example."""
+    nll = -token_logps(out.logits, out.targets)  # (N,)
+    return nll.new_zeros(out.num_rows).index_add(0, out.row_index, nll)
+
+
+def test_sft_packed_and_padded_give_the_same_per_row_nll(tiny_model_dir, repo):
+    module = SFTModule(str(tiny_model_dir), lora=None).eval()
+    data = InstructionDataModule(
+        str(tiny_model_dir), train_files=str(repo / "data/tiny/sft_train.jsonl"), val_fraction=0.0, max_length=256
+    )
+    data.setup("fit")
+    # Rows of clearly different lengths, so padding and packing differ.
+    rows = sorted((data.train_dataset[i] for i in range(40)), key=lambda r: r["length"])[:: 40 // ROWS][:ROWS]
+    assert len({r["length"] for r in rows}) > 1
+    out = {}
+    for pack in (False, True):
+        batch = SFTCollator(data.tokenizer.pad_token_id, pack=pack)(rows)
+        with torch.no_grad():
+            out[pack] = module.response_forward(module.model, batch)
+    assert module.model.config._attn_implementation == PACKED_SDPA
+    assert_close(out[True].row_index, out[False].row_index)
+    assert_close(per_row_nll(out[True]), per_row_nll(out[False]), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])
+def test_dpo_sequence_stats_packed_equal_padded(lora, tiny_sft_export, repo, tmp_path):
+    reference = "adapter" if lora else "separate"
+    module = DPOModule(str(tiny_sft_export), lora=lora, reference=reference, merge_sft_adapter=True).eval()
+    data = PreferenceDataModule(
+        str(tiny_sft_export),
+        train_files=str(repo / "data/tiny/prefs_train.jsonl"),
+        max_length=128,
+        max_prompt_length=64,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    data.setup("fit")
+    pairs = [data.train_dataset[i] for i in range(ROWS)]
+    stats = {}
+    for pack in (False, True):
+        batch = PreferenceCollator(data.tokenizer.pad_token_id, pack=pack)(pairs)
+        with torch.no_grad():
+            stats[pack] = (module.sequence_stats(module.model, batch), module.reference_logps(batch))
+    packed, padded = stats[True][0], stats[False][0]
+    assert packed.logps.shape == (2 * ROWS,)  # chosen rows, then rejected rows
+    assert_close(packed.logps, padded.logps, atol=1e-5, rtol=0)
+    assert_close(packed.lengths, padded.lengths)
+    assert_close(packed.mean_logits, padded.mean_logits, atol=1e-5, rtol=0)
+    assert_close(stats[True][1], stats[False][1], atol=1e-5, rtol=0)  # the reference, too
+
+
+def random_mistral(sliding_window: int | None) -> MistralForCausalLM:
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=97,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=256,
+        sliding_window=sliding_window,
+        attn_implementation="sdpa",
+    )
+    return MistralForCausalLM(config).eval()
+
+
+def packed_inputs(lengths: list[int]) -> dict:
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "input_ids": torch.randint(0, 97, (1, sum(lengths)), generator=generator),
+        "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+        "use_cache": False,  # transformers detects packed rows only without a KV cache
+    }
+
+
+@pytest.mark.parametrize("sliding_window", [None, 7], ids=["causal", "sliding-window"])
+def test_packed_sdpa_equals_the_block_diagonal_mask_of_stock_sdpa(sliding_window):
+    model = random_mistral(sliding_window)
+    inputs = packed_inputs([5, 12, 1, 9])  # with a window of 7, two rows are longer than the window
+    with torch.no_grad():
+        expected = model(**inputs).logits  # stock sdpa: an (N, N) block-diagonal mask
+        use_packed_sdpa(model)
+        assert model.config._attn_implementation == PACKED_SDPA
+        got = model(**inputs).logits
+    assert_close(got, expected, atol=1e-5, rtol=0)
+    # Not vacuous: attending across rows would change the logits of every row after the first.
+    with torch.no_grad():
+        unpacked = model(input_ids=inputs["input_ids"], use_cache=False).logits
+    assert (unpacked[:, 5:] - expected[:, 5:]).abs().max() > 1e-3
+
+
+def test_packed_sdpa_leaves_padded_and_unpacked_batches_as_stock_sdpa():
+    model = random_mistral(None)
+    generator = torch.Generator().manual_seed(2)
+    input_ids = torch.randint(0, 97, (3, 10), generator=generator)
+    attention_mask = torch.ones(3, 10, dtype=torch.long)
+    attention_mask[1, 6:] = 0
+    attention_mask[2, 3:] = 0
+    with torch.no_grad():
+        expected_padded = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        expected_plain = model(input_ids=input_ids).logits
+        use_packed_sdpa(model)
+        got_padded = model(input_ids=input_ids, attention_mask=attention_mask).logits
+        got_plain = model(input_ids=input_ids).logits
+    real = attention_mask.bool()
+    assert_close(got_padded[real], expected_padded[real], atol=1e-5, rtol=0)
+    assert_close(got_plain, expected_plain, atol=1e-5, rtol=0)
+
+
+def test_use_packed_sdpa_keeps_other_attention_implementations(tiny_model_dir):
+    model = SFTModule(str(tiny_model_dir), attn_implementation="eager").model
+    use_packed_sdpa(model)
+    assert model.config._attn_implementation == "eager"

@@ -1,0 +1,223 @@
+"""scripts/run_full_pipeline.sh: stages skipped when complete, resumed after a deletion, --force.
+
+The heavy commands are replaced by a stand-in interpreter (``PYTHON``) that records each call and
+writes the outputs the real stage would (an export's ``export_info.json``, the results files). The
+pipeline itself runs for real on a copy of the script and the real configs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+FAKE_PYTHON = f"""#!{sys.executable}
+# Stand-in for the project's python: records the call, writes what the stage would write.
+import os, sys
+from pathlib import Path
+
+args = sys.argv[1:]
+if not args or args[0] in ("-", "-c"):  # the pipeline's own helpers (reading the configs) really run
+    os.execv({sys.executable!r}, [{sys.executable!r}, *args])
+import yaml
+
+with open("calls.log", "a") as log:
+    log.write(" ".join(args) + "\\n")
+failing = bool(os.environ.get("FAIL_ON")) and os.environ["FAIL_ON"] in " ".join(args)
+script = args[0]
+if failing and script != "train.py":
+    sys.exit("stage failed on purpose")
+if script.endswith("build_tiny_model.py"):
+    out = Path(args[args.index("--out") + 1])
+    out.mkdir(parents=True)
+    (out / "model.safetensors").write_text("weights")
+elif script == "train.py":
+    config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+    logger = config["trainer"]["logger"]["init_args"]
+    run = Path(logger["save_dir"]) / logger["name"] / "tensorboard"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / f"events.out.tfevents.{{len(list(run.iterdir()))}}").write_text("event")
+    checkpoints = Path(config["trainer"]["callbacks"][0]["init_args"]["dirpath"])
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "last.ckpt").write_text("checkpoint")
+    if failing:  # a crash mid-training: the checkpoint is there, the export is not
+        sys.exit("stage failed on purpose")
+    export = next(c["init_args"]["dirpath"] for c in config["trainer"]["callbacks"] if "HFExport" in c["class_path"])
+    Path(export).mkdir(parents=True, exist_ok=True)
+    (Path(export) / "export_info.json").write_text("{{}}")
+elif script.endswith("evaluate.py"):
+    config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+    results = Path(config["results_dir"])
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "side_by_side_comparison.txt").write_text("side by side")
+    (results / "evaluation_results.json").write_text("{{}}")
+elif script.endswith("report.py"):
+    results = Path(args[args.index("--results-dir") + 1])
+    (results / "report.md").write_text("# report")
+else:
+    sys.exit("unexpected command: " + " ".join(args))
+"""
+
+TINY_STAGES = ["build tiny base", "SFT", "DPO", "evaluate", "report"]
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the pipeline script and the configs, and the stand-in python."""
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "run_full_pipeline.sh", tmp_path / "scripts")
+    shutil.copytree(REPO / "configs", tmp_path / "configs")
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return tmp_path
+
+
+def pipeline(project: Path, *args: str, fail_on: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": str(project / "fake-python"), "FAIL_ON": fail_on}
+    return subprocess.run(
+        ["bash", str(project / "scripts" / "run_full_pipeline.sh"), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def stage_states(output: str) -> dict[str, str]:
+    """``{stage name: "running" | "skipped"}`` from the progress lines (resuming counts as running)."""
+    states = {}
+    for line in output.splitlines():
+        if line.startswith("[stage ") and any(f": {state}" in line for state in ("running", "resuming", "skipped")):
+            name, rest = line.split("] ", 1)[1].split(": ", 1)
+            states[name] = "skipped" if rest.startswith("skipped") else "running"
+    return states
+
+
+def calls(project: Path) -> list[str]:
+    log = project / "calls.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return lines
+
+
+def test_first_run_runs_every_stage_in_order_and_says_where_outputs_are(project):
+    result = pipeline(project, "tiny")
+    assert result.returncode == 0, result.stderr
+    assert stage_states(result.stdout) == dict.fromkeys(TINY_STAGES, "running")
+    commands = calls(project)
+    assert [c.split()[0] for c in commands] == [
+        "scripts/build_tiny_model.py",
+        "train.py",
+        "train.py",
+        "scripts/evaluate.py",
+        "scripts/report.py",
+    ]
+    assert "configs/tiny/sft.yaml" in commands[1] and "configs/tiny/dpo.yaml" in commands[2]
+    assert "[stage 1/5] build tiny base" in result.stdout and "-> artifacts/tiny-base" in result.stdout
+    assert "-> outputs/tiny/sft" in result.stdout and "-> results/report.md" in result.stdout
+    assert "Pipeline 'tiny' complete in" in result.stdout
+    assert (project / "results" / "report.md").is_file()
+
+
+def test_a_rerun_skips_every_completed_stage(project):
+    assert pipeline(project).returncode == 0
+    calls(project)
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    assert stage_states(result.stdout) == dict.fromkeys(TINY_STAGES, "skipped")
+    assert calls(project) == []
+
+
+def test_deleting_a_stage_output_reruns_that_stage_and_the_ones_after_it(project):
+    assert pipeline(project).returncode == 0
+    calls(project)
+    shutil.rmtree(project / "outputs" / "tiny" / "dpo")
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    assert stage_states(result.stdout) == {
+        "build tiny base": "skipped",
+        "SFT": "skipped",
+        "DPO": "running",
+        "evaluate": "running",
+        "report": "running",
+    }
+    assert [c.split()[0] for c in calls(project)] == ["train.py", "scripts/evaluate.py", "scripts/report.py"]
+
+
+def test_a_crashed_stage_stops_the_pipeline_and_the_rerun_continues_there(project):
+    failed = pipeline(project, fail_on="evaluate.py")
+    assert failed.returncode != 0
+    assert "report" not in stage_states(failed.stdout)
+    calls(project)
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert [states[name] for name in TINY_STAGES] == ["skipped", "skipped", "skipped", "running", "running"]
+
+
+def test_a_crashed_training_stage_resumes_from_its_last_checkpoint(project):
+    failed = pipeline(project, fail_on="configs/tiny/dpo.yaml")
+    assert failed.returncode != 0
+    assert "[stage 3/5] DPO: running" in failed.stdout and "evaluate" not in stage_states(failed.stdout)
+    calls(project)
+    events = project / "runs" / "tiny" / "dpo" / "tensorboard"
+    assert len(list(events.iterdir())) == 1
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    assert "[stage 3/5] DPO: resuming from runs/tiny/dpo/checkpoints/last.ckpt" in result.stdout
+    commands = calls(project)
+    assert commands[0] == "train.py fit --config configs/tiny/dpo.yaml --ckpt_path last"
+    assert len(list(events.iterdir())) == 2  # the crashed run's events are kept: the resumed run continues them
+    assert [c.split()[0] for c in commands[1:]] == ["scripts/evaluate.py", "scripts/report.py"]
+
+
+def test_a_stage_after_a_redone_one_starts_afresh_instead_of_resuming(project):
+    assert pipeline(project).returncode == 0
+    calls(project)
+    shutil.rmtree(project / "outputs" / "tiny" / "sft")
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    assert "SFT: resuming from runs/tiny/sft/checkpoints/last.ckpt" in result.stdout
+    assert "DPO: running" in result.stdout  # its input changed: no resuming from the old DPO run
+    commands = calls(project)
+    assert commands[1] == "train.py fit --config configs/tiny/dpo.yaml"
+    assert len(list((project / "runs" / "tiny" / "dpo" / "tensorboard").iterdir())) == 1
+
+
+def test_force_redoes_every_stage_and_clears_old_event_files(project):
+    assert pipeline(project).returncode == 0
+    calls(project)
+    stale = project / "runs" / "tiny" / "sft" / "tensorboard" / "events.out.tfevents.stale"
+    stale.write_text("old run")
+    result = pipeline(project, "tiny", "--force")
+    assert result.returncode == 0, result.stderr
+    assert stage_states(result.stdout) == dict.fromkeys(TINY_STAGES, "running")
+    assert len(calls(project)) == 5
+    assert not stale.exists()
+    assert len(list((project / "runs" / "tiny" / "sft" / "tensorboard").iterdir())) == 1
+
+
+def test_the_study_set_uses_the_study_configs_and_has_no_base_build(project):
+    result = pipeline(project, "study")
+    assert result.returncode == 0, result.stderr
+    assert list(stage_states(result.stdout)) == ["SFT", "DPO", "evaluate", "report"]
+    commands = calls(project)
+    assert "configs/sft.yaml" in commands[0] and "configs/dpo.yaml" in commands[1]
+    assert "configs/evaluate.yaml" in commands[2]
+    assert (project / "outputs" / "study" / "dpo" / "export_info.json").is_file()
+    assert (project / "results" / "study" / "report.md").is_file()
+
+
+def test_an_unknown_argument_is_an_error(project):
+    result = pipeline(project, "--forse")
+    assert result.returncode == 2
+    assert "unknown argument '--forse'" in result.stderr
