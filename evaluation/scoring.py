@@ -45,9 +45,12 @@ class HeldOutData:
     num_examples: int | None = None
 
     def read(self, parse: Callable[[dict], dict], name: str) -> list[dict]:
-        """Parsed rows (bad rows are an error: held-out data is small and should be clean)."""
+        """Parsed rows; bad rows (e.g. identical chosen and rejected) are skipped and counted in one summary."""
         sources = [self.files] if isinstance(self.files, str) else list(self.files)
-        rows = collect(sources, parse, PreparationReport(name, "error"), self.split)
+        report = PreparationReport(name, "skip")
+        rows = collect(sources, parse, report, self.split)
+        report.kept = len(rows)
+        report.log()
         if self.shuffle_seed is not None:
             random.Random(self.shuffle_seed).shuffle(rows)
         end = None if self.num_examples is None else self.skip + self.num_examples

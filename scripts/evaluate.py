@@ -293,7 +293,8 @@ def evaluate(
     pairs = read_preference_pairs(preference_data) if preference_data is not None else []
     examples = read_instruction_examples(instruction_data) if instruction_data is not None else []
     if beta is None:
-        beta = training_beta(sources.dpo) or 0.1
+        trained_beta = training_beta(sources.dpo)
+        beta = 0.1 if trained_beta is None else trained_beta
     print(
         f"[evaluate] {len(variants)} variants x {len(prompt_rows)} prompts, {len(pairs)} preference pairs, "
         f"{len(examples)} instruction examples; template {template}; device {target}",

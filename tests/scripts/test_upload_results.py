@@ -169,3 +169,14 @@ def test_a_missing_export_is_a_clear_error(exports, tmp_path, capsys):
     out = tmp_path / "preview"
     assert upload_results.main(arguments(exports, "--repo-id", "someone/x", "--dry-run", "--out", str(out))) == 2
     assert "no complete dpo export" in capsys.readouterr().err
+
+
+def test_merged_weights_are_optional_and_load_as_a_plain_model(exports, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "preview"
+    args = arguments(exports, "--repo-id", "someone/x", "--dry-run", "--out", str(out), "--merged")
+    assert upload_results.main(args) == 0
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in (out / "merged").iterdir()}
+    AutoModelForCausalLM.from_pretrained(out / "merged")
+    assert "`merged/`" in (out / "README.md").read_text()
