@@ -161,8 +161,11 @@ def build_workdir(workdir: Path, args: argparse.Namespace) -> dict:
 
 
 def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 20) -> float:
-    """bf16 ``size``-cubed matmul throughput, the MFU denominator: the 80th percentile of ``repeats`` timings
-    (the very best one is sometimes a timer outlier far above the hardware's rate)."""
+    """bf16 ``size``-cubed matmul throughput, the MFU denominator: the 80th percentile of ``repeats`` timings.
+
+    Taken after waiting for idle CPUs, before the first case, between cases and after the last; the run keeps
+    the highest (a busy machine halves it, which would inflate the MFU).
+    """
     import torch
 
     torch.set_num_threads(threads)
@@ -863,10 +866,12 @@ def device_name() -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=[*CASES, *LEVER_CASES])
-    parser.add_argument("--hidden", type=int, default=512)
-    parser.add_argument("--layers", type=int, default=4)
+    # Mistral's shape in small: head size 128, 4 query heads per key/value head; wide enough for the matmuls
+    # to dominate as they do at 7B (a narrower model spends relatively more time in attention and casts).
+    parser.add_argument("--hidden", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=8)
-    parser.add_argument("--kv-heads", type=int, default=4)
+    parser.add_argument("--kv-heads", type=int, default=2)
     parser.add_argument("--vocab-size", type=int, default=4096)
     parser.add_argument("--batch-size", type=int, default=8, help="SFT rows per step")
     parser.add_argument("--dpo-batch-size", type=int, default=4, help="preference pairs per step")
@@ -881,7 +886,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dpo-lr", type=float, default=1e-4, help="LoRA; full fine-tuning uses a tenth")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quiet-wait", type=float, default=10.0, help="most seconds to wait for idle CPUs a step")
-    parser.add_argument("--quiet-budget", type=float, default=150.0, help="most seconds of such waiting in all")
+    parser.add_argument("--quiet-budget", type=float, default=240.0, help="most seconds of such waiting in all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default results/<date>-<device>.json)")
     parser.add_argument("--keep-workdir", action="store_true")
@@ -916,6 +921,8 @@ def main(argv: list[str] | None = None) -> None:
         setup["lora_parameters"] = lora_parameter_count(workdir, setup)
         if any(TASK[c][0] == "dpo" for c in args.cases):
             setup["reference_eval_logps"] = reference_eval_logps(workdir, args, setup["files"])
+        waiting = QuietWait(args.quiet_wait, args.quiet_budget)
+        waiting.wait()
         peak = matmul_peak_gflops(args.threads)
         print(
             f"model: {setup['parameters'] / 1e6:.1f}M parameters ({setup['decoder_parameters'] / 1e6:.1f}M decoder), "
@@ -923,27 +930,19 @@ def main(argv: list[str] | None = None) -> None:
             f"SFT rows {setup['sft_row_tokens_min_max'][0]}-{setup['sft_row_tokens_min_max'][1]} tokens "
             f"(mean {setup['mean_sft_row_tokens']:.0f}); bf16 matmul peak {peak:.0f} GFLOP/s"
         )
-        rows, raw = [], {}
+        raw, case_info = {}, {}
         all_cases = {**CASES, **LEVER_CASES}
-        waiting = QuietWait(args.quiet_wait, args.quiet_budget)
         for case in args.cases:
-            case_start = time.perf_counter()
-            load_before = os.getloadavg()[0]
-            results = run_case(case, all_cases[case], setup, args, workdir, waiting)
-            raw[case] = results
-            case_rows = summarise(results, case, setup, args, peak)
-            for row in case_rows:
-                row["load_average_before"] = load_before
-                row["case_wall_s"] = time.perf_counter() - case_start
-            rows += case_rows
+            waiting.wait()
+            peak = max(peak, matmul_peak_gflops(args.threads))
+            case_start, load_before = time.perf_counter(), os.getloadavg()[0]
+            raw[case] = run_case(case, all_cases[case], setup, args, workdir, waiting)
+            case_info[case] = {"load_average_before": load_before, "case_wall_s": time.perf_counter() - case_start}
+        waiting.wait()
         peak = max(peak, matmul_peak_gflops(args.threads))
-        for case in args.cases:  # MFU against the best peak seen in the run
-            for row, fresh in zip(
-                [r for r in rows if r["case"] == case],
-                summarise(raw[case], case, setup, args, peak),
-                strict=True,
-            ):
-                row["mfu"] = fresh["mfu"]
+        rows = [
+            {**row, **case_info[case]} for case in args.cases for row in summarise(raw[case], case, setup, args, peak)
+        ]
         precision = precision_check(rows)
         print()
         table = print_table(rows)
