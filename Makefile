@@ -27,8 +27,10 @@ $(TINY): $(STAMP) scripts/build_tiny_model.py data/tiny/pretrain.txt
 	$(PY) scripts/build_tiny_model.py --out artifacts/tiny-base
 
 # The whole study on the tiny default, on a CPU: tiny base -> SFT -> DPO -> evaluation -> report.
+# Precision follows the hardware; `make demo PRECISION=32-true` forces one (e.g. to reproduce the README's fp32 table).
+PRECISION ?=
 demo: $(STAMP)
-	bash scripts/run_full_pipeline.sh tiny
+	bash scripts/run_full_pipeline.sh tiny $(if $(PRECISION),--precision $(PRECISION))
 
 # Fast suite (pytest exit code 5 = "no tests collected" is a failure here: something is wrong).
 test: $(STAMP)

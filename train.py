@@ -1,23 +1,63 @@
 """Train through LightningCLI: ``python train.py fit --config configs/sft.yaml``."""
 
 import sys
+from pathlib import Path
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from callbacks.checkpoint_io import NonFiniteCheckpointError
 from callbacks.nan_guard import NonFiniteLossError
+from common.precision import AUTO, PrecisionError, detect_hardware, resolve_precision
 from datamodules.sources import DataError
 from lightning_modules.loading import CUDARequiredError, ModelLoadError
+from lightning_modules.trainer import StudyTrainer
 
 # Problems the user fixes in the data or the config: their message says what and where, a traceback adds nothing.
-USER_ERRORS = (DataError, ModelLoadError, CUDARequiredError, NonFiniteLossError, NonFiniteCheckpointError)
+USER_ERRORS = (
+    DataError,
+    ModelLoadError,
+    CUDARequiredError,
+    NonFiniteLossError,
+    NonFiniteCheckpointError,
+    PrecisionError,
+)
+
+
+class SaveResolvedConfig(SaveConfigCallback):
+    """Save the run's config with ``precision: auto`` replaced by what it resolved to, and say why."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.config.trainer.precision = trainer.precision_choice.precision
+        # log_dir is a broadcast under DDP: every rank asks here, not only rank 0 in save_config.
+        self._log_dir = None if self.already_saved else trainer.log_dir
+        super().setup(trainer, pl_module, stage)
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        choice = trainer.precision_choice
+        path = Path(self._log_dir or "") / self.config_filename
+        if self._log_dir and path.is_file():
+            path.write_text(f"# precision: {choice.requested} -> {choice}\n{path.read_text()}")
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams({"precision": choice.precision, "precision_reason": choice.reason})
 
 
 class StudyCLI(LightningCLI):
-    """LightningCLI whose data module uses the model's tokenizer unless told otherwise."""
+    """LightningCLI whose data module uses the model's tokenizer unless told otherwise, and whose
+    ``precision: auto`` and ``dtype: auto`` follow the hardware (``common.precision``)."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer_name_or_path")
+
+    def before_instantiate_classes(self) -> None:
+        # The model is built before the Trainer: its `dtype: auto` must follow the precision the Trainer
+        # will resolve (the same rule, the same answer).
+        # Resolving first also rejects an unknown precision before minutes are spent loading a model.
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        choice = resolve_precision(config.trainer.precision, detect_hardware(config.trainer.accelerator))
+        model = config.model.init_args
+        if model.get("dtype") == AUTO:
+            frozen = model.get("lora") is not None or bool(model.get("load_in_4bit"))
+            model.dtype = choice.weight_dtype(frozen)
 
 
 def user_error(error: BaseException | None) -> BaseException | None:
@@ -29,7 +69,13 @@ def user_error(error: BaseException | None) -> BaseException | None:
 
 def cli_main() -> None:
     try:
-        StudyCLI(subclass_mode_model=True, subclass_mode_data=True, save_config_kwargs={"overwrite": True})
+        StudyCLI(
+            trainer_class=StudyTrainer,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=SaveResolvedConfig,
+            save_config_kwargs={"overwrite": True},
+        )
     except Exception as error:
         problem = user_error(error)
         if problem is None:

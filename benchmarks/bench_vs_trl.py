@@ -3,28 +3,52 @@
 One command runs every case, each implementation in its own fresh process (so peak memory is per run),
 and prints one table::
 
-    python benchmarks/bench_vs_trl.py                  # all cases, about 10 minutes on a 2-core CPU
+    python benchmarks/bench_vs_trl.py                  # every case, about 10 minutes on a 2-core CPU
     python benchmarks/bench_vs_trl.py --cases sft_full --steps 6
+    python benchmarks/bench_vs_trl.py --cases sft_full_levers dpo_full_levers   # each optimisation undone
 
-Fairness on a shared, noisy machine: the processes of one case are started together and run their
-training steps in lock-step, one step each in turn (ours, TRL, ours, TRL, ...), so every implementation
-meets the same background load; the ratios are what to read. Each process waits while another steps,
-so only one computes at a time, on ``--threads`` threads.
+Cases (the first implementation of each is the reference of its ratios):
+
+* ``sft_full`` / ``sft_lora``: TRL's ``SFTTrainer`` (default: padded batches; ``trl_packing``: its BFD packing,
+  padding-free) against ours (``SFTModule`` + ``InstructionDataModule``, defaults).
+* ``dpo_full``: TRL's ``DPOTrainer`` with its default separate reference against ours (reference
+  precomputed); ``_gc`` variants turn gradient checkpointing on for both (TRL's own default).
+* ``dpo_lora``: TRL + peft (reference = adapter disabled) against ours, reference precomputed or ``adapter``.
+* ``precision``: ours in bf16-mixed against fp32, same batches: the loss curves must agree.
+
+Settings shared by both sides: the model (a randomly initialised Mistral built here), the generated rows
+(prompts and responses of 16 to 400 tokens, log-uniform; TRL gets our Alpaca prompt text already rendered),
+batch size, ``max_length`` (no row is cut), AdamW (betas, eps, no weight decay) at a constant learning rate,
+gradient clipping at 1.0, the precision the project's rule picks (bf16 autocast over fp32 weights where
+the CPU has native bf16, else fp32), LoRA r=16 alpha=32 on all projections, seeds,
+no dataloader workers and ``--threads`` threads. TRL packing gets as many rows of ``max_length`` per step
+as carry about the tokens of our batch.
+
+Fairness on a shared, noisy machine: the processes of one case start together and train in lock-step, one
+step each in turn (TRL, ours, TRL, ours, ...), only one computing at a time. Before each timed step the
+parent waits (within ``--quiet-wait`` / ``--quiet-budget``) for other processes to leave the CPUs idle, and
+each step records how many cores others kept busy meanwhile: with two threads on two cores, a step beside
+someone else's job runs several times slower. Throughput is read from the quiet steps when every
+implementation of the case has at least ``MIN_QUIET_STEPS`` of them, else from all timed steps (the table
+shows both and how many steps were quiet).
 
 What is measured, per case and implementation:
 
 * tokens/s: real (non-pad) tokens of the timed steps over their wall time; a step is timed from its
   start (batch in hand) to the end of the optimiser step; the first ``--warmup-steps`` are excluded.
-* s/step, peak RSS of the process (``ru_maxrss``) and its increase over the RSS right after imports.
-* MFU: model FLOPs of the timed steps per second over a bf16 matmul peak measured in the same run.
+* s/step, peak RSS of the process (``ru_maxrss``; glibc's allocator keeps part of what is freed, so this is
+  above the live peak for every implementation alike).
+* MFU: model FLOPs of the timed steps per second over a matmul peak measured in the same run, in the run's
+  compute dtype (the precision rule of ``common/precision.py``: bf16 only where the CPU computes it natively).
   Per real token: full fine-tuning 6 N, LoRA 4 N (forward 2 N + backward to the activations 2 N; frozen
   weights get no weight gradient) + 6 N_lora, with N the decoder weights; the LM head counts on response
   tokens only (6 V H, or 4 V H frozen); causal attention 6 n^2 d per layer and row of n tokens (d = query
-  width). DPO counts the policy's two rows per pair; reference forwards are not counted.
+  width). DPO counts the policy's two rows per pair; reference forwards and recomputation are not counted.
 * the training loss of every step and, after the last step, the loss on a held-out set computed by the same
   function for every implementation (SFT: response NLL; DPO: DPO loss against the initial model).
 * DPO with ``reference: precomputed``: the one-off reference pass is timed apart, and an amortised tokens/s
-  charges each pair its share of that pass (the benchmark's data set is exactly the pairs trained on).
+  charges each pair its share of that pass (the benchmark's data set is exactly the pairs trained on, so
+  this is one epoch's amortisation; more epochs amortise it further).
 
 Results go to ``benchmarks/results/<date>-<device>.json``; ``benchmarks/README.md`` keeps the latest table.
 """
@@ -60,14 +84,14 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 CASES: dict[str, list[str]] = {
     "sft_full": ["trl", "trl_packing", "ours"],
     "sft_lora": ["trl", "trl_packing", "ours"],
-    "dpo_full": ["trl", "ours"],
+    "dpo_full": ["trl", "ours", "trl_gc", "ours_gc"],
     "dpo_lora": ["trl", "ours", "ours_adapter"],
     "precision": ["ours_fp32", "ours"],
 }
 # Measured once to choose the defaults; not part of the default run.
 LEVER_CASES: dict[str, list[str]] = {
     "sft_full_levers": ["ours_padded", "ours_dense_packed", "ours_grouped", "ours_unfused", "ours"],
-    "dpo_full_levers": ["ours_separate", "ours_gc", "ours"],
+    "dpo_full_levers": ["ours_separate", "ours"],
 }
 DEFAULT_CASES = list(CASES)
 QUIET_CORES = 0.25
@@ -121,19 +145,26 @@ def build_workdir(workdir: Path, args: argparse.Namespace) -> dict:
             ids += rng.choice(line_ids) + tokenizer(" ", add_special_tokens=False)["input_ids"]
         return tokenizer.decode(ids[:n_tokens]).strip()
 
+    def shuffled(n_tokens: int) -> str:
+        """The words of real text in random order: a rejected answer DPO can learn to tell apart."""
+        words = text(n_tokens).split()
+        rng.shuffle(words)
+        return " ".join(words)
+
     def length() -> int:
         return log_uniform_length(rng, args.min_text_tokens, args.max_text_tokens)
+
+    def pair() -> dict:
+        return {"prompt": text(length()), "chosen": text(length()), "rejected": shuffled(length())}
 
     total_steps = args.warmup_steps + args.steps
     n_sft = total_steps * args.batch_size
     n_pairs = total_steps * args.dpo_batch_size
     files = {}
     sft_rows = [{"instruction": text(length()), "input": "", "output": text(length())} for _ in range(n_sft)]
-    pairs = [{"prompt": text(length()), "chosen": text(length()), "rejected": text(length())} for _ in range(n_pairs)]
+    pairs = [pair() for _ in range(n_pairs)]
     sft_eval = [{"instruction": text(length()), "input": "", "output": text(length())} for _ in range(args.eval_rows)]
-    pairs_eval = [
-        {"prompt": text(length()), "chosen": text(length()), "rejected": text(length())} for _ in range(args.eval_rows)
-    ]
+    pairs_eval = [pair() for _ in range(args.eval_rows)]
     for name, rows in (("sft", sft_rows), ("prefs", pairs), ("sft_eval", sft_eval), ("prefs_eval", pairs_eval)):
         files[name] = workdir / f"{name}.jsonl"
         files[name].write_text("".join(json.dumps(row) + "\n" for row in rows))
@@ -160,8 +191,29 @@ def build_workdir(workdir: Path, args: argparse.Namespace) -> dict:
     }
 
 
-def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 20) -> float:
-    """bf16 ``size``-cubed matmul throughput, the MFU denominator: the 80th percentile of ``repeats`` timings.
+def compute_dtype(precision: str):
+    """The matmul dtype of a Lightning precision name (``bf16-mixed`` -> bfloat16, ``32-true`` -> float32)."""
+    import torch
+
+    from common.precision import COMPUTE_DTYPES
+
+    return getattr(torch, COMPUTE_DTYPES[precision])
+
+
+def autocast(precision: str):
+    """``torch.autocast`` on the CPU for a mixed precision, nothing for a ``-true`` one."""
+    import contextlib
+
+    import torch
+
+    if precision.endswith("-mixed"):
+        return torch.autocast("cpu", dtype=compute_dtype(precision))
+    return contextlib.nullcontext()
+
+
+def matmul_peak_gflops(threads: int, precision: str, size: int = 2048, repeats: int = 20) -> float:
+    """``size``-cubed matmul throughput in the run's compute dtype, the MFU denominator: the 80th percentile of
+    ``repeats`` timings.
 
     Taken after waiting for idle CPUs, before the first case, between cases and after the last; the run keeps
     the highest (a busy machine halves it, which would inflate the MFU).
@@ -169,8 +221,8 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 20) -> flo
     import torch
 
     torch.set_num_threads(threads)
-    a = torch.randn(size, size, dtype=torch.bfloat16)
-    b = torch.randn(size, size, dtype=torch.bfloat16)
+    a = torch.randn(size, size, dtype=compute_dtype(precision))
+    b = torch.randn(size, size, dtype=compute_dtype(precision))
     for _ in range(3):
         a @ b
     rates = []
@@ -364,7 +416,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        precision="32-true" if impl == "ours_fp32" else "bf16-mixed",
+        precision="32-true" if impl == "ours_fp32" else spec["precision"],
         max_steps=spec["total_steps"],
         gradient_clip_val=1.0,
         logger=False,
@@ -417,9 +469,10 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
         adam_beta2=0.999,
         adam_epsilon=1e-8,
         max_grad_norm=1.0,
-        bf16=True,
+        bf16=spec["precision"] == "bf16-mixed",
         use_cpu=True,
-        gradient_checkpointing=False,  # TRL's default is True; ours is off, so both are off
+        # TRL's default is on, ours off: both off, except in the "_gc" variants where both are on.
+        gradient_checkpointing=impl.endswith("_gc"),
         dataloader_num_workers=0,
         report_to="none",
         save_strategy="no",
@@ -533,7 +586,7 @@ def held_out_loss(model, spec: dict) -> float:
     from datamodules.instruction import tokenize_instruction
     from datamodules.preference import tokenize_preference
     from lightning_modules.loading import load_tokenizer
-    from lightning_modules.losses import IGNORE_INDEX, dpo_loss, sequence_logps, sft_loss
+    from lightning_modules.losses import dpo_loss, sequence_logps, sft_loss
 
     tokenizer = load_tokenizer(str(Path(spec["workdir"]) / "base"))
     eval_file = spec["files"]["sft_eval" if spec["task"] == "sft" else "prefs_eval"]
@@ -541,7 +594,7 @@ def held_out_loss(model, spec: dict) -> float:
     model.eval()
 
     def logits_and_labels(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad(), autocast(spec["precision"]):
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return logits[:, :-1].float(), batch["labels"][:, 1:]
 
@@ -568,7 +621,6 @@ def held_out_loss(model, spec: dict) -> float:
     reference = torch.tensor(spec["reference_eval_logps"])
     pairs = len(examples)
     losses, _, _ = dpo_loss(logps[:pairs], logps[pairs:], reference[:pairs], reference[pairs:], beta=0.1)
-    assert IGNORE_INDEX == -100
     return float(losses.mean())
 
 
@@ -644,7 +696,7 @@ def reference_eval_logps(workdir: Path, args: argparse.Namespace, files: dict) -
         for i, r in enumerate(rows)
     ]
     batch = PreferenceCollator(tokenizer.pad_token_id)(examples)
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), autocast(args.resolved_precision):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logps, _ = sequence_logps(logits[:, :-1].float(), batch["labels"][:, 1:])
     return logps.tolist()
@@ -703,6 +755,7 @@ def run_case(
             "batch_size": args.batch_size if task == "sft" else args.dpo_batch_size,
             "packing_batch_size": max(1, round(args.batch_size * mean_row / args.max_length)),
             "max_length": args.max_length,
+            "precision": args.resolved_precision,
             "total_steps": total_steps,
             "reference_eval_logps": setup.get("reference_eval_logps"),
             "result_path": str(workdir / f"result-{case}-{impl}.json"),
@@ -885,6 +938,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sft-lr", type=float, default=1e-3, help="LoRA; full fine-tuning uses a tenth")
     parser.add_argument("--dpo-lr", type=float, default=1e-4, help="LoRA; full fine-tuning uses a tenth")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--precision", default="auto", help="auto (the project's rule: bf16-mixed only where bf16 is native) or a name"
+    )
     parser.add_argument("--quiet-wait", type=float, default=10.0, help="most seconds to wait for idle CPUs a step")
     parser.add_argument("--quiet-budget", type=float, default=240.0, help="most seconds of such waiting in all")
     parser.add_argument("--seed", type=int, default=0)
@@ -899,6 +955,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker:
         worker(args.worker)
         return
+    from common.precision import announce, detect_hardware, resolve_precision
+
+    # One precision for both sides, by the project's rule: timing emulated bf16 would measure the emulation.
+    choice = resolve_precision(args.precision, detect_hardware("cpu"))
+    announce(choice, "bench")
+    args.resolved_precision = choice.precision
+    if choice.precision != "bf16-mixed" and "precision" in args.cases:
+        print("[bench] skipping the 'precision' case (bf16-mixed against fp32): this run does not compute in bf16")
+        args.cases = [case for case in args.cases if case != "precision"]
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="bench-vs-trl-"))
     try:
@@ -921,31 +986,36 @@ def main(argv: list[str] | None = None) -> None:
         setup["lora_parameters"] = lora_parameter_count(workdir, setup)
         if any(TASK[c][0] == "dpo" for c in args.cases):
             setup["reference_eval_logps"] = reference_eval_logps(workdir, args, setup["files"])
+        setup["initial_held_out_loss"] = initial_held_out_losses(workdir, args, setup)
         waiting = QuietWait(args.quiet_wait, args.quiet_budget)
         waiting.wait()
-        peak = matmul_peak_gflops(args.threads)
+        peak = matmul_peak_gflops(args.threads, args.resolved_precision)
         print(
             f"model: {setup['parameters'] / 1e6:.1f}M parameters ({setup['decoder_parameters'] / 1e6:.1f}M decoder), "
             f"hidden {args.hidden}, {args.layers} layers, vocabulary {setup['vocab_size']}; "
             f"SFT rows {setup['sft_row_tokens_min_max'][0]}-{setup['sft_row_tokens_min_max'][1]} tokens "
-            f"(mean {setup['mean_sft_row_tokens']:.0f}); bf16 matmul peak {peak:.0f} GFLOP/s"
+            f"(mean {setup['mean_sft_row_tokens']:.0f}); {choice.compute_dtype} matmul peak {peak:.0f} GFLOP/s"
         )
         raw, case_info = {}, {}
         all_cases = {**CASES, **LEVER_CASES}
         for case in args.cases:
             waiting.wait()
-            peak = max(peak, matmul_peak_gflops(args.threads))
+            peak = max(peak, matmul_peak_gflops(args.threads, args.resolved_precision))
             case_start, load_before = time.perf_counter(), os.getloadavg()[0]
             raw[case] = run_case(case, all_cases[case], setup, args, workdir, waiting)
             case_info[case] = {"load_average_before": load_before, "case_wall_s": time.perf_counter() - case_start}
         waiting.wait()
-        peak = max(peak, matmul_peak_gflops(args.threads))
+        peak = max(peak, matmul_peak_gflops(args.threads, args.resolved_precision))
         rows = [
             {**row, **case_info[case]} for case in args.cases for row in summarise(raw[case], case, setup, args, peak)
         ]
         precision = precision_check(rows)
         print()
         table = print_table(rows)
+        print(
+            "held-out loss before training: "
+            + ", ".join(f"{task} {loss:.4f}" for task, loss in setup["initial_held_out_loss"].items())
+        )
         if precision:
             print(
                 f"\nbf16-mixed vs fp32 (ours, SFT full, {len(precision['bf16'])} steps): max |loss difference| "
@@ -971,6 +1041,7 @@ def main(argv: list[str] | None = None) -> None:
                     "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
                     "model": {k: v for k, v in setup.items() if k not in ("files", "reference_eval_logps")},
                     "matmul_peak_gflops": peak,
+                    "precision": str(choice),
                     "rows": rows,
                     "precision_check": precision,
                     "table": table,
@@ -988,6 +1059,23 @@ def main(argv: list[str] | None = None) -> None:
             print(f"work folder kept: {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def initial_held_out_losses(workdir: Path, args: argparse.Namespace, setup: dict) -> dict:
+    """The held-out losses before any step (the same model for every implementation)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(workdir / "base"))
+    spec = {
+        "workdir": str(workdir),
+        "files": setup["files"],
+        "max_length": args.max_length,
+        "precision": args.resolved_precision,
+    }
+    losses = {"sft": held_out_loss(model, {**spec, "task": "sft"})}
+    if "reference_eval_logps" in setup:
+        losses["dpo"] = held_out_loss(model, {**spec, "task": "dpo", **setup})
+    return losses
 
 
 def lora_parameter_count(workdir: Path, setup: dict) -> int:

@@ -37,6 +37,8 @@ class HFExportCallback(L.Callback):
             "global_step": trainer.global_step,
             "epoch": trainer.current_epoch,
             "template": getattr(datamodule, "template", None),
+            # "bf16-mixed (CPU with native bf16: AVX512_BF16)": what the run computed in, and why
+            "precision": str(getattr(trainer, "precision_choice", trainer.precision)),
         }
         out = pl_module.export_pretrained(self.dirpath, tokenizer, info)
         config = Path(log_dir or "") / "config.yaml"

@@ -35,14 +35,16 @@ class LoadSettings:
     """How the weights are loaded for evaluation.
 
     Attributes:
-        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``).
+        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``), or ``auto``: the compute dtype of
+            ``precision: auto`` on the evaluation device (``common.precision``): bfloat16 on a GPU or CPU
+            with native bf16, float16 on an older GPU, float32 on any other CPU.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         load_in_4bit: quantise the base to 4-bit NF4 (CUDA only; needs ``merge_adapters: false``).
         merge_adapters: merge the adapters into the weights (faster generation); ``false`` stacks them.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
     """
 
-    dtype: str = "float32"
+    dtype: str = "auto"
     attn_implementation: str | None = "sdpa"
     load_in_4bit: bool = False
     merge_adapters: bool = True

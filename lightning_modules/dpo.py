@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MeanMetric
 
+from common.precision import resolve_dtype
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import (
@@ -72,7 +73,7 @@ class DPOModule(CausalLMModule):
         merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
             as a frozen stacked adapter, required with ``load_in_4bit``.
         reference_cache_dir: folder of the precomputed-reference cache.
-        dtype: weight dtype.
+        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (as in ``SFTModule``).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
         load_in_4bit: QLoRA base (CUDA and bitsandbytes only).
@@ -122,7 +123,7 @@ class DPOModule(CausalLMModule):
         check_sft_export(model_name_or_path)
         self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
         load = {
-            "dtype": dtype,
+            "dtype": resolve_dtype(dtype, frozen=lora is not None),
             "attn_implementation": attn_implementation,
             "trust_remote_code": trust_remote_code,
             "load_in_4bit": load_in_4bit,

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from common.precision import DTYPES, resolve_dtype
 
 
 @dataclass
@@ -70,8 +70,11 @@ def check_model_source(name_or_path: str) -> None:
         )
 
 
-def quantization_config(load_in_4bit: bool):
-    """The QLoRA 4-bit NF4 config (Dettmers et al. 2023), or ``None``; 4-bit needs CUDA."""
+def quantization_config(load_in_4bit: bool, compute_dtype: str = "bfloat16"):
+    """The QLoRA 4-bit NF4 config (Dettmers et al. 2023), or ``None``; 4-bit needs CUDA.
+
+    ``compute_dtype`` is the dtype the dequantised weights are multiplied in: the run's compute dtype.
+    """
     if not load_in_4bit:
         return None
     if not torch.cuda.is_available():
@@ -86,14 +89,14 @@ def quantization_config(load_in_4bit: bool):
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_compute_dtype=DTYPES[compute_dtype],
     )
 
 
 def load_causal_lm(
     name_or_path: str,
     *,
-    dtype: str = "float32",
+    dtype: str = "auto",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
@@ -102,16 +105,15 @@ def load_causal_lm(
 
     Args:
         name_or_path: Hub id (``mistralai/Mistral-7B-v0.1``) or a folder written by ``save_pretrained``.
-        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``); with ``precision: bf16-mixed``
-            keep fp32 weights and let autocast run the matmuls in bf16.
+        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``), or ``auto``: the compute dtype that
+            ``precision: auto`` picks on this machine (``common.precision``), as for frozen weights.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint; off unless you trust it.
         load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; CUDA only).
     """
     check_model_source(name_or_path)
-    if dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}.")
-    quant = quantization_config(load_in_4bit)
+    dtype = resolve_dtype(dtype)
+    quant = quantization_config(load_in_4bit, compute_dtype=dtype)
     kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
@@ -186,7 +188,7 @@ def load_sft_model(
     path: str,
     *,
     merge_adapter: bool = True,
-    dtype: str = "float32",
+    dtype: str = "auto",
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,

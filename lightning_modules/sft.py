@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
+from common.precision import resolve_dtype
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import LoraSettings, add_lora, load_causal_lm
 from lightning_modules.losses import sft_loss
@@ -17,7 +18,9 @@ class SFTModule(CausalLMModule):
     Args:
         model_name_or_path: Hub id (``mistralai/Mistral-7B-v0.1``) or local ``save_pretrained`` folder.
         lora: LoRA settings (the study: r=16, alpha=32, dropout 0.05); ``null`` for full fine-tuning.
-        dtype: weight dtype: ``float32`` (with ``bf16-mixed`` autocast), ``bfloat16`` or ``float16``.
+        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (through ``train.py``: what
+            ``trainer.precision`` implies, the compute dtype for a LoRA's frozen base and fp32 for weights
+            trained under mixed precision; elsewhere the same for ``precision: auto`` on this machine).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
         load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (CUDA and bitsandbytes only).
@@ -45,7 +48,7 @@ class SFTModule(CausalLMModule):
         self.optimizer_settings = optimizer or OptimizerSettings()
         model = load_causal_lm(
             model_name_or_path,
-            dtype=dtype,
+            dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
             load_in_4bit=load_in_4bit,

@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,12 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.precision import AUTO, announce, detect_hardware, resolve_precision  # noqa: E402
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
 
@@ -101,8 +108,9 @@ def pretrain(
     batch_size: int,
     lr: float,
     seed: int,
+    autocast_dtype: torch.dtype | None = None,
 ) -> None:
-    """Plain next-token pre-training on packed documents (bf16 autocast, fp32 weights)."""
+    """Plain next-token pre-training on packed documents (fp32 weights; autocast to ``autocast_dtype`` if set)."""
     ids: list[int] = []
     for text in texts:
         ids += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
@@ -119,7 +127,7 @@ def pretrain(
     for step in range(steps):
         starts = torch.randint(0, n_windows, (batch_size,), generator=generator) * seq_len
         batch = torch.stack([data[s : s + seq_len + 1] for s in starts.tolist()])  # (B, T+1)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext():
             logits = model(input_ids=batch[:, :-1]).logits  # (B, T, V)
         loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
         loss.backward()
@@ -148,8 +156,14 @@ def build(
     batch_size: int,
     lr: float,
     seed: int,
+    precision: str = AUTO,
 ) -> None:
-    """Build the tokenizer and model and save both into ``out`` (atomically: temp folder, then rename)."""
+    """Build the tokenizer and model and save both into ``out`` (atomically: temp folder, then rename).
+
+    ``precision`` (``auto`` or a Lightning precision name) decides the pre-training's autocast by the
+    project's rule (``common.precision``): bf16 only on a CPU that computes it natively.
+    """
+    choice = resolve_precision(precision, detect_hardware("cpu"))
     random.seed(seed)
     torch.manual_seed(seed)
     texts = corpus_texts(data_dir)
@@ -163,9 +177,12 @@ def build(
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny Mistral: {n_params / 1e6:.2f}M parameters, vocabulary {len(tokenizer)}")
     if pretrain_steps:
+        announce(choice, "tiny base")
         pretrain_texts = (data_dir / "pretrain.txt").read_text(encoding="utf-8").splitlines()
         random.Random(seed).shuffle(pretrain_texts)
-        pretrain(model, tokenizer, pretrain_texts, pretrain_steps, seq_len, batch_size, lr, seed)
+        pretrain(
+            model, tokenizer, pretrain_texts, pretrain_steps, seq_len, batch_size, lr, seed, choice.autocast_dtype
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     model.save_pretrained(staging)
@@ -183,6 +200,7 @@ def build(
                 "batch_size": batch_size,
                 "lr": lr,
                 "seed": seed,
+                "precision": str(choice) if pretrain_steps else None,
                 "parameters": n_params,
             },
             indent=2,
@@ -210,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument(
+        "--precision", default=AUTO, help="auto (bf16-mixed on a CPU with native bf16, else 32-true) or a name"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -227,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         args.batch_size,
         args.lr,
         args.seed,
+        args.precision,
     )
 
 

@@ -27,7 +27,7 @@ import sys
 import textwrap
 import time
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common.precision import AUTO, announce, detect_hardware, resolve_dtype, resolve_precision  # noqa: E402
 from datamodules.templates import TemplateName  # noqa: E402
 from evaluation import metrics  # noqa: E402
 from evaluation.checkers import check_response, is_refusal  # noqa: E402
@@ -285,6 +286,11 @@ def evaluate(
         torch.set_num_threads(threads)
     torch.manual_seed(generation.seed)
     target = pick_device(device)
+    # dtype auto: the compute dtype that precision auto picks for this device (one rule, common.precision).
+    precision = resolve_precision(AUTO, detect_hardware(target.type))
+    if load.dtype == AUTO:
+        announce(precision, "evaluate")
+    load = replace(load, dtype=resolve_dtype(load.dtype, precision, frozen=True))
 
     sources = resolve_sources(sft_adapter, dpo_adapter if "sft_dpo" in variants else None, base_model)
     template = resolve_template(template, sources)
@@ -384,6 +390,7 @@ def evaluate(
             "num_instruction_examples": len(examples),
             "generation": asdict(generation),
             "load": asdict(load),
+            "precision_rule": str(precision),
             "max_length": max_length,
             "max_prompt_length": max_prompt_length,
             "device": str(target),

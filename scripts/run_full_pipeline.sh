@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole study, stage by stage: [tiny base] -> SFT -> DPO -> evaluate -> report.
 #
-#   bash scripts/run_full_pipeline.sh [tiny|study] [--force]
+#   bash scripts/run_full_pipeline.sh [tiny|study] [--force] [--precision P]
 #
 #   tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,evaluate}.yaml, results in results/
 #   study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
+#   --precision P   train (and pre-train the tiny base) in P, e.g. 32-true, instead of the configs'
+#                   `auto` (bf16-mixed where the hardware computes bf16 natively, else 32-true / 16-mixed)
 #
 # A stage is skipped when its output is complete (the tiny base's weights, an export's
 # export_info.json, evaluation_results.json, report.md), so a rerun after a crash continues where it
@@ -16,19 +18,32 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 SET="tiny"
 FORCE=0
-for arg in "$@"; do
-    case "$arg" in
+PRECISION=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
         --force) FORCE=1 ;;
+        --precision)
+            if [[ $# -lt 2 || -z "$2" ]]; then echo "error: --precision needs a value, e.g. 32-true" >&2; exit 2; fi
+            PRECISION="$2"
+            shift
+            ;;
         -h | --help) usage; exit 0 ;;
-        tiny | study) SET="$arg" ;;
-        *) echo "error: unknown argument '$arg'; expected tiny, study or --force" >&2; usage >&2; exit 2 ;;
+        tiny | study) SET="$1" ;;
+        *) echo "error: unknown argument '$1'; expected tiny, study, --force or --precision P" >&2; usage >&2; exit 2 ;;
     esac
+    shift
 done
+# Passed on to every stage that computes in a precision; empty: the configs' `auto`.
+TRAIN_PRECISION=() BUILD_PRECISION=()
+if [[ -n "$PRECISION" ]]; then
+    TRAIN_PRECISION=(--trainer.precision "$PRECISION")
+    BUILD_PRECISION=(--precision "$PRECISION")
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -117,15 +132,15 @@ run_stage() {
     REDO=1 # every later stage depends on this one's output
 }
 
-echo "Pipeline '$SET' with $PYTHON: $SFT_CONFIG -> $DPO_CONFIG -> $EVAL_CONFIG$([[ $FORCE -eq 1 ]] && echo ' (--force)')"
+echo "Pipeline '$SET' with $PYTHON: $SFT_CONFIG -> $DPO_CONFIG -> $EVAL_CONFIG$([[ $FORCE -eq 1 ]] && echo ' (--force)')$([[ -n "$PRECISION" ]] && echo " (precision $PRECISION)")"
 if [[ "$SET" == "tiny" ]]; then
     run_stage "build tiny base" "$BASE" "$BASE/model.safetensors" "$BASE" - -- \
-        "$PYTHON" scripts/build_tiny_model.py --out "$BASE"
+        "$PYTHON" scripts/build_tiny_model.py --out "$BASE" "${BUILD_PRECISION[@]}"
 fi
 run_stage "SFT" "$SFT_EXPORT (TensorBoard: $SFT_RUN/tensorboard)" "$SFT_EXPORT/export_info.json" \
-    "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" -- "$PYTHON" train.py fit --config "$SFT_CONFIG"
+    "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" -- "$PYTHON" train.py fit --config "$SFT_CONFIG" "${TRAIN_PRECISION[@]}"
 run_stage "DPO" "$DPO_EXPORT (TensorBoard: $DPO_RUN/tensorboard)" "$DPO_EXPORT/export_info.json" \
-    "$DPO_EXPORT $DPO_RUN $(dirname "$DPO_LAST")" "$DPO_LAST" -- "$PYTHON" train.py fit --config "$DPO_CONFIG"
+    "$DPO_EXPORT $DPO_RUN $(dirname "$DPO_LAST")" "$DPO_LAST" -- "$PYTHON" train.py fit --config "$DPO_CONFIG" "${TRAIN_PRECISION[@]}"
 run_stage "evaluate" "$RESULTS/evaluation_results.json, $RESULTS/side_by_side_comparison.txt" \
     "$RESULTS/evaluation_results.json" "$RESULTS/evaluation_results.json $RESULTS/side_by_side_comparison.txt" - -- \
     "$PYTHON" scripts/evaluate.py --config "$EVAL_CONFIG"

@@ -193,11 +193,22 @@ def copy_export(export: Path, destination: Path, stage: str) -> None:
 
 
 def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
-    """Base + SFT + DPO merged into one full model, with the tokenizer."""
+    """Base + SFT + DPO merged into one full model, with the tokenizer.
+
+    The merge runs in fp32 (exact on any machine); the weights are saved in the dtype the base model was
+    published in (its config's ``dtype``), so the merged folder is no larger than the base.
+    """
+    import torch
+    from transformers import AutoConfig
+
     from evaluation.variants import LoadSettings, load_variant, resolve_sources
     from lightning_modules.loading import load_tokenizer
 
-    model = load_variant("sft_dpo", resolve_sources(str(sft), str(dpo)), LoadSettings(dtype="bfloat16"))
+    sources = resolve_sources(str(sft), str(dpo))
+    model = load_variant("sft_dpo", sources, LoadSettings(dtype="float32"))
+    published = AutoConfig.from_pretrained(sources.base).dtype
+    if isinstance(published, torch.dtype):
+        model = model.to(published)
     model.save_pretrained(destination, safe_serialization=True)
     load_tokenizer(str(sft)).save_pretrained(destination)
 

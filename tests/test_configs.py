@@ -85,7 +85,7 @@ def test_study_sft_config_is_the_studys_setup(printed):
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
     for expected in ("mistralai/Mistral-7B-v0.1", "r: 16", "alpha: 32", "max_epochs: 3",
-                     "num_examples: 10000", "bf16-mixed"):
+                     "num_examples: 10000", "precision: auto"):
         assert expected in text, expected
     parsed = yaml.safe_load(text)
     model = parsed["model"]["init_args"]
@@ -93,8 +93,27 @@ def test_study_sft_config_is_the_studys_setup(printed):
     assert (model["lora"]["r"], model["lora"]["alpha"]) == (16, 32)
     assert model["optimizer"]["lr"] == pytest.approx(2e-5)
     assert parsed["trainer"]["max_epochs"] == 3
-    assert parsed["trainer"]["precision"] == "bf16-mixed"
+    assert parsed["trainer"]["precision"] == "auto"  # resolved at run time, by the hardware
+    assert model["dtype"] == "auto"
     assert parsed["data"]["init_args"]["num_examples"] == 10000
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: str(c.relative_to(REPO)))
+def test_no_config_hard_codes_a_precision(printed, config):
+    """Precision and weight dtypes come from the rule (``auto``); print_config shows ``auto``, unresolved."""
+    parsed = yaml.safe_load(printed[config].stdout)
+    if "trainer" in parsed:
+        assert parsed["trainer"]["precision"] == "auto"
+    text = "\n".join(line.split("#")[0] for line in config.read_text().splitlines())  # comments may explain
+    assert "bf16" not in text and "bfloat16" not in text and "float16" not in text
+
+
+def test_an_unknown_precision_is_one_error_line(tmp_path):
+    result = run_cli(["fit", "--config", str(REPO / "configs" / "tiny" / "sft.yaml"), "--trainer.precision", "bf17",
+                      "--trainer.max_steps", "1"], tmp_path)
+    assert result.returncode != 0
+    assert "error: precision: unknown value 'bf17'" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_mistyped_command_line_key_is_rejected_by_name(tmp_path):

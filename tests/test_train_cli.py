@@ -35,6 +35,7 @@ def run_dir(tmp_path_factory, tiny_model_dir) -> Path:
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-5000:]
+    (cwd / "stdout.txt").write_text(result.stdout)
     return cwd
 
 
@@ -72,3 +73,59 @@ def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
     assert (adapter["r"], adapter["lora_alpha"]) == (16, 32)  # from the config
     # Nothing is left half-written beside the export.
     assert [p.name for p in out.parent.iterdir()] == ["sft"]
+
+
+def test_auto_precision_is_resolved_printed_once_and_recorded(run_dir):
+    """The rule's choice for this machine lands in the saved config, the hparams and export_info.json."""
+    from common.precision import detect_hardware, resolve_precision
+
+    choice = resolve_precision("auto", detect_hardware("cpu"))
+    assert (run_dir / "stdout.txt").read_text().count("precision: ") == 1
+    assert f"[trainer] precision: {choice}" in (run_dir / "stdout.txt").read_text()
+    text = (run_dir / "runs" / "tiny" / "sft" / "tensorboard" / "config.yaml").read_text()
+    assert text.startswith(f"# precision: auto -> {choice}\n")
+    import yaml
+
+    saved = yaml.safe_load(text)
+    assert saved["trainer"]["precision"] == choice.precision
+    assert saved["model"]["init_args"]["dtype"] == "float32"  # the tiny config's explicit dtype is kept
+    hparams = yaml.safe_load((run_dir / "runs" / "tiny" / "sft" / "tensorboard" / "hparams.yaml").read_text())
+    assert (hparams["precision"], hparams["precision_reason"]) == (choice.precision, choice.reason)
+    info = json.loads((run_dir / "outputs" / "tiny" / "sft" / "export_info.json").read_text())
+    assert info["precision"] == str(choice)
+
+
+@pytest.mark.parametrize(
+    ("precision", "lora", "expected"),
+    [
+        ("32-true", True, torch.float32),
+        ("bf16-true", True, torch.bfloat16),
+        ("bf16-mixed", True, torch.bfloat16),  # a LoRA's frozen base takes the compute dtype
+        ("bf16-mixed", False, torch.float32),  # trained weights stay fp32 master weights under mixed precision
+    ],
+)
+def test_model_dtype_auto_follows_the_trainer_precision(tiny_model_dir, tmp_path, monkeypatch, precision, lora,
+                                                         expected):
+    import train
+    from lightning_modules.trainer import StudyTrainer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["train.py"])  # the arguments come from `args`, not pytest's command line
+    data = REPO / "data" / "tiny"
+    cli = train.StudyCLI(
+        trainer_class=StudyTrainer, subclass_mode_model=True, subclass_mode_data=True, save_config_callback=None,
+        run=False,
+        args=[
+            "--config", str(REPO / "configs" / "tiny" / "sft.yaml"),
+            "--trainer.precision", precision,
+            "--trainer.logger", "false",
+            "--model.init_args.model_name_or_path", str(tiny_model_dir),
+            "--model.init_args.dtype", "auto",
+            *([] if lora else ["--model.init_args.lora", "null"]),
+            "--data.init_args.train_files", str(data / "sft_train.jsonl"),
+            "--data.init_args.val_files", str(data / "sft_val.jsonl"),
+        ],
+    )
+    assert cli.trainer.precision == precision
+    base = cli.model.model.get_base_model() if lora else cli.model.model
+    assert base.model.layers[0].mlp.up_proj.weight.dtype == expected

@@ -101,7 +101,7 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         *("--hidden", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--vocab-size", "512"),
         *("--batch-size", "2", "--dpo-batch-size", "2", "--warmup-steps", "1", "--steps", "1"),
         *("--precision-steps", "1", "--eval-rows", "2", "--max-text-tokens", "40", "--max-length", "256"),
-        *("--cases", "sft_lora", "dpo_full", "--out", str(out)),
+        *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "--out", str(out)),
     ]
     subprocess.run(command, check=True, cwd=REPO, timeout=900)
     rows = json.loads(out.read_text())["rows"]
@@ -111,6 +111,8 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         ("sft_lora", "ours"),
         ("dpo_full", "trl"),
         ("dpo_full", "ours"),
+        ("dpo_full", "trl_gc"),
+        ("dpo_full", "ours_gc"),
     }
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0 and math.isfinite(row["held_out_loss"])

@@ -23,6 +23,7 @@ _spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
 evaluate_script = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(evaluate_script)
 
+FP32 = LoadSettings(dtype="float32")  # compared with the fp32 training module: exact on any machine
 PROMPTS = [
     # A held-out Alpaca row: asked with its input block, as SFT saw such rows.
     {
@@ -74,7 +75,7 @@ def test_left_pad_puts_padding_before_the_prompt():
 
 def test_batched_left_padded_generation_equals_one_prompt_at_a_time(tiny_sft_export):
     tokenizer = load_tokenizer(str(tiny_sft_export))
-    model = load_variant("sft", resolve_sources(str(tiny_sft_export), None), LoadSettings())
+    model = load_variant("sft", resolve_sources(str(tiny_sft_export), None), FP32)
     prompts = [row.get("prompt", row.get("instruction")) for row in PROMPTS]
     inputs = [row.get("input", "") for row in PROMPTS]
     settings = GenerationSettings(max_new_tokens=8, batch_size=len(prompts))
@@ -95,11 +96,11 @@ def test_sft_dpo_variant_is_the_trained_policy_merged_or_stacked(tiny_sft_export
     module.eval()
     with torch.no_grad():
         expected = module.model(input_ids=input_ids).logits
-        merged = load_variant("sft_dpo", sources, LoadSettings())(input_ids=input_ids).logits
-        stacked = load_variant("sft_dpo", sources, LoadSettings(merge_adapters=False))(input_ids=input_ids).logits
-        sft = load_variant("sft", sources, LoadSettings())(input_ids=input_ids).logits
+        merged = load_variant("sft_dpo", sources, FP32)(input_ids=input_ids).logits
+        stacked = load_variant("sft_dpo", sources, LoadSettings("float32", merge_adapters=False))(input_ids=input_ids)
+        sft = load_variant("sft", sources, FP32)(input_ids=input_ids).logits
     assert_close(merged, expected, rtol=1e-4, atol=1e-4)
-    assert_close(stacked, expected, rtol=1e-4, atol=1e-4)
+    assert_close(stacked.logits, expected, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(sft, expected, atol=1e-3)  # the DPO adapter changes something
 
 
@@ -174,6 +175,32 @@ def test_evaluation_writes_both_result_files_with_the_documented_structure(
     assert "PROMPT:\n  Add the two numbers.\nINPUT:\n  2 and 3" in first
     assert first.index("base (") < first.index("SFT (") < first.index("SFT+DPO (")
     assert text.count("PROMPT:") == 4
+
+
+@pytest.mark.parametrize(("hardware", "expected"), [("ZEN3", "float32"), ("ZEN4", "bfloat16")])
+def test_load_dtype_auto_follows_the_precision_rule(tiny_sft_export, data_files, tmp_path, monkeypatch, hardware,
+                                                     expected):
+    """``load.dtype: auto`` is decided by the rule for the evaluation device; explicit dtypes are kept."""
+    from common.precision import Hardware
+
+    faked = Hardware(device="cpu", cpu_capability="AVX2" if hardware == "ZEN3" else "AVX512",
+                     cpu_avx512_bf16=hardware == "ZEN4")
+    monkeypatch.setattr(evaluate_script, "detect_hardware", lambda device: faked)
+    loaded = []
+
+    def stop(name, sources, load, device):
+        loaded.append(load.dtype)
+        raise RuntimeError("stop after the load settings are known")
+
+    monkeypatch.setattr(evaluate_script, "_load_on", stop)
+    for dtype in ("auto", "float16"):
+        with pytest.raises(RuntimeError, match="stop after"):
+            evaluate_script.evaluate(
+                sft_adapter=str(tiny_sft_export), dpo_adapter=None, variants=["sft"], device="cpu",
+                prompts=str(data_files / "prompts.jsonl"), load=LoadSettings(dtype=dtype),
+                results_dir=str(tmp_path / "results"),
+            )
+    assert loaded == [expected, "float16"]
 
 
 def test_a_template_other_than_the_trained_one_is_refused(tiny_sft_export, data_files, tmp_path):

@@ -1,0 +1,123 @@
+"""The precision rule as a table: each faked capability -> the expected precision and dtypes."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from common import precision as rule
+from common.precision import Hardware, PrecisionError, resolve_dtype, resolve_precision
+
+H100 = Hardware(device="cuda", name="NVIDIA H100", cuda_bf16=True, cuda_capability=(9, 0))
+T4 = Hardware(device="cuda", name="Tesla T4", cuda_bf16=False, cuda_capability=(7, 5))
+SAPPHIRE_RAPIDS = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True, cpu_amx=True)
+ZEN4 = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True)
+GRAVITON3 = Hardware(device="cpu", cpu_capability="SVE256", cpu_arm_bf16=True)
+ZEN3 = Hardware(device="cpu", cpu_capability="AVX2")
+SKYLAKE_X = Hardware(device="cpu", cpu_capability="AVX512")  # AVX512 without its BF16 extension
+PLAIN = Hardware(device="cpu", cpu_capability="DEFAULT")
+
+# hardware -> (precision, compute dtype, frozen weight dtype, trained weight dtype, reason)
+TABLE = [
+    (H100, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CUDA GPU with bf16: NVIDIA H100, compute capability 9.0"),
+    (T4, "16-mixed", "float16", "float16", "float32", "CUDA GPU without bf16: Tesla T4, compute capability 7.5"),
+    (SAPPHIRE_RAPIDS, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: AMX, AVX512_BF16"),
+    (ZEN4, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: AVX512_BF16"),
+    (GRAVITON3, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: BF16"),
+    (ZEN3, "32-true", "float32", "float32", "float32", "CPU without native bf16: AVX2"),
+    (SKYLAKE_X, "32-true", "float32", "float32", "float32", "CPU without native bf16: AVX512"),
+    (PLAIN, "32-true", "float32", "float32", "float32", "CPU without native bf16: DEFAULT"),
+]
+
+
+@pytest.mark.parametrize(("hardware", "precision", "compute", "frozen", "trained", "reason"), TABLE)
+def test_auto_resolves_by_the_table(hardware, precision, compute, frozen, trained, reason):
+    choice = resolve_precision("auto", hardware)
+    assert (choice.precision, choice.compute_dtype, choice.reason) == (precision, compute, reason)
+    assert choice.weight_dtype(frozen=True) == frozen
+    assert choice.weight_dtype(frozen=False) == trained
+    assert resolve_dtype("auto", choice, frozen=True) == frozen
+    assert str(choice) == f"{precision} ({reason})"
+
+
+@pytest.mark.parametrize(
+    ("requested", "expected", "autocast"),
+    [
+        ("bf16", "bf16-mixed", torch.bfloat16),
+        ("bf16-mixed", "bf16-mixed", torch.bfloat16),
+        ("16", "16-mixed", torch.float16),
+        (32, "32-true", None),
+        ("32-true", "32-true", None),
+        ("bf16-true", "bf16-true", None),
+    ],
+)
+def test_an_explicit_precision_is_kept(requested, expected, autocast):
+    choice = resolve_precision(requested, ZEN3)
+    assert (choice.precision, choice.reason, choice.autocast_dtype) == (expected, "requested", autocast)
+
+
+def test_true_precision_loads_even_trained_weights_in_its_dtype():
+    assert resolve_precision("bf16-true", H100).weight_dtype(frozen=False) == "bfloat16"
+
+
+def test_unknown_names_are_refused_with_the_choices():
+    with pytest.raises(PrecisionError, match="'bf17'.*auto, 32-true"):
+        resolve_precision("bf17", ZEN3)
+    with pytest.raises(PrecisionError, match="'half'.*auto, float32"):
+        resolve_dtype("half")
+    assert resolve_dtype("float16") == "float16"  # an explicit dtype is never changed
+
+
+@pytest.mark.parametrize(
+    ("requested", "hardware", "warned"),
+    [
+        ("bf16-mixed", ZEN3, True),
+        ("bf16-true", SKYLAKE_X, True),
+        ("16-mixed", ZEN4, True),  # fp16 matmuls need AMX-FP16 on a CPU
+        ("bf16-mixed", ZEN4, False),
+        ("bf16-mixed", SAPPHIRE_RAPIDS, False),
+        ("16-mixed", T4, False),
+        ("auto", ZEN3, False),
+        ("32-true", ZEN3, False),
+    ],
+)
+def test_an_emulated_precision_warns_once_with_the_way_out(requested, hardware, warned, caplog, capsys):
+    choice = resolve_precision(requested, hardware)
+    with caplog.at_level(logging.WARNING, logger=rule.__name__):
+        rule.announce(choice, "test")
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert capsys.readouterr().out == f"[test] precision: {choice}\n"
+    if warned:
+        assert len(warnings) == 1
+        assert "slower" in warnings[0] and "precision: auto" in warnings[0] and "32-true" in warnings[0]
+        assert "\n" not in warnings[0]
+    else:
+        assert warnings == []
+
+
+def test_the_cpu_is_read_from_torchs_flags(monkeypatch):
+    """``get_cpu_capability`` says AVX512 with and without bf16: the bf16 and AMX queries decide."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    monkeypatch.setattr(rule, "_arm_bf16", lambda: False)
+    cases = [(False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed")]
+    for avx512_bf16, amx, expected in cases:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        hardware = rule.detect_hardware("auto")
+        assert hardware.device == "cpu"
+        assert resolve_precision("auto", hardware).precision == expected
+
+
+def test_a_gpu_is_read_from_torchs_cuda_queries(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index: "Tesla V100")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (7, 0))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    hardware = rule.detect_hardware("gpu")
+    assert resolve_precision("auto", hardware).precision == "16-mixed"
+    # accelerator: cpu looks at the CPU even when a GPU is present
+    assert rule.detect_hardware("cpu").device == "cpu"
