@@ -1,5 +1,6 @@
 """Train through LightningCLI: ``python train.py fit --config configs/sft.yaml``."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from callbacks.checkpoint_io import NonFiniteCheckpointError
 from callbacks.nan_guard import NonFiniteLossError
 from common.precision import AUTO, PrecisionError, detect_hardware, resolve_precision
+from common.provenance import RevisionError, run_provenance
 from datamodules.sources import DataError
 from lightning_modules.loading import CUDARequiredError, ModelLoadError
 from lightning_modules.trainer import StudyTrainer
@@ -20,6 +22,7 @@ USER_ERRORS = (
     NonFiniteLossError,
     NonFiniteCheckpointError,
     PrecisionError,
+    RevisionError,
 )
 
 
@@ -36,9 +39,12 @@ class SaveResolvedConfig(SaveConfigCallback):
         choice = trainer.precision_choice
         path = Path(self._log_dir or "") / self.config_filename
         if self._log_dir and path.is_file():
-            path.write_text(f"# precision: {choice.requested} -> {choice}\n{path.read_text()}")
-        if trainer.logger is not None:
-            trainer.logger.log_hyperparams({"precision": choice.precision, "precision_reason": choice.reason})
+            # What `auto` and the Hub revisions resolved to: rerunning this file on other hardware or another
+            # day must not silently train on other inputs.
+            header = [f"# precision: {choice.requested} -> {choice}"]
+            provenance = run_provenance(pl_module, trainer.datamodule)
+            header += [f"# {key}: {json.dumps(value)}" for key, value in provenance.items()]
+            path.write_text("\n".join(header) + "\n" + path.read_text())
 
 
 class StudyCLI(LightningCLI):
@@ -55,6 +61,9 @@ class StudyCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         choice = resolve_precision(config.trainer.precision, detect_hardware(config.trainer.accelerator))
         model = config.model.init_args
+        data = config.data.init_args
+        if model.get("revision") and data.get("tokenizer_name_or_path") == model.get("model_name_or_path"):
+            data.tokenizer_revision = data.get("tokenizer_revision") or model.revision
         if model.get("dtype") == AUTO:
             frozen = model.get("lora") is not None or bool(model.get("load_in_4bit"))
             model.dtype = choice.weight_dtype(frozen)

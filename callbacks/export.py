@@ -8,6 +8,8 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from callbacks.model_card import write_export_card
+from common.provenance import run_provenance
 from lightning_modules.loading import load_tokenizer
 
 
@@ -16,7 +18,8 @@ class HFExportCallback(L.Callback):
 
     The folder loads with ``PeftModel.from_pretrained`` (adapter) or
     ``AutoModelForCausalLM.from_pretrained`` (full model), no Lightning code needed. Only rank 0
-    writes; the write is atomic (see ``CausalLMModule.export_pretrained``).
+    writes; the write is atomic (see ``CausalLMModule.export_pretrained``). The folder's README.md is
+    our model card (``callbacks.model_card``), in place of the empty template peft writes.
 
     Args:
         dirpath: export folder, e.g. ``outputs/sft``.
@@ -39,9 +42,13 @@ class HFExportCallback(L.Callback):
             "template": getattr(datamodule, "template", None),
             # "bf16-mixed (CPU with native bf16: AVX512_BF16)": what the run computed in, and why
             "precision": str(getattr(trainer, "precision_choice", trainer.precision)),
+            # Hub commits (or local files' SHA-256) of the model and data, and the tokenised data's fingerprint
+            "provenance": run_provenance(pl_module, datamodule),
         }
         out = pl_module.export_pretrained(self.dirpath, tokenizer, info)
         config = Path(log_dir or "") / "config.yaml"
         if config.is_file():
             shutil.copyfile(config, out / "training_config.yaml")
+        # After the config copy: the card's settings table is read from training_config.yaml.
+        write_export_card(out)
         rank_zero_info(f"Exported {info['stage']} weights in Hugging Face format to {out}")

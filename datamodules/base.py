@@ -11,6 +11,7 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from common.provenance import describe, resolve_revision
 from datamodules.resumable import eval_loader, train_loader
 from lightning_modules.loading import load_tokenizer
 
@@ -39,6 +40,10 @@ class TokenizedDataModule(L.LightningDataModule):
             row, no attention across rows) instead of right-padding.
         cache_dir: folder for the tokenised ``datasets`` cache; ``None`` keeps it in memory.
         trust_remote_code: allow tokenizer code shipped with the checkpoint.
+        revision: for Hub datasets in the data files, the branch, tag or commit to read (``None``: the
+            default branch); resolved once to a commit, which is read and recorded.
+        tokenizer_revision: the tokenizer's Hub revision; ``train.py`` sets it to the model's ``revision``
+            when both come from the same place.
     """
 
     def __init__(
@@ -52,8 +57,13 @@ class TokenizedDataModule(L.LightningDataModule):
         pack: bool = True,
         cache_dir: str | None = None,
         trust_remote_code: bool = False,
+        revision: str | None = None,
+        tokenizer_revision: str | None = None,
     ) -> None:
         super().__init__()
+        self.revision = revision
+        self.tokenizer_revision = tokenizer_revision
+        self.provenance: dict = {}
         self.tokenizer_name_or_path = tokenizer_name_or_path
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
@@ -69,8 +79,18 @@ class TokenizedDataModule(L.LightningDataModule):
 
     def load_tokenizer(self):
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(self.tokenizer_name_or_path, self.trust_remote_code)
+            self.tokenizer = load_tokenizer(
+                self.tokenizer_name_or_path, self.trust_remote_code, revision=self.tokenizer_revision
+            )
         return self.tokenizer
+
+    def resolve_sources(self, sources: list[str]) -> dict[str, str | None]:
+        """The commit of each Hub dataset among ``sources``, resolved once; recorded in :attr:`provenance`."""
+        commits = {source: resolve_revision(source, self.revision, "dataset") for source in sources}
+        self.provenance["data"] = [
+            describe(source, self.revision, commits[source], "dataset") for source in dict.fromkeys(sources)
+        ]
+        return commits
 
     def tokenize(self, examples: list[dict], function: Callable[[dict], dict], settings: dict) -> Dataset:
         """Tokenise once through ``datasets.map``; with ``cache_dir`` the result is cached on disk.
@@ -79,7 +99,9 @@ class TokenizedDataModule(L.LightningDataModule):
         max lengths), so changing any of them tokenises again.
         """
         dataset = Dataset.from_list(examples)
-        fingerprint = content_hash(examples, self.tokenizer.get_vocab(), settings)
+        # The chat template is part of the key: editing it changes every chat row's ids.
+        chat_template = getattr(self.tokenizer, "chat_template", None)
+        fingerprint = content_hash(examples, self.tokenizer.get_vocab(), chat_template, settings)
         cache_file = None
         if self.cache_dir:
             Path(self.cache_dir).mkdir(parents=True, exist_ok=True)

@@ -8,42 +8,71 @@ from datasets import Dataset
 
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import PreferenceCollator
+from datamodules.instruction import refuse_multi_turn_without_chat
 from datamodules.sources import (
     BadRow,
     BadRowPolicy,
     PreparationReport,
     collect,
+    conversation,
     is_local_source,
     optional_score,
     require_text,
-    single_turn,
 )
 from datamodules.templates import TemplateName, encode_prompt, encode_response, format_prompt
 
 
 def parse_preference_row(record: dict) -> dict:
-    """``{prompt, chosen, rejected}`` strings from either schema.
+    """``{prompt, chosen, rejected, system, history}`` from either schema.
 
-    * UltraFeedback-binarized: ``prompt`` is a string, ``chosen`` / ``rejected`` are message lists
-      ``[{role: user, ...}, {role: assistant, ...}]``; optional ``score_chosen`` / ``score_rejected``.
+    * UltraFeedback-binarized: ``chosen`` / ``rejected`` are message lists ``[system?, user, assistant,
+      (user, assistant)...]`` that share everything before their final assistant turn (that shared
+      conversation is the prompt; the ``prompt`` string, when present, must be text); optional
+      ``score_chosen`` / ``score_rejected``.
     * Flat: ``prompt``, ``chosen``, ``rejected`` are strings.
 
     Raises:
-        BadRow: missing / empty / wrongly typed fields, malformed message lists, non-finite
-            scores, or identical chosen and rejected responses.
+        BadRow: missing / empty / wrongly typed fields, malformed message lists, chosen and rejected
+            conversations that differ before their final turn, non-finite scores, or identical chosen
+            and rejected responses.
     """
-    prompt = require_text(record, "prompt")
-    responses = {}
     for name in ("chosen", "rejected"):
-        if name not in record:
-            raise BadRow(name, "missing field")
-        value = record[name]
-        responses[name] = single_turn(value, name)[1] if isinstance(value, list) else require_text(record, name)
+        if not isinstance(record, dict) or name not in record:
+            require_text(record, name)  # the row-level wrong type, or the missing field
+    lists = [isinstance(record[name], list) for name in ("chosen", "rejected")]
+    if any(lists):
+        if "prompt" in record:
+            require_text(record, "prompt")
+        chats = {name: conversation(record[name], name) for name in ("chosen", "rejected")}
+        chosen, rejected = chats["chosen"], chats["rejected"]
+        if chosen.prompt_messages() != rejected.prompt_messages():
+            a, b = chosen.prompt_messages(), rejected.prompt_messages()
+            differs = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            raise BadRow(
+                "rejected",
+                "conversation differs from chosen before the final turn",
+                f"first at turn {differs}; both must share the prompt and differ only in the final assistant turn",
+            )
+        example = {
+            "prompt": chosen.user,
+            "chosen": chosen.assistant,
+            "rejected": rejected.assistant,
+            "system": chosen.system,
+            "history": chosen.history,
+        }
+    else:
+        example = {
+            "prompt": require_text(record, "prompt"),
+            "chosen": require_text(record, "chosen"),
+            "rejected": require_text(record, "rejected"),
+            "system": None,
+            "history": [],
+        }
     for name in ("score_chosen", "score_rejected"):
         optional_score(record, name)
-    if responses["chosen"].strip() == responses["rejected"].strip():
+    if example["chosen"].strip() == example["rejected"].strip():
         raise BadRow("rejected", "chosen identical to rejected")
-    return {"prompt": prompt, "chosen": responses["chosen"], "rejected": responses["rejected"]}
+    return example
 
 
 def truncate_prompt(prompt_ids: list[int], max_prompt_length: int, bos_token_id: int | None) -> list[int]:
@@ -59,7 +88,13 @@ def tokenize_preference(
     example: dict, tokenizer, template: TemplateName, max_length: int, max_prompt_length: int
 ) -> dict:
     """Prompt, chosen and rejected ids; the prompt keeps its end, each response its start."""
-    prompt = format_prompt(example["prompt"], template=template, tokenizer=tokenizer)
+    prompt = format_prompt(
+        example["prompt"],
+        template=template,
+        tokenizer=tokenizer,
+        system=example.get("system"),
+        history=example.get("history") or (),
+    )
     prompt_ids = truncate_prompt(encode_prompt(tokenizer, prompt, template), max_prompt_length, tokenizer.bos_token_id)
     room = max_length - len(prompt_ids)
     chosen_ids = encode_response(tokenizer, example["chosen"])[:room]
@@ -113,6 +148,8 @@ class PreferenceDataModule(TokenizedDataModule):
         pack: bool = True,
         cache_dir: str | None = None,
         trust_remote_code: bool = False,
+        revision: str | None = None,
+        tokenizer_revision: str | None = None,
     ) -> None:
         super().__init__(
             tokenizer_name_or_path,
@@ -124,6 +161,8 @@ class PreferenceDataModule(TokenizedDataModule):
             pack=pack,
             cache_dir=cache_dir,
             trust_remote_code=trust_remote_code,
+            revision=revision,
+            tokenizer_revision=tokenizer_revision,
         )
         if max_prompt_length >= max_length:
             raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}).")
@@ -146,16 +185,24 @@ class PreferenceDataModule(TokenizedDataModule):
             return
         self.load_tokenizer()
         report = PreparationReport("preference data", self.on_bad_row)
-        train = collect(self.train_files, parse_preference_row, report, self.split)
+        commits = self.resolve_sources(self.train_files + self.val_files)
+        train = refuse_multi_turn_without_chat(
+            collect(self.train_files, parse_preference_row, report, self.split, commits),
+            self.template,
+            report,
+            "chosen",
+        )
         random.Random(self.seed).shuffle(train)
         train = train[: self.num_examples] if self.num_examples is not None else train
         hub_val = [f for f in self.train_files if not is_local_source(f)] if not self.val_files else []
         val_sources, val_split = (self.val_files, self.split) if self.val_files else (hub_val, self.val_split)
-        val = collect(val_sources, parse_preference_row, report, val_split) if val_sources else []
+        val = collect(val_sources, parse_preference_row, report, val_split, commits) if val_sources else []
+        val = refuse_multi_turn_without_chat(val, self.template, report, "chosen")
         val = val[: self.num_val_examples] if self.num_val_examples is not None else val
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val") if val else None
         report.kept = len(self.train_dataset) + (len(self.val_dataset) if self.val_dataset else 0)
+        self.provenance["fingerprint"] = dict(self.fingerprints)
         self.report = report
         report.log()
 

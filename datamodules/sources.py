@@ -97,12 +97,13 @@ def is_local_source(source: str) -> bool:
     return Path(source).suffix != "" or source.startswith((".", "/", "~")) or Path(source).exists()
 
 
-def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
+def read_rows(source: str, split: str | None = None, revision: str | None = None) -> Iterator[Row]:
     """Yield the records of a local file, or of a Hub dataset split.
 
     Local files: ``.jsonl`` (one object per line), ``.json`` (a list of objects, or an object whose
     ``data`` / ``rows`` key holds the list), ``.parquet`` and ``.csv``. Anything else that does not
-    exist locally is taken as a Hub dataset id and loaded with ``datasets.load_dataset``.
+    exist locally is taken as a Hub dataset id and loaded with ``datasets.load_dataset`` at ``revision``
+    (a branch, tag or commit; ``None``: the default branch).
 
     Raises:
         DataError: a missing local file, an unknown extension, or a ``.json`` / ``.parquet`` /
@@ -110,7 +111,7 @@ def read_rows(source: str, split: str | None = None) -> Iterator[Row]:
             not UTF-8 is yielded as a row with ``problem`` set, so the bad-row policy decides.
     """
     if not is_local_source(source):
-        yield from _read_hub(source, split)
+        yield from _read_hub(source, split, revision)
         return
     path = Path(source)
     if not path.exists():
@@ -164,22 +165,30 @@ def _read_jsonl_lines(path: Path, raw: bytes) -> Iterator[Row]:
 
 
 def _read_tabular(path: Path) -> Iterator[Row]:
+    """Parquet keeps its column types; every CSV cell is text (a CSV has no types: an answer ``4`` is the
+    string ``"4"``, not a number to refuse). Row 1 is the first row after the CSV header."""
+    import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet
 
     try:
-        table = pyarrow.parquet.read_table(path) if path.suffix == ".parquet" else pyarrow.csv.read_csv(path)
+        if path.suffix == ".parquet":
+            table = pyarrow.parquet.read_table(path)
+        else:
+            header = pyarrow.csv.open_csv(path).schema.names
+            as_text = pyarrow.csv.ConvertOptions(column_types=dict.fromkeys(header, pa.string()))
+            table = pyarrow.csv.read_csv(path, convert_options=as_text)
     except Exception as error:  # pyarrow raises many types; the user needs the file and the cause
         raise DataError(f"{path}: cannot be read as {path.suffix[1:]}: {error}") from None
     for number, record in enumerate(table.to_pylist(), start=1):
         yield Row(str(path), number, record)
 
 
-def _read_hub(dataset_id: str, split: str | None) -> Iterator[Row]:
-    from datasets import load_dataset
+def _read_hub(dataset_id: str, split: str | None, revision: str | None = None) -> Iterator[Row]:
+    import datasets
 
     try:
-        dataset = load_dataset(dataset_id, split=split or "train")
+        dataset = datasets.load_dataset(dataset_id, split=split or "train", revision=revision)
     except Exception as error:  # offline, unknown id, private repo...: say which and why
         raise DataError(
             f"{dataset_id} (split {split or 'train'}): not a local file and could not be loaded from the "
@@ -222,21 +231,60 @@ def optional_score(record: dict, name: str) -> None:
         raise BadRow(name, "score is not finite", str(value))
 
 
-def single_turn(messages: Any, name: str) -> tuple[str, str]:
-    """``(user, assistant)`` contents of a ``[{role: user}, {role: assistant}]`` message list."""
+@dataclass
+class Conversation:
+    """A chat split the way the trainers use it: everything before the final assistant turn is the prompt.
+
+    Attributes:
+        system: the system turn's content, or ``None``.
+        history: earlier ``{role, content}`` user / assistant turns, before the final user turn.
+        user: the final user turn's content.
+        assistant: the final assistant turn's content (the response that is trained or compared).
+    """
+
+    system: str | None
+    history: list[dict[str, str]]
+    user: str
+    assistant: str
+
+    def prompt_messages(self) -> list[dict[str, str]]:
+        """The conversation up to (not including) the final assistant turn, as chat-template messages."""
+        system = [{"role": "system", "content": self.system}] if self.system is not None else []
+        return [*system, *self.history, {"role": "user", "content": self.user}]
+
+
+def conversation(messages: Any, name: str) -> Conversation:
+    """Check a message list ``[system?, user, assistant, (user, assistant)...]`` and split it.
+
+    One optional system turn first, then user and assistant turns alternating, ending with the assistant.
+
+    Raises:
+        BadRow: not a list of message objects, a role out of place, no assistant turn, or a content that is
+            missing, empty or not a string (the field is named, e.g. ``chosen[3].content``).
+    """
     if not isinstance(messages, list):
         raise BadRow(name, "wrong type", f"{type(messages).__name__} where a message list is expected")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise BadRow(f"{name}[{i}]", "wrong type", f"{type(message).__name__} where a message object is expected")
     roles = [message.get("role") for message in messages]
-    if roles != ["user", "assistant"]:
+    start = 1 if roles[:1] == ["system"] else 0
+    turns = roles[start:]
+    alternating = all(role == ("user" if i % 2 == 0 else "assistant") for i, role in enumerate(turns))
+    if not alternating or len(turns) < 2 or len(turns) % 2:
         if "assistant" not in roles:
             raise BadRow(name, "no assistant turn", f"roles {roles}")
-        raise BadRow(name, "roles out of order", f"roles {roles}; expected ['user', 'assistant']")
-    user = require_text(messages[0], "content", label=f"{name}[0].content")
-    assistant = require_text(messages[1], "content", label=f"{name}[1].content")
-    return user, assistant
+        raise BadRow(
+            name,
+            "roles out of order",
+            f"roles {roles}; expected an optional system turn, then user and assistant alternating, "
+            "ending with assistant",
+        )
+    contents = [require_text(m, "content", label=f"{name}[{i}].content") for i, m in enumerate(messages)]
+    history = [{"role": role, "content": text} for role, text in zip(roles[start:-2], contents[start:-2], strict=True)]
+    return Conversation(
+        system=contents[0] if start else None, history=history, user=contents[-2], assistant=contents[-1]
+    )
 
 
 def collect(
@@ -244,8 +292,11 @@ def collect(
     parse: Callable[[dict], dict],
     report: PreparationReport,
     split: str | None = None,
+    revisions: dict[str, str | None] | None = None,
 ) -> list[dict]:
     """Parse every row of every source with ``parse``; bad rows go to ``report``.
+
+    ``revisions`` maps a Hub dataset id to the commit to read it at (:mod:`common.provenance`).
 
     Each kept example carries ``_source`` and ``_row`` so later stages (e.g. truncation) can still
     name where a row came from.
@@ -259,7 +310,7 @@ def collect(
     for source in sources:
         before = len(examples)
         seen = 0
-        for row in read_rows(source, split):
+        for row in read_rows(source, split, (revisions or {}).get(source)):
             seen += 1
             if row.problem is not None:
                 report.reject(row, row.problem.field, row.problem.reason, row.problem.detail)

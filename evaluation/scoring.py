@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from common.provenance import resolve_revision
 from datamodules.collate import PreferenceCollator, SFTCollator
 from datamodules.instruction import parse_instruction_row, tokenize_instruction
 from datamodules.preference import parse_preference_row, tokenize_preference
@@ -36,6 +37,8 @@ class HeldOutData:
         shuffle_seed: shuffle the rows with ``random.Random(shuffle_seed)`` first (``None``: file order).
         skip: rows skipped (after the shuffle).
         num_examples: rows kept (``None``: all the rest).
+        revision: for a Hub dataset, the branch, tag or commit to read (``None``: the default branch),
+            resolved once to a commit (see :mod:`common.provenance`).
     """
 
     files: str | list[str]
@@ -43,12 +46,14 @@ class HeldOutData:
     shuffle_seed: int | None = None
     skip: int = 0
     num_examples: int | None = None
+    revision: str | None = None
 
     def read(self, parse: Callable[[dict], dict], name: str) -> list[dict]:
         """Parsed rows; bad rows (e.g. identical chosen and rejected) are skipped and counted in one summary."""
         sources = [self.files] if isinstance(self.files, str) else list(self.files)
         report = PreparationReport(name, "skip")
-        rows = collect(sources, parse, report, self.split)
+        commits = {source: resolve_revision(source, self.revision, "dataset") for source in sources}
+        rows = collect(sources, parse, report, self.split, commits)
         report.kept = len(rows)
         report.log()
         if self.shuffle_seed is not None:

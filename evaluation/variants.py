@@ -70,6 +70,7 @@ class VariantSources:
     base: str
     sft: str
     dpo: str | None
+    base_revision: str | None = None  # the Hub commit SFT trained on (from the SFT export), so base is that one
 
     def describe(self) -> dict[str, str]:
         """One line per variant, for the results file and the model card."""
@@ -119,7 +120,8 @@ def resolve_sources(sft: str, dpo: str | None, base: str | None = None) -> Varia
                 f"{dpo} was trained from the SFT export {source}, but sft_adapter is {sft}: the DPO adapter only "
                 "means something on the SFT model it was trained from. Point sft_adapter at that export."
             )
-    return VariantSources(base=base, sft=sft, dpo=dpo)
+    revision = export["base_revision"] if base == export["base"] else None
+    return VariantSources(base=base, sft=sft, dpo=dpo, base_revision=revision)
 
 
 def load_variant(name: str, sources: VariantSources, settings: LoadSettings) -> PreTrainedModel:
@@ -132,7 +134,7 @@ def load_variant(name: str, sources: VariantSources, settings: LoadSettings) -> 
         raise ValueError(f"Unknown variant {name!r}; choose among {', '.join(VARIANTS)}.")
     load = settings.kwargs()
     if name == "base":
-        return load_causal_lm(sources.base, **load).eval()
+        return load_causal_lm(sources.base, revision=sources.base_revision, **load).eval()
     if name == "sft_dpo" and sources.dpo is None:
         raise ValueError("Variant sft_dpo needs dpo_adapter (the DPO stage's export folder).")
     if name == "sft_dpo" and read_export_info(sources.dpo).get("kind") == "full_model":

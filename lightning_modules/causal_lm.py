@@ -12,10 +12,12 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from common.provenance import run_provenance
 from lightning_modules.loading import decoder_and_head
 from lightning_modules.losses import IGNORE_INDEX
 from lightning_modules.optim import OptimizerSettings, configure_adamw
@@ -155,6 +157,8 @@ class CausalLMModule(L.LightningModule):
     optimizer_settings: OptimizerSettings
     uses_lora: bool
     trained_adapter: str = "default"
+    final_metrics: tuple[str, ...] = ("val/loss",)  # logged with the hyper-parameters at the end of fit
+    provenance: dict  # the model source as loaded (common.provenance); the data module records the data
 
     def __init__(self) -> None:
         super().__init__()
@@ -193,6 +197,30 @@ class CausalLMModule(L.LightningModule):
         for group in config["optimizer"].param_groups:
             group.update(foreach=False, fused=True)
         return config
+
+    def on_fit_end(self) -> None:
+        """Log the run's hyper-parameters once, with its final metrics, so TensorBoard's HPARAMS tab can compare
+        runs (Lightning would log them at the start, beside a placeholder ``hp_metric = -1``)."""
+        if self.logger is None:
+            return
+        metrics = {
+            name: float(self.trainer.callback_metrics[name])
+            for name in self.final_metrics
+            if name in self.trainer.callback_metrics
+        }
+        params = {key: value for key, value in self.hparams.items() if key != "_class_path"}
+        choice = getattr(self.trainer, "precision_choice", None)
+        params["precision"] = self.trainer.precision if choice is None else choice.precision
+        if choice is not None:
+            params["precision_reason"] = choice.reason
+        params["provenance"] = run_provenance(self, self.trainer.datamodule)
+        # {} (no validation ran), not None: None would make the TensorBoard logger write its -1 placeholder.
+        self.logger.log_hyperparams(params, metrics=metrics, step=self.trainer.global_step)
+        self.logger.save()
+        # TensorBoardLogger writes hparams.yaml once, at the start (empty here): rewrite it with what was logged.
+        hparams_file = Path(getattr(self.logger, "log_dir", None) or "") / "hparams.yaml"
+        if self.trainer.is_global_zero and hparams_file.is_file() and hasattr(self.logger, "hparams"):
+            save_hparams_to_yaml(hparams_file, self.logger.hparams)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.uses_lora:

@@ -13,6 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from common.precision import resolve_dtype
+from common.provenance import describe
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import (
@@ -81,6 +82,8 @@ class DPOModule(CausalLMModule):
         optimizer: AdamW and schedule (the study: lr 5e-7).
     """
 
+    final_metrics = ("val/loss", "val/rewards/accuracies", "val/rewards/margins")
+
     def __init__(
         self,
         model_name_or_path: str,
@@ -99,7 +102,8 @@ class DPOModule(CausalLMModule):
         optimizer: OptimizerSettings | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
+        self.save_hyperparameters(logger=False)
         if reference == "adapter" and lora is None:
             raise ValueError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
         if load_in_4bit and lora is None:
@@ -120,7 +124,10 @@ class DPOModule(CausalLMModule):
         self.uses_lora = lora is not None
         self.trained_adapter = DPO_ADAPTER
         self.optimizer_settings = optimizer or OptimizerSettings(lr=5e-7)
-        check_sft_export(model_name_or_path)
+        export = check_sft_export(model_name_or_path)
+        self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
+        if export["base"] is not None:
+            self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
         self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
         load = {
             "dtype": resolve_dtype(dtype, frozen=lora is not None),

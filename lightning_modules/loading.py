@@ -43,10 +43,15 @@ class CUDARequiredError(RuntimeError):
     """A setting (4-bit quantisation) needs a CUDA GPU and none is visible."""
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    """Load a tokenizer; give it a pad token (EOS, as Mistral has none) when it lacks one."""
+def load_tokenizer(
+    name_or_path: str, trust_remote_code: bool = False, revision: str | None = None
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer (at ``revision`` for a Hub id); give it a pad token (EOS, as Mistral has none) when it
+    lacks one."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, revision=revision
+        )
     except Exception as error:
         raise ModelLoadError(
             f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})"
@@ -100,6 +105,7 @@ def load_causal_lm(
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
+    revision: str | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM by Hub id or local path.
 
@@ -110,11 +116,12 @@ def load_causal_lm(
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint; off unless you trust it.
         load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; CUDA only).
+        revision: the Hub branch, tag or commit to load (``None``: the default branch); ignored for a path.
     """
     check_model_source(name_or_path)
     dtype = resolve_dtype(dtype)
     quant = quantization_config(load_in_4bit, compute_dtype=dtype)
-    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code}
+    kwargs = {"dtype": DTYPES[dtype], "trust_remote_code": trust_remote_code, "revision": revision}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     if quant is not None:
@@ -158,7 +165,9 @@ def check_sft_export(path: str) -> dict:
     """Read an SFT export folder and fail readably when it is missing or incomplete.
 
     Returns:
-        ``{"kind": "lora_adapter" | "full_model", "base": base model id or path (adapters only)}``.
+        ``{"kind": "lora_adapter" | "full_model", "base": base model id or path (adapters only),
+        "base_revision": the Hub commit the SFT stage loaded the base at (``None``: a local base, or an
+        export written before revisions were recorded)}``.
     """
     folder = Path(path)
     if not folder.is_dir():
@@ -181,7 +190,11 @@ def check_sft_export(path: str) -> dict:
     base = None
     if kind == "lora_adapter":
         base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    return {"kind": kind, "base": base}
+    info = json.loads((folder / "export_info.json").read_text()) if (folder / "export_info.json").is_file() else {}
+    base_revision = (info.get("provenance") or {}).get("model", {}).get("commit")
+    if base_revision is not None and len(base_revision) != 40:  # "unresolved (offline)": load the cached one
+        base_revision = None
+    return {"kind": kind, "base": base, "base_revision": base_revision}
 
 
 def load_sft_model(
@@ -216,6 +229,7 @@ def load_sft_model(
         attn_implementation=attn_implementation,
         trust_remote_code=trust_remote_code,
         load_in_4bit=load_in_4bit,
+        revision=export["base_revision"],  # the very base the SFT adapter was trained on
     )
     if merge_adapter:
         if load_in_4bit:

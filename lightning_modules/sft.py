@@ -6,6 +6,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from common.precision import resolve_dtype
+from common.provenance import describe, resolve_revision
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import LoraSettings, add_lora, load_causal_lm
 from lightning_modules.losses import sft_loss
@@ -26,7 +27,11 @@ class SFTModule(CausalLMModule):
         load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (CUDA and bitsandbytes only).
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and learning-rate schedule settings.
+        revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
+            resolved once to a commit, which is loaded and recorded (export_info.json, saved config, card).
     """
+
+    final_metrics = ("val/loss", "val/perplexity")
 
     def __init__(
         self,
@@ -38,21 +43,28 @@ class SFTModule(CausalLMModule):
         load_in_4bit: bool = False,
         gradient_checkpointing: bool = False,
         optimizer: OptimizerSettings | None = None,
+        revision: str | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
+        self.save_hyperparameters(logger=False)
         if load_in_4bit and lora is None:
             raise ValueError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
+        commit = resolve_revision(model_name_or_path, revision, "model")
         model = load_causal_lm(
             model_name_or_path,
             dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
             load_in_4bit=load_in_4bit,
+            revision=commit,
         )
+        # Offline, the commit is the cached snapshot's (transformers records it on the config).
+        commit = getattr(model.config, "_commit_hash", None) or commit
+        self.provenance = {"model": describe(model_name_or_path, revision, commit, "model")}
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False

@@ -40,6 +40,20 @@ if str(REPO) not in sys.path:
 from common.precision import AUTO, announce, detect_hardware, resolve_precision  # noqa: E402
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
+# The base's card: the license the SFT / DPO cards built on it inherit (callbacks/model_card.py reads it).
+CARD = """---
+license: apache-2.0
+library_name: transformers
+pipeline_tag: text-generation
+tags: [mistral, tiny, synthetic]
+---
+
+# Tiny Mistral base
+
+A few-million-parameter Mistral with its own byte-level BPE tokenizer, built by `scripts/build_tiny_model.py`
+from this project's synthetic tiny suite (`data/tiny`), optionally pre-trained briefly on its plain text. It
+stands in for `mistralai/Mistral-7B-v0.1` in the demo and the tests; it knows nothing beyond that suite.
+"""
 
 
 def corpus_texts(data_dir: Path) -> list[str]:
@@ -187,6 +201,7 @@ def build(
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+    (staging / "README.md").write_text(CARD, encoding="utf-8")
     (staging / "build_args.json").write_text(
         json.dumps(
             {

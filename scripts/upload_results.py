@@ -3,15 +3,18 @@
 The folder that is uploaded holds::
 
     README.md        the model card: base model, data, hyper-parameters (from the saved training
-                     configs), the metric table, how to load the adapters
-    sft/             the SFT LoRA adapter (+ tokenizer, export_info.json, training_config.yaml)
+                     configs), the metric table, how to load the adapters; its front matter gives
+                     the Hub base_model, datasets, license and a model-index of the evaluation
+    sft/             the SFT LoRA adapter (+ tokenizer, export_info.json, training_config.yaml, its card)
     dpo/             the DPO LoRA adapter, to apply on base + SFT merged
     merged/          (--merged only) base + SFT + DPO merged into full weights
     results/         evaluation_results.json, side_by_side_comparison.txt, report.md, plots/
 
 The repository is private unless ``--public``. The token comes from ``HF_TOKEN`` or the login cache
 (``hf auth login``); this script never prints, logs or writes it. ``--dry-run`` writes the exact
-folder that would be uploaded (to ``--out``), lists it and contacts nothing.
+folder that would be uploaded (to ``--out``), lists it and contacts nothing: a base model on the Hub
+then has no license in the preview's cards (the upload reads it from the Hub; a local base's README.md
+gives it in both).
 
 Usage::
 
@@ -29,14 +32,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 for path in (REPO, REPO / "scripts"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 from report import headline_table  # noqa: E402
+
+from callbacks import model_card as cards  # noqa: E402
 
 SETS: dict[str, dict[str, str]] = {
     "tiny": {"sft": "outputs/tiny/sft", "dpo": "outputs/tiny/dpo", "results": "results"},
@@ -47,24 +50,6 @@ RESULT_FILES = ("evaluation_results.json", "side_by_side_comparison.txt", "repor
 
 class UploadError(RuntimeError):
     """Something the user must fix before uploading; the message says what."""
-
-
-def saved_config(export: Path) -> dict[str, Any]:
-    """The training config saved beside an export (``training_config.yaml``), or ``{}``."""
-    path = export / "training_config.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
-
-
-def hyperparameters(config: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> list[tuple[str, Any]]:
-    """``(name, value)`` of each key path found in a saved LightningCLI config."""
-    found = []
-    for name, path in keys.items():
-        value: Any = config
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is not None:
-            found.append((name, value))
-    return found
 
 
 SFT_KEYS = {
@@ -98,32 +83,42 @@ DPO_KEYS = {
 }
 
 
-def hyperparameter_table(rows: list[tuple[str, Any]]) -> str:
-    if not rows:
-        return "(no training_config.yaml was saved with this export)"
-    lines = ["| Setting | Value |", "|:---|:---|"]
-    lines += [f"| {name} | `{json.dumps(value) if isinstance(value, list) else value}` |" for name, value in rows]
-    return "\n".join(lines)
-
-
-def model_card(repo_id: str, base_model: str, sft: Path, dpo: Path, results: dict | None, merged: bool) -> str:
-    """The README.md of the Hub repository."""
-    sft_config, dpo_config = saved_config(sft), saved_config(dpo)
-    on_hub = not Path(base_model).exists()
-    front = {
-        "library_name": "peft",
-        "tags": ["sft", "dpo", "lora", "lightning"],
-        **({"base_model": base_model} if on_hub else {}),
-    }
+def model_card(
+    repo_id: str,
+    base_model: str,
+    sft: Path,
+    dpo: Path,
+    results: dict | None,
+    merged: bool,
+    license: str | None = None,
+) -> str:
+    """The README.md of the Hub repository; its front matter follows the Hub's model card conventions."""
+    sft_config, dpo_config = cards.training_config(sft), cards.training_config(dpo)
+    sources = [
+        source
+        for config in (sft_config, dpo_config)
+        for source in cards.as_list(cards.setting(config, SFT_KEYS["training data"]))
+    ]
+    datasets = cards.hub_dataset_ids(sources)
+    local = [source for source in dict.fromkeys(sources) if source not in datasets]
+    data = cards.card_data(
+        library_name="peft",
+        tags=["sft", "dpo", "lora", "lightning"],
+        base_model=base_model,
+        datasets=datasets,
+        license=license,
+        eval_results=cards.evaluation_results(results) if results is not None else None,
+        model_name=repo_id.split("/")[-1],
+    )
     lines = [
-        "---",
-        yaml.safe_dump(front, sort_keys=False).strip(),
-        "---",
-        "",
         f"# {repo_id.split('/')[-1]}: SFT vs SFT+DPO",
         "",
         f"LoRA adapters from a supervised fine-tuning (SFT) then Direct Preference Optimization (DPO) study of "
         f"`{base_model}`, trained with this project's PyTorch Lightning trainer (hand-written SFT and DPO losses).",
+    ]
+    if local:
+        lines += ["", f"Local training data (not on the Hub): {', '.join(f'`{source}`' for source in local)}."]
+    lines += [
         "",
         "- `sft/`: the SFT adapter, on the base model.",
         "- `dpo/`: the DPO adapter, on the base model with the SFT adapter merged in.",
@@ -153,11 +148,11 @@ def model_card(repo_id: str, base_model: str, sft: Path, dpo: Path, results: dic
         "",
         "### SFT",
         "",
-        hyperparameter_table(hyperparameters(sft_config, SFT_KEYS)),
+        cards.settings_table(cards.settings(sft_config, SFT_KEYS)),
         "",
         "### DPO",
         "",
-        hyperparameter_table(hyperparameters(dpo_config, DPO_KEYS)),
+        cards.settings_table(cards.settings(dpo_config, DPO_KEYS)),
         "",
         "## Usage",
         "",
@@ -174,9 +169,8 @@ def model_card(repo_id: str, base_model: str, sft: Path, dpo: Path, results: dic
         "```",
         "",
         "Prompts must use the training template (Alpaca: `### Instruction:` ... `### Response:`).",
-        "",
     ]
-    return "\n".join(lines)
+    return str(cards.model_card(data, "\n".join(lines)))
 
 
 def copy_export(export: Path, destination: Path, stage: str) -> None:
@@ -214,15 +208,25 @@ def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
 
 
 def build_folder(
-    folder: Path, repo_id: str, sft: Path, dpo: Path, results_dir: Path, merged: bool = False
+    folder: Path, repo_id: str, sft: Path, dpo: Path, results_dir: Path, merged: bool = False, api: Any = None
 ) -> list[Path]:
-    """Write everything to upload into ``folder`` (which must not exist); return the files, sorted."""
+    """Write everything to upload into ``folder`` (which must not exist); return the files, sorted.
+
+    Every card is written afresh (exports made before the cards existed carry peft's empty template).
+    ``api`` (an ``HfApi``) is asked for the license of a Hub base model; ``None`` asks nothing.
+    """
     from lightning_modules.loading import check_sft_export
 
     base_model = check_sft_export(str(sft))["base"] or str(sft)
+    license = cards.license_of(base_model, api)
     folder.mkdir(parents=True)
     copy_export(sft, folder / "sft", "sft")
     copy_export(dpo, folder / "dpo", "dpo")
+    card = {"base_model": base_model, "license": license}
+    in_repo = {stage: cards.Location(repo_id, stage) for stage in ("sft", "dpo", "merged")}
+    cards.write_export_card(folder / "sft", stage="sft", location=in_repo["sft"], **card)
+    sft_adapter = in_repo["sft"] if (folder / "sft" / "adapter_config.json").is_file() else None
+    cards.write_export_card(folder / "dpo", stage="dpo", location=in_repo["dpo"], sft=sft_adapter, **card)
     results = None
     if results_dir.is_dir():
         (folder / "results").mkdir()
@@ -235,7 +239,8 @@ def build_folder(
             results = json.loads((results_dir / "evaluation_results.json").read_text())
     if merged:
         save_merged(sft, dpo, folder / "merged")
-    (folder / "README.md").write_text(model_card(repo_id, base_model, sft, dpo, results, merged))
+        cards.write_export_card(folder / "merged", stage="merged", location=in_repo["merged"], **card)
+    (folder / "README.md").write_text(model_card(repo_id, base_model, sft, dpo, results, merged, license))
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
             api = HfApi()
         with tempfile.TemporaryDirectory(prefix="hub-upload-") as staging:
             folder = Path(staging) / "upload"
-            files = build_folder(folder, repo_id, sft, dpo, results, args.merged)
+            files = build_folder(folder, repo_id, sft, dpo, results, args.merged, api)
             print(f"[upload] {len(files)} files to {repo_id} ({'public' if args.public else 'private'})")
             url = upload(folder, repo_id, not args.public, api)
         print(f"[upload] done: {url}")

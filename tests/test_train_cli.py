@@ -4,6 +4,7 @@ where the config says, relative to the working directory."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -28,6 +29,8 @@ def run_dir(tmp_path_factory, tiny_model_dir) -> Path:
             sys.executable, str(REPO / "train.py"), "fit",
             "--config", str(REPO / "configs" / "tiny" / "sft.yaml"),
             "--trainer.max_steps", str(STEPS),
+            "--trainer.val_check_interval", str(STEPS),  # one validation, at the last step
+            "--trainer.limit_val_batches", "2",
             "--model.init_args.model_name_or_path", str(tiny_model_dir),
             "--data.init_args.train_files", str(data / "sft_train.jsonl"),
             "--data.init_args.val_files", str(data / "sft_val.jsonl"),
@@ -93,6 +96,45 @@ def test_auto_precision_is_resolved_printed_once_and_recorded(run_dir):
     assert (hparams["precision"], hparams["precision_reason"]) == (choice.precision, choice.reason)
     info = json.loads((run_dir / "outputs" / "tiny" / "sft" / "export_info.json").read_text())
     assert info["precision"] == str(choice)
+
+
+def test_tensorboard_hparams_carry_the_final_metrics_and_no_placeholder(run_dir):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = list((run_dir / "runs" / "tiny" / "sft" / "tensorboard").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events[0]))
+    accumulator.Reload()
+    assert "hp_metric" not in accumulator.Tags()["scalars"]  # Lightning's -1 placeholder
+    content = accumulator.PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert {info.name.tag for info in experiment.metric_infos} == {"val/loss", "val/perplexity"}
+    session = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    logged = session.session_start_info.hparams
+    assert logged["model_name_or_path"].string_value.endswith("base")
+    assert logged["precision"].string_value in ("32-true", "bf16-mixed")
+    # The metric values are the run's real final ones: the last val/loss and its exponential.
+    losses = accumulator.Scalars("val/loss")
+    perplexities = accumulator.Scalars("val/perplexity")
+    assert losses[-1].step == STEPS and 0 < losses[-1].value < 20
+    assert perplexities[-1].value == pytest.approx(math.exp(losses[-1].value), rel=1e-4)
+
+
+def test_the_progress_bar_names_the_run_instead_of_a_truncated_version():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import TQDMProgressBar
+
+    from lightning_modules.trainer import RunNameInProgressBar
+
+    class Base(TQDMProgressBar):
+        def get_metrics(self, trainer, pl_module):
+            return {"v_num": "oard", "train/loss": 1.5}
+
+    class Named(RunNameInProgressBar, Base):
+        pass
+
+    trainer = SimpleNamespace(logger=SimpleNamespace(name="sft"))
+    assert Named().get_metrics(trainer, None) == {"run": "sft", "train/loss": 1.5}
 
 
 @pytest.mark.parametrize(

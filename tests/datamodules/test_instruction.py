@@ -178,6 +178,26 @@ def test_json_csv_and_parquet_load_the_same_examples_as_jsonl(tiny_model_dir, tm
         assert dataset["labels"] == reference["labels"], kind
 
 
+def test_csv_cells_are_text_so_number_answers_train(tiny_model_dir, tmp_path):
+    """A CSV has no types: ``4`` in the output column is the answer "4", not an int to refuse."""
+    path = tmp_path / "sums.csv"
+    path.write_text('instruction,input,output\nWhat is 2+2?,,4\nAdd the numbers.,"1, 2",3\nWrite 0.50 as text.,,0.50\n')
+    dm = make(tiny_model_dir, path, max_length=256)
+    rows = by_row(dm.train_dataset)
+    for number, answer in ((1, "4"), (2, "3"), (3, "0.50")):  # "0.50" stays "0.50": never parsed as a float
+        labels = [t for t in rows[(str(path), number)]["labels"] if t != IGNORE_INDEX]
+        assert dm.tokenizer.decode(labels) == f"{answer}</s>"
+    prompt = rows[(str(path), 2)]["input_ids"][: rows[(str(path), 2)]["labels"].count(IGNORE_INDEX)]
+    assert "### Input:\n1, 2\n\n" in dm.tokenizer.decode(prompt)
+
+
+def test_parquet_keeps_its_types_so_a_number_answer_is_still_an_error(tiny_model_dir, tmp_path):
+    path = tmp_path / "sums.parquet"
+    pyarrow.parquet.write_table(pa.Table.from_pylist([{"instruction": "What is 2+2?", "input": "", "output": 4}]), path)
+    with pytest.raises(DataError, match=r"row 1: field 'output': wrong type \(int where a string is expected\)"):
+        make(tiny_model_dir, path, max_length=256)
+
+
 def test_tokenised_data_is_cached_and_reused(tiny_model_dir, tmp_path, train_file, val_file):
     cache = tmp_path / "cache"
     kwargs = {"val_files": str(val_file), "max_length": 1024, "cache_dir": str(cache)}

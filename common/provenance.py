@@ -1,0 +1,94 @@
+"""Which exact inputs a run used: Hub commits for models and datasets, content hashes for local files.
+
+A study that loads ``mistralai/Mistral-7B-v0.1`` or ``HuggingFaceH4/ultrafeedback_binarized`` "at whatever
+the Hub serves today" cannot be rerun on the same inputs next month. So every Hub source is resolved once,
+before loading, from its requested ``revision`` (a branch, tag or commit; ``None``: the default branch) to
+the commit it points at now, and that commit is what gets loaded and recorded. A local path records the
+SHA-256 of its files instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Literal
+
+RepoType = Literal["model", "dataset"]
+# Files that define a saved model; optimiser states or caches beside them do not change what is loaded.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")
+
+
+class RevisionError(ValueError):
+    """A requested revision that the Hub does not know (a typo in a tag or commit)."""
+
+
+def is_local(name_or_path: str) -> bool:
+    """A path on this machine rather than a Hub id."""
+    return Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~"))
+
+
+def files_sha256(path: str | Path, suffixes: tuple[str, ...] | None = None) -> str:
+    """SHA-256 over a file, or over a folder's files (their relative names and contents, in sorted order)."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        if suffixes is not None and file.suffix not in suffixes:
+            continue
+        if root.is_dir():
+            digest.update(str(file.relative_to(root)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def resolve_revision(repo_id: str, revision: str | None, repo_type: RepoType) -> str | None:
+    """The commit that ``revision`` of a Hub repository points at now (``None`` for a local path).
+
+    Offline (``HF_HUB_OFFLINE=1``) nothing can be asked: the requested revision is returned as it is and
+    loading then uses the local cache.
+
+    Raises:
+        RevisionError: the Hub answered that the repository or revision does not exist.
+    """
+    if is_local(repo_id) or _offline():
+        return None if is_local(repo_id) else revision
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    api = HfApi()
+    info = api.model_info if repo_type == "model" else api.dataset_info
+    try:
+        return info(repo_id, revision=revision).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise RevisionError(
+            f"{repo_id}: {repo_type} revision {revision or 'main'!r} not found on the Hub "
+            f"({type(error).__name__}). Check the id and the revision (a branch, tag or commit hash)."
+        ) from None
+    except Exception:  # unreachable Hub: load what the cache has, as transformers and datasets would
+        return revision
+
+
+def describe(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:
+    """One source, as recorded in ``export_info.json``, the saved config and the model card."""
+    if is_local(name_or_path):
+        suffixes = MODEL_FILE_SUFFIXES if repo_type == "model" else None
+        return {"path": name_or_path, "sha256": files_sha256(name_or_path, suffixes)}
+    return {"hub_id": name_or_path, "revision": revision or "main", "commit": commit or "unresolved (offline)"}
+
+
+def run_provenance(module: object, datamodule: object) -> dict:
+    """The model and data a run used, as the module and data module recorded them (``provenance``)::
+
+        {"model": {...}, "data": [{...}, ...], "data_fingerprint": {"train": ..., "val": ...}}
+    """
+    recorded = dict(getattr(module, "provenance", None) or {})
+    for key, value in (getattr(datamodule, "provenance", None) or {}).items():
+        recorded[key if key == "data" else f"data_{key}"] = value
+    return recorded

@@ -1,0 +1,159 @@
+"""Chats with a system turn and several exchanges, for SFT and preference pairs.
+
+Ids are checked against a hand-written word-level vocabulary and a small role-aware chat template, so
+every expected id below can be read off ``VOCAB``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast
+
+from datamodules.instruction import InstructionDataModule, parse_instruction_row, tokenize_instruction
+from datamodules.preference import PreferenceDataModule, parse_preference_row, tokenize_preference
+from datamodules.sources import BadRow, DataError
+from lightning_modules.losses import IGNORE_INDEX
+
+VOCAB = {
+    "<unk>": 0, "<s>": 1, "</s>": 2,
+    "System": 3, "User": 4, "Assistant": 5, ":": 6, "Be": 7, "brief": 8, ".": 9, "Hi": 10, "Hello": 11,
+    "!": 12, "Add": 13, "two": 14, "and": 15, "three": 16, "five": 17, "six": 18, "###": 19, "Instruction": 20,
+    "Response": 21,
+}
+# Zephyr-like: "<Role>: content", assistant turns end with EOS; the generation prompt is "Assistant:".
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
+    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+SYSTEM = {"role": "system", "content": "Be brief."}
+FIRST = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+ASK = {"role": "user", "content": "Add two and three"}
+CHAT = [SYSTEM, *FIRST, ASK, {"role": "assistant", "content": "five"}]
+# "<s>System: Be brief.\nUser: Hi\nAssistant: Hello!</s>\nUser: Add two and three\nAssistant:"
+PROMPT_IDS = [1, 3, 6, 7, 8, 9, 4, 6, 10, 5, 6, 11, 12, 2, 4, 6, 13, 14, 15, 16, 5, 6]
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer_dir(tmp_path_factory):
+    tokenizer = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
+    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    fast.chat_template = CHAT_TEMPLATE
+    folder = tmp_path_factory.mktemp("chat-tokenizer")
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer(chat_tokenizer_dir):
+    from lightning_modules.loading import load_tokenizer
+
+    return load_tokenizer(str(chat_tokenizer_dir))
+
+
+def example(record: dict, parse) -> dict:
+    return {**parse(record), "_row": 1, "_source": "test"}
+
+
+def test_system_and_earlier_turns_are_the_prompt_and_the_final_turn_the_response(chat_tokenizer):
+    row = tokenize_instruction(example({"messages": CHAT}, parse_instruction_row), chat_tokenizer, "chat", 64)
+    assert row["input_ids"] == PROMPT_IDS + [17, 2]  # ... "five" EOS: BOS once, EOS once
+    assert row["labels"] == [IGNORE_INDEX] * len(PROMPT_IDS) + [17, 2]
+
+
+def test_every_assistant_turn_is_labelled_when_asked(chat_tokenizer):
+    row = tokenize_instruction(example({"messages": CHAT}, parse_instruction_row), chat_tokenizer, "chat", 64, "all")
+    assert row["input_ids"] == PROMPT_IDS[:11] + [11, 12, 2] + PROMPT_IDS[14:] + [17, 2]
+    # "Hello!</s>" as the template writes it (the newline after it is no token here), then "five</s>".
+    assert row["labels"] == [IGNORE_INDEX] * 11 + [11, 12, 2] + [IGNORE_INDEX] * 8 + [17, 2]
+
+
+def test_truncation_of_a_multi_turn_row_keeps_the_prompt_and_counts_what_does_not_fit(chat_tokenizer):
+    record = example({"messages": CHAT}, parse_instruction_row)
+    assert tokenize_instruction(record, chat_tokenizer, "chat", len(PROMPT_IDS) + 1)["labels"][-1] == 17
+    assert tokenize_instruction(record, chat_tokenizer, "chat", len(PROMPT_IDS))["length"] == 0
+
+
+def test_a_preference_pair_shares_the_conversation_and_differs_in_the_final_turn(chat_tokenizer):
+    record = {
+        "chosen": CHAT,
+        "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}],
+        "prompt": "Add two and three",
+    }
+    row = tokenize_preference(example(record, parse_preference_row), chat_tokenizer, "chat", 64, 32)
+    assert (row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]) == (PROMPT_IDS, [17, 2], [18, 2])
+
+
+def test_a_system_turn_with_the_alpaca_template_replaces_its_opening_sentence(chat_tokenizer):
+    record = {"messages": [SYSTEM, ASK, {"role": "assistant", "content": "five"}]}
+    row = tokenize_instruction(example(record, parse_instruction_row), chat_tokenizer, "alpaca", 64)
+    # "<s>Be brief.\n\n### Instruction:\nAdd two and three\n\n### Response:\n" then "five</s>"
+    assert row["input_ids"] == [1, 7, 8, 9, 19, 20, 6, 13, 14, 15, 16, 19, 21, 6, 17, 2]
+    assert row["labels"] == [IGNORE_INDEX] * 14 + [17, 2]
+
+
+@pytest.mark.parametrize(
+    ("rejected", "detail"),
+    [
+        ([SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hi"}, ASK,
+          {"role": "assistant", "content": "six"}], "first at turn 2"),
+        ([ASK, {"role": "assistant", "content": "six"}], "first at turn 0"),
+    ],
+)
+def test_chosen_and_rejected_that_differ_before_the_final_turn_are_a_bad_row(rejected, detail):
+    with pytest.raises(BadRow) as raised:
+        parse_preference_row({"chosen": CHAT, "rejected": rejected})
+    assert raised.value.field == "rejected"
+    assert raised.value.reason == "conversation differs from chosen before the final turn"
+    assert detail in raised.value.detail
+
+
+@pytest.mark.parametrize(
+    ("messages", "reason"),
+    [
+        ([*FIRST, SYSTEM, ASK, {"role": "assistant", "content": "five"}], "roles out of order"),  # late system
+        ([SYSTEM, *FIRST, ASK], "roles out of order"),  # ends with the user
+        ([SYSTEM, {"role": "user", "content": "Hi"}], "no assistant turn"),
+    ],
+)
+def test_malformed_chats_name_the_reason(messages, reason):
+    with pytest.raises(BadRow, match=reason):
+        parse_instruction_row({"messages": messages})
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_a_multi_turn_row_with_the_alpaca_template_is_an_error_naming_the_fix(chat_tokenizer_dir, tmp_path):
+    single = {"messages": [ASK, {"role": "assistant", "content": "five"}]}
+    path = write(tmp_path / "chat.jsonl", [single, {"messages": CHAT}])
+    data = InstructionDataModule(str(chat_tokenizer_dir), train_files=path, val_fraction=0.0, max_length=64)
+    with pytest.raises(DataError, match=r"row 2: field 'messages': .*needs template: chat.*\(template is alpaca\)"):
+        data.setup("fit")
+    chat = InstructionDataModule(
+        str(chat_tokenizer_dir), train_files=path, val_fraction=0.0, max_length=64, template="chat"
+    )
+    chat.setup("fit")
+    assert len(chat.train_dataset) == 2
+
+
+def test_a_mismatched_pair_is_skipped_and_counted_in_a_preference_file(chat_tokenizer_dir, tmp_path):
+    good = {"chosen": CHAT, "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}]}
+    bad = {"chosen": CHAT, "rejected": [ASK, {"role": "assistant", "content": "six"}]}
+    path = write(tmp_path / "prefs.jsonl", [good, bad, good])
+    data = PreferenceDataModule(
+        str(chat_tokenizer_dir), train_files=path, max_length=64, max_prompt_length=32, template="chat",
+        on_bad_row="skip",
+    )
+    data.setup("fit")
+    assert len(data.train_dataset) == 2
+    assert "conversation differs from chosen before the final turn: 1 (e.g. " in data.report.summary()
+    assert data.report.examples["conversation differs from chosen before the final turn"] == [f"{path}:2"]
