@@ -41,7 +41,7 @@ if str(REPO) not in sys.path:
 
 from common.precision import AUTO, announce, detect_hardware, resolve_dtype, resolve_precision  # noqa: E402
 from datamodules.templates import TemplateName  # noqa: E402
-from evaluation import metrics  # noqa: E402
+from evaluation import comparisons, metrics  # noqa: E402
 from evaluation.checkers import check_response, is_refusal  # noqa: E402
 from evaluation.files import atomic_write_text  # noqa: E402
 from evaluation.generation import GenerationSettings, generate_responses  # noqa: E402
@@ -346,6 +346,9 @@ def evaluate(
         print(f"[evaluate] {LABELS[name]}: done in {seconds[name]:.0f}s", flush=True)
 
     pair_categories = [pair["category"] for pair in pairs]
+    pair_margins = {name: metrics.logp_margins(*pair_logps[name]) for name in pair_logps}
+    passed = {name: [r["passed"] for r in responses[name] if r["passed"] is not None] for name in variants}
+    kinds = [(row.get("check") or {}).get("type") for row in prompt_rows]
     per_model: dict[str, dict[str, Any]] = {}
     for name in variants:
         result: dict[str, Any] = {"seconds": round(seconds[name], 1)}
@@ -371,7 +374,17 @@ def evaluate(
             }
         result["generation"] = generation_metrics(prompt_rows, responses[name])
         result["checked_score"] = checked_score(prompt_rows, responses[name])
+        refusals = {
+            metric: [r["refusal"] for r, kind in zip(responses[name], kinds, strict=True) if kind == check]
+            for metric, check in (("refusal_rate", HARMFUL_CHECK), ("over_refusal_rate", BENIGN_CHECK))
+        }
+        result["ci95"] = comparisons.variant_intervals(pair_margins.get(name, []), passed[name], refusals)
         per_model[name] = result
+    implicit = {
+        name: metrics.implicit_reward_margins(*pair_logps[name], *pair_logps[REFERENCE_VARIANT], beta)
+        for name in pair_logps
+        if REFERENCE_VARIANT in pair_logps and name != REFERENCE_VARIANT
+    }
 
     results = {
         "meta": {
@@ -398,6 +411,17 @@ def evaluate(
             "seconds": round(time.perf_counter() - started, 1),
         },
         "metrics": per_model,
+        # Paired tests on the same items, Holm-adjusted across all of them (evaluation/comparisons.py).
+        "comparisons": comparisons.paired_comparisons(pair_margins, passed),
+        # Per-item outcomes: every number above can be recomputed from these and "prompts".
+        "pairs": [
+            {
+                "category": pair["category"],
+                "logp_margin": {name: pair_margins[name][index] for name in pair_margins},
+                "implicit_reward_margin": {name: implicit[name][index] for name in implicit},
+            }
+            for index, pair in enumerate(pairs)
+        ],
         "prompts": [
             {
                 "category": row["category"],

@@ -145,10 +145,32 @@ def category_table(results: dict, path: tuple[str, ...], value: Callable[[Any], 
     return markdown_table(["Category"] + [labels[name] for name in variants], rows) if rows else ""
 
 
+METRIC_NAMES = {
+    "preference_accuracy": ("held-out preference accuracy", "points"),
+    "mean_margin": ("mean log-prob margin", "nats"),
+    "checked_score": ("the checked score", "points"),
+}
+
+
+def finding_line(finding: dict, labels: dict[str, str]) -> str:
+    """One paired comparison as the report states it: difference, 95 % interval, p, verdict."""
+    name, unit = METRIC_NAMES[finding["metric"]]
+    scale = 100.0 if unit == "points" else 1.0
+    low, high = (scale * bound for bound in finding["ci95"])
+    verdict = "**significant**" if finding["significant"] else "not significant"
+    return (
+        f"- {labels[finding['first']]} vs {labels[finding['second']]} on {name}: "
+        f"{scale * finding['difference']:+.1f} {unit} (95 % CI {low:+.1f} to {high:+.1f}), "
+        f"p = {finding['p']:.3g} ({finding['test']}, n = {finding['n']}; Holm-adjusted {finding['p_holm']:.3g}): "
+        f"{verdict}"
+    )
+
+
 def findings(results: dict, targeted: tuple[str, ...]) -> list[str]:
-    """The comparisons the study is about, each stated with its numbers and whether it holds."""
+    """The comparisons the study is about, each with its paired interval and test (``comparisons`` in the
+    results file), then, for the categories the pairs target, the raw per-category differences."""
     per_model, labels = results["metrics"], results["meta"]["labels"]
-    lines = []
+    lines = [finding_line(finding, labels) for finding in results.get("comparisons", [])]
 
     def compare(what: str, better: str, worse: str, path: tuple[str, ...], kind: str = "pct") -> None:
         if better not in per_model or worse not in per_model:
@@ -156,17 +178,16 @@ def findings(results: dict, targeted: tuple[str, ...]) -> list[str]:
         high, low = dig(per_model[better], *path), dig(per_model[worse], *path)
         if high is None or low is None:
             return
-        mark = "yes" if high > low else "**no**"
-        lines.append(
-            f"- {labels[better]} beats {labels[worse]} on {what}: {mark} ({fmt(high, kind)} vs {fmt(low, kind)})"
-        )
+        lines.append(f"- {labels[better]} vs {labels[worse]} on {what}: {fmt(high, kind)} vs {fmt(low, kind)}")
 
-    compare("the checked score", "sft", "base", ("checked_score", "overall"))
-    compare("held-out preference accuracy", "sft_dpo", "sft", ("preference", "accuracy"))
+    if not lines:  # a results file written before the paired tests
+        compare("the checked score", "sft", "base", ("checked_score", "overall"))
+        compare("held-out preference accuracy", "sft_dpo", "sft", ("preference", "accuracy"))
     for category in targeted:
-        compare(f"the checked score of {category}", "sft_dpo", "sft", ("checked_score", "per_category", category))
+        compare(f"the checked score of {category} (untested)", "sft_dpo", "sft",
+                ("checked_score", "per_category", category))
         compare(
-            f"preference accuracy on {category} pairs",
+            f"preference accuracy on {category} pairs (untested)",
             "sft_dpo",
             "sft",
             ("preference", "per_category", category, "accuracy"),
@@ -293,6 +314,11 @@ def write_report(
         f"beta = {meta['beta']}.",
         "",
         "## What the numbers show",
+        "",
+        "Each comparison is paired (the same pairs and prompts for both models): the difference, its 95 % "
+        "bootstrap interval over the items, and a paired test (exact McNemar for pass/fail, a sign-flip "
+        "randomization test for means), Holm-adjusted across these findings; significant means adjusted "
+        "p < 0.05. Per-category differences are listed without a test: they are exploratory.",
         "",
         *(findings(results, targeted) or ["- (the comparisons need base, SFT and SFT+DPO results)"]),
         "",

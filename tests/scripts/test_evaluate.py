@@ -170,6 +170,20 @@ def test_evaluation_writes_both_result_files_with_the_documented_structure(
     assert written["metrics"]["sft_dpo"]["implicit_reward"]["reference"] == "sft"
     assert written["metrics"]["sft_dpo"]["implicit_reward"]["beta"] == 0.1
 
+    # Per-item outcomes: the rates, intervals and paired tests can be recomputed from the file alone.
+    assert len(written["pairs"]) == 6
+    for name in variants:
+        margins = [pair["logp_margin"][name] for pair in written["pairs"]]
+        assert written["metrics"][name]["preference"]["accuracy"] == pytest.approx(sum(m > 0 for m in margins) / 6)
+        low, high = written["metrics"][name]["ci95"]["preference_accuracy"]
+        assert 0.0 <= low <= written["metrics"][name]["preference"]["accuracy"] <= high <= 1.0
+    assert set(written["pairs"][0]["implicit_reward_margin"]) == {"base", "sft_dpo"}
+    findings = written["comparisons"]
+    assert [(f["first"], f["second"], f["metric"]) for f in findings[:3]] == [
+        ("sft", "base", "preference_accuracy"), ("sft", "base", "mean_margin"), ("sft", "base", "checked_score")
+    ]
+    assert len(findings) == 9 and all(f["p"] <= f["p_holm"] <= 1.0 for f in findings)
+
     text = (tmp_path / "results" / "side_by_side_comparison.txt").read_text()
     first = text.split("[1/4] reasoning")[1].split("[2/4]")[0]
     assert "PROMPT:\n  Add the two numbers.\nINPUT:\n  2 and 3" in first

@@ -1,0 +1,64 @@
+"""The study's comparisons with their uncertainty: per-variant intervals and paired tests between variants.
+
+Built from per-item outcomes that the results file also stores (each held-out pair's log-prob margin per
+variant, each prompt's pass / fail per variant), so every number here can be recomputed from that file.
+"""
+
+from __future__ import annotations
+
+from evaluation import statistics as stats
+
+# (first, second): the report states "first vs second"; the study's question is the middle one.
+COMPARISONS: tuple[tuple[str, str], ...] = (("sft", "base"), ("sft_dpo", "sft"), ("sft_dpo", "base"))
+ALPHA = 0.05
+
+
+def variant_intervals(margins: list[float], passed: list[bool], refusals: dict[str, list[bool]]) -> dict:
+    """95 % intervals of one variant's rates (Wilson) and mean margin (bootstrap over pairs).
+
+    Args:
+        margins: each held-out pair's ``log p(chosen) - log p(rejected)`` (empty: no pairs).
+        passed: each checked prompt's outcome (empty: no checks).
+        refusals: ``{"refusal_rate": [...harmful prompts refused], "over_refusal_rate": [...benign refused]}``.
+    """
+    intervals: dict[str, tuple[float, float]] = {}
+    if margins:
+        intervals["preference_accuracy"] = stats.wilson_interval(sum(m > 0 for m in margins), len(margins))
+        intervals["mean_margin"] = stats.bootstrap_interval(margins)
+    if passed:
+        intervals["checked_score"] = stats.wilson_interval(sum(passed), len(passed))
+    for name, outcomes in refusals.items():
+        if outcomes:
+            intervals[name] = stats.wilson_interval(sum(outcomes), len(outcomes))
+    return intervals
+
+
+def paired_comparisons(margins: dict[str, list[float]], passed: dict[str, list[bool]]) -> list[dict]:
+    """Each comparison of :data:`COMPARISONS` on preference accuracy, mean margin and checked score, with
+    Holm's adjustment across all of them (the report's family of findings).
+
+    Args:
+        margins: per variant, each held-out pair's log-prob margin (the same pairs in the same order).
+        passed: per variant, each checked prompt's outcome (the same prompts in the same order).
+    """
+    found = []
+    for first, second in COMPARISONS:
+        if first in margins and second in margins and margins[first]:
+            correct = {v: [m > 0 for m in margins[v]] for v in (first, second)}
+            found.append(
+                {"metric": "preference_accuracy", **stats.compare_binary(correct[first], correct[second])}
+                | {"first": first, "second": second}
+            )
+            found.append(
+                {"metric": "mean_margin", **stats.compare_means(margins[first], margins[second])}
+                | {"first": first, "second": second}
+            )
+        if first in passed and second in passed and passed[first]:
+            found.append(
+                {"metric": "checked_score", **stats.compare_binary(passed[first], passed[second])}
+                | {"first": first, "second": second}
+            )
+    for finding, adjusted in zip(found, stats.holm([f["p"] for f in found]), strict=True):
+        finding["p_holm"] = adjusted
+        finding["significant"] = adjusted < ALPHA
+    return found

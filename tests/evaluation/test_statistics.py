@@ -1,0 +1,73 @@
+"""The statistics against values computed by hand from their formulas."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from evaluation import statistics as stats
+
+
+def test_wilson_interval_of_8_in_10_and_of_none():
+    # p = 0.8, z^2/n = 0.38415: centre 0.99207, spread 1.96 * sqrt(0.016 + 0.0096037) = 0.31362, scale 1.38415
+    assert stats.wilson_interval(8, 10) == pytest.approx((0.49016, 0.94332), abs=1e-5)
+    # no successes: the interval is [0, (z^2/n) / (1 + z^2/n)], not the degenerate [0, 0]
+    assert stats.wilson_interval(0, 10) == pytest.approx((0.0, 0.384146 / 1.384146), abs=1e-6)
+    with pytest.raises(ValueError):
+        stats.wilson_interval(0, 0)
+
+
+@pytest.mark.parametrize(
+    ("only_first", "only_second", "expected"),
+    [
+        (3, 10, 2 * (1 + 13 + 78 + 286) / 2**13),  # 2 P(X <= 3), X ~ Bin(13, 1/2) = 0.0923
+        (10, 3, 2 * (1 + 13 + 78 + 286) / 2**13),  # symmetric
+        (0, 6, 2 / 2**6),  # 0.03125
+        (5, 5, 1.0),  # 2 P(X <= 5) > 1 is capped
+        (0, 0, 1.0),  # no discordant item: no evidence
+    ],
+)
+def test_exact_mcnemar_on_2x2_tables(only_first, only_second, expected):
+    assert stats.mcnemar_exact(only_first, only_second) == pytest.approx(expected, rel=1e-12)
+
+
+def test_holm_on_four_p_values():
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept non-decreasing: 0.06
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert stats.holm([]) == []
+
+
+def test_bootstrap_interval_on_tiny_samples_with_a_fixed_seed():
+    # Resampled means of [0, 1] take 0, 1/2, 1 with probabilities 1/4, 1/2, 1/4: the 2.5th and 97.5th
+    # percentiles are the extremes.
+    assert stats.bootstrap_interval([0.0, 1.0]) == (0.0, 1.0)
+    assert stats.bootstrap_interval([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert stats.bootstrap_interval([0.0, 1.0, 0.5], seed=3) == stats.bootstrap_interval([0.0, 1.0, 0.5], seed=3)
+    # 50 of 100: close to the Wilson interval (0.404, 0.596)
+    low, high = stats.bootstrap_interval([1.0] * 50 + [0.0] * 50)
+    assert low == pytest.approx(0.40, abs=0.02) and high == pytest.approx(0.60, abs=0.02)
+
+
+def test_sign_flip_test_matches_the_exact_value_and_sees_no_effect_in_balanced_data():
+    # Ten positive differences: only the all-plus and all-minus flips are as extreme: exact p = 2 / 2^10.
+    assert stats.sign_flip_p([1.0] * 10) == pytest.approx(2 / 1024, abs=0.0015)
+    assert stats.sign_flip_p([1.0, -1.0] * 10) == pytest.approx(1.0, abs=1e-3)
+    assert stats.sign_flip_p([0.0, 0.0]) == 1.0
+
+
+def test_paired_comparisons_count_the_discordant_items():
+    first = [True, True, False, False, True]
+    second = [False, True, False, True, False]
+    result = stats.compare_binary(first, second)
+    assert (result["only_first"], result["only_second"]) == (2, 1)
+    assert result["difference"] == pytest.approx(0.2)
+    assert result["p"] == pytest.approx(1.0)  # 2 P(X <= 1) = 2 (1 + 3) / 8, X ~ Bin(3, 1/2)
+    low, high = result["ci95"]
+    assert low <= result["difference"] <= high
+    means = stats.compare_means([1.0, 2.0, 3.0], [0.5, 2.5, 1.0])
+    assert means["difference"] == pytest.approx((0.5 - 0.5 + 2.0) / 3)
+    assert math.isclose(means["p"], stats.sign_flip_p([0.5, -0.5, 2.0]))
+    with pytest.raises(ValueError):
+        stats.compare_binary([True], [True, False])
