@@ -19,7 +19,7 @@ import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from datamodules.sources import is_local_source
+from common.provenance import is_local
 
 PIPELINE_TAG = "text-generation"
 STAGES = ("sft", "dpo", "merged")
@@ -79,7 +79,7 @@ def as_list(value: str | Iterable[str] | None) -> list[str]:
 
 def hub_dataset_ids(sources: Iterable[str]) -> list[str]:
     """The Hub dataset ids among data sources, in order, once each (local files are left out)."""
-    return list(dict.fromkeys(source for source in sources if not is_local_source(source)))
+    return list(dict.fromkeys(source for source in sources if not is_local(source, "dataset")))
 
 
 def training_config(folder: Path) -> dict[str, Any]:

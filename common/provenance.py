@@ -23,9 +23,16 @@ class RevisionError(ValueError):
     """A requested revision that the Hub does not know (a typo in a tag or commit)."""
 
 
-def is_local(name_or_path: str) -> bool:
-    """A path on this machine rather than a Hub id."""
-    return Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~"))
+def is_local(name_or_path: str, repo_type: RepoType = "model") -> bool:
+    """A path on this machine rather than a Hub id (one rule for every loader).
+
+    An existing path, or one starting with ``.``, ``/`` or ``~``. For data, a name with a file extension
+    (``rows.jsonl``) is a local file too, even a missing one, so it is reported as "file not found" rather
+    than looked up on the Hub; a model id may contain a dot (``mistralai/Mistral-7B-v0.1``), so not for models.
+    """
+    if Path(name_or_path).exists() or name_or_path.startswith((".", "/", "~")):
+        return True
+    return repo_type == "dataset" and Path(name_or_path).suffix != ""
 
 
 def files_sha256(path: str | Path, suffixes: tuple[str, ...] | None = None) -> str:
@@ -57,8 +64,8 @@ def resolve_revision(repo_id: str, revision: str | None, repo_type: RepoType) ->
     Raises:
         RevisionError: the Hub answered that the repository or revision does not exist.
     """
-    if is_local(repo_id) or _offline():
-        return None if is_local(repo_id) else revision
+    if is_local(repo_id, repo_type) or _offline():
+        return None if is_local(repo_id, repo_type) else revision
     from huggingface_hub import HfApi
     from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
 
@@ -77,7 +84,7 @@ def resolve_revision(repo_id: str, revision: str | None, repo_type: RepoType) ->
 
 def describe(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:
     """One source, as recorded in ``export_info.json``, the saved config and the model card."""
-    if is_local(name_or_path):
+    if is_local(name_or_path, repo_type):
         suffixes = MODEL_FILE_SUFFIXES if repo_type == "model" else None
         return {"path": name_or_path, "sha256": files_sha256(name_or_path, suffixes)}
     return {"hub_id": name_or_path, "revision": revision or "main", "commit": commit or "unresolved (offline)"}

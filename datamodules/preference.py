@@ -6,6 +6,7 @@ import random
 
 from datasets import Dataset
 
+from common.provenance import is_local
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import PreferenceCollator
 from datamodules.instruction import refuse_multi_turn_without_chat
@@ -15,7 +16,6 @@ from datamodules.sources import (
     PreparationReport,
     collect,
     conversation,
-    is_local_source,
     optional_score,
     require_text,
 )
@@ -194,7 +194,7 @@ class PreferenceDataModule(TokenizedDataModule):
         )
         random.Random(self.seed).shuffle(train)
         train = train[: self.num_examples] if self.num_examples is not None else train
-        hub_val = [f for f in self.train_files if not is_local_source(f)] if not self.val_files else []
+        hub_val = [f for f in self.train_files if not is_local(f, "dataset")] if not self.val_files else []
         val_sources, val_split = (self.val_files, self.split) if self.val_files else (hub_val, self.val_split)
         val = collect(val_sources, parse_preference_row, report, val_split, commits) if val_sources else []
         val = refuse_multi_turn_without_chat(val, self.template, report, "chosen")

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from common.provenance import is_local
+
 BadRowPolicy = Literal["error", "skip"]
 LOCAL_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv")
 MAX_ROWS_LISTED = 5
@@ -92,11 +94,6 @@ class PreparationReport:
         rank_zero_info(self.summary())
 
 
-def is_local_source(source: str) -> bool:
-    """A path to a local file (by extension, a path prefix or existence), rather than a Hub dataset id."""
-    return Path(source).suffix != "" or source.startswith((".", "/", "~")) or Path(source).exists()
-
-
 def read_rows(source: str, split: str | None = None, revision: str | None = None) -> Iterator[Row]:
     """Yield the records of a local file, or of a Hub dataset split.
 
@@ -110,7 +107,7 @@ def read_rows(source: str, split: str | None = None, revision: str | None = None
             ``.csv`` file that cannot be parsed at all. A ``.jsonl`` line that is not valid JSON or
             not UTF-8 is yielded as a row with ``problem`` set, so the bad-row policy decides.
     """
-    if not is_local_source(source):
+    if not is_local(source, "dataset"):
         yield from _read_hub(source, split, revision)
         return
     path = Path(source)

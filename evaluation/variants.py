@@ -11,7 +11,6 @@ the adapters stay separate and active together, exactly as DPO trained them in t
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from lightning_modules.loading import (
     check_sft_export,
     load_causal_lm,
     load_sft_model,
+    read_export_info,
 )
 
 VARIANTS: tuple[str, ...] = ("base", "sft", "sft_dpo")
@@ -78,12 +78,6 @@ class VariantSources:
         if self.dpo is not None:
             described["sft_dpo"] = f"{self.base} + SFT adapter {self.sft} (merged) + DPO adapter {self.dpo}"
         return described
-
-
-def read_export_info(path: str | Path) -> dict:
-    """The ``export_info.json`` of an export folder (``{}`` when there is none)."""
-    info = Path(path) / "export_info.json"
-    return json.loads(info.read_text()) if info.is_file() else {}
 
 
 def check_dpo_export(path: str) -> dict:

@@ -14,6 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from common.precision import DTYPES, resolve_dtype
+from common.provenance import is_local
 
 
 @dataclass
@@ -64,8 +65,7 @@ def load_tokenizer(
 def check_model_source(name_or_path: str) -> None:
     """Fail early, and readably, when a local path is not a saved model."""
     path = Path(name_or_path)
-    looks_local = path.exists() or name_or_path.startswith((".", "/", "~"))
-    if looks_local and not (path / "config.json").is_file():
+    if is_local(name_or_path, "model") and not (path / "config.json").is_file():
         if (path / "adapter_config.json").is_file():
             return
         hint = " Build the tiny base with `make tiny`." if "tiny" in name_or_path else ""
@@ -161,6 +161,12 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
     return base.get_decoder(), base.get_output_embeddings()
 
 
+def read_export_info(path: str | Path) -> dict:
+    """The ``export_info.json`` of an export folder (``{}`` when there is none)."""
+    info = Path(path) / "export_info.json"
+    return json.loads(info.read_text()) if info.is_file() else {}
+
+
 def check_sft_export(path: str) -> dict:
     """Read an SFT export folder and fail readably when it is missing or incomplete.
 
@@ -190,7 +196,7 @@ def check_sft_export(path: str) -> dict:
     base = None
     if kind == "lora_adapter":
         base = json.loads((folder / "adapter_config.json").read_text())["base_model_name_or_path"]
-    info = json.loads((folder / "export_info.json").read_text()) if (folder / "export_info.json").is_file() else {}
+    info = read_export_info(folder)
     base_revision = (info.get("provenance") or {}).get("model", {}).get("commit")
     if base_revision is not None and len(base_revision) != 40:  # "unresolved (offline)": load the cached one
         base_revision = None
