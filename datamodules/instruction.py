@@ -27,6 +27,10 @@ from datamodules.templates import (
 from lightning_modules.losses import IGNORE_INDEX
 
 AssistantTurns = Literal["last", "all"]
+NOT_PREFIX_CONSISTENT = (
+    "assistant_turns: all needs a chat template that renders a chat as the prefix of any longer one, and this "
+    "tokenizer's does not (it rewrites earlier turns); use assistant_turns: last"
+)
 
 
 def parse_instruction_row(record: dict) -> dict:
@@ -67,7 +71,7 @@ def encode_every_assistant_turn(tokenizer, example: dict) -> tuple[list[int], li
     pieces are found as the differences of renders of growing prefixes of the chat.
 
     Raises:
-        ValueError: a chat template whose render of a longer chat does not extend that of a shorter one.
+        DataError: a chat template whose render of a longer chat does not extend that of a shorter one.
     """
     messages = [{"role": "system", "content": example["system"]}] if example["system"] is not None else []
     messages += [*example["history"], {"role": "user", "content": example["instruction"]}]
@@ -80,14 +84,14 @@ def encode_every_assistant_turn(tokenizer, example: dict) -> tuple[list[int], li
             continue
         context = tokenizer.apply_chat_template(messages[:i], tokenize=False, add_generation_prompt=True)
         if not context.startswith(rendered):
-            raise ValueError("the tokenizer's chat template does not render a chat as the prefix of a longer one")
+            raise DataError(NOT_PREFIX_CONSISTENT)
         context_ids = tokenizer(context[len(rendered) :], add_special_tokens=False)["input_ids"]
         if i == len(messages) - 1:
             turn_ids = encode_response(tokenizer, message["content"])
         else:
             rendered = tokenizer.apply_chat_template(messages[: i + 1], tokenize=False)
             if not rendered.startswith(context):
-                raise ValueError("the tokenizer's chat template does not render a chat as the prefix of a longer one")
+                raise DataError(NOT_PREFIX_CONSISTENT)
             turn_ids = tokenizer(rendered[len(context) :], add_special_tokens=False)["input_ids"]
         ids += context_ids + turn_ids
         labels += [IGNORE_INDEX] * len(context_ids) + turn_ids

@@ -157,3 +157,15 @@ def test_a_mismatched_pair_is_skipped_and_counted_in_a_preference_file(chat_toke
     assert len(data.train_dataset) == 2
     assert "conversation differs from chosen before the final turn: 1 (e.g. " in data.report.summary()
     assert data.report.examples["conversation differs from chosen before the final turn"] == [f"{path}:2"]
+
+
+def test_every_turn_needs_a_template_that_extends_its_earlier_renders(chat_tokenizer):
+    import copy
+
+    counting = copy.deepcopy(chat_tokenizer)
+    # Starts with the number of messages: the render of a longer chat does not extend a shorter one's.
+    counting.chat_template = "{{ messages | length }}" + CHAT_TEMPLATE
+    record = example({"messages": CHAT}, parse_instruction_row)
+    with pytest.raises(DataError, match="use assistant_turns: last"):
+        tokenize_instruction(record, counting, "chat", 64, "all")
+    assert tokenize_instruction(record, counting, "chat", 64)["length"] > 0  # "last" needs no such property

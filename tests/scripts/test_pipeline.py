@@ -221,3 +221,17 @@ def test_an_unknown_argument_is_an_error(project):
     result = pipeline(project, "--forse")
     assert result.returncode == 2
     assert "unknown argument '--forse'" in result.stderr
+
+
+def test_precision_is_passed_to_every_stage_that_computes_and_left_to_auto_otherwise(project):
+    result = pipeline(project, "tiny", "--precision", "32-true")
+    assert result.returncode == 0, result.stderr
+    assert "(precision 32-true)" in result.stdout
+    builder, sft, dpo, evaluate, report = calls(project)
+    assert builder.endswith("--precision 32-true")
+    assert sft.endswith("--trainer.precision 32-true") and dpo.endswith("--trainer.precision 32-true")
+    assert "precision" not in evaluate + report
+    assert pipeline(project, "tiny", "--force").returncode == 0
+    assert not any("precision" in command for command in calls(project))  # the configs' auto
+    missing = pipeline(project, "tiny", "--precision")
+    assert missing.returncode == 2 and "--precision needs a value" in missing.stderr
