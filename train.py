@@ -11,14 +11,14 @@ from callbacks.nan_guard import NonFiniteLossError
 from common.precision import AUTO, PrecisionError, detect_hardware, resolve_precision
 from common.provenance import RevisionError, run_provenance
 from datamodules.sources import DataError
-from lightning_modules.loading import CUDARequiredError, ModelLoadError
+from lightning_modules.loading import ModelLoadError, QuantizationUnavailableError
 from lightning_modules.trainer import StudyTrainer
 
 # Problems the user fixes in the data or the config: their message says what and where, a traceback adds nothing.
 USER_ERRORS = (
     DataError,
     ModelLoadError,
-    CUDARequiredError,
+    QuantizationUnavailableError,
     NonFiniteLossError,
     NonFiniteCheckpointError,
     PrecisionError,

@@ -22,7 +22,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 from common.provenance import is_local
 
 PIPELINE_TAG = "text-generation"
-STAGES = ("sft", "dpo", "merged")
+STAGES = ("sft", "dpo", "merged", "reward")
 
 # What a reader needs to repeat the run, as key paths into a saved LightningCLI config.
 EXPORT_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -149,11 +149,12 @@ def card_data(
     license: str | None = None,
     eval_results: list[EvalResult] | None = None,
     model_name: str | None = None,
+    pipeline_tag: str = PIPELINE_TAG,
 ) -> ModelCardData:
     """Front matter for the Hub; ``base_model`` is kept only when it is a Hub id (a local path means nothing there)."""
     return ModelCardData(
         library_name=library_name,
-        pipeline_tag=PIPELINE_TAG,
+        pipeline_tag=pipeline_tag,
         tags=tags,
         base_model=base_model if is_hub_model_id(base_model) else None,
         datasets=datasets or None,
@@ -243,12 +244,20 @@ def export_base(folder: Path, info: dict[str, Any]) -> str | None:
 
 
 def stage_of(info: dict[str, Any]) -> str:
-    """``"dpo"`` or ``"sft"``, from the LightningModule named in ``export_info.json``."""
-    return "dpo" if "dpo" in str(info.get("stage", "")).lower() else "sft"
+    """``"dpo"``, ``"reward"`` or ``"sft"``, from the LightningModule named in ``export_info.json``."""
+    stage = str(info.get("stage", "")).lower()
+    return "dpo" if "dpo" in stage else "reward" if "reward" in stage else "sft"
 
 
 def usage(stage: str, adapter: bool, base: str, here: Location, sft: Location | None) -> list[str]:
     """A few lines of Python that load the folder."""
+    if stage == "reward":
+        return [
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            f"model = AutoModelForSequenceClassification.from_pretrained({here.arguments()})",
+            f"tokenizer = AutoTokenizer.from_pretrained({here.arguments()})",
+        ]
     if not adapter:
         return [
             "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -284,6 +293,11 @@ def key_value_table(rows: dict[str, Any], header: tuple[str, str]) -> str:
 def describe(stage: str, adapter: bool, base: str, sft: Location | None, source: str | None) -> tuple[str, str]:
     """The card's title and its first paragraph: what the folder holds and what it sits on."""
     what = "A LoRA adapter" if adapter else "Full weights"
+    if stage == "reward":
+        return "Reward model", (
+            f"A Bradley-Terry reward model (Ouyang et al. 2022): `{base}` with a one-output `score` head, "
+            "full weights that load without peft; the reward is the score at the last token of prompt + response + EOS."
+        )
     if stage == "merged":
         return "Merged weights: base + SFT + DPO", (
             f"Full weights of `{base}` with the SFT LoRA adapter and then the DPO LoRA adapter merged in; "
@@ -372,12 +386,15 @@ def export_card(
     if isinstance(provenance, dict) and provenance:
         body += ["", "## Provenance", "", key_value_table(provenance, ("Item", "Value"))]
     tags = ["sft", *(["dpo"] if stage != "sft" else []), *(["lora"] if adapter else [])]
+    if stage == "reward":
+        tags = ["reward-model"]
     data = card_data(
         library_name="peft" if adapter else "transformers",
         tags=[*tags, *(["merged"] if stage == "merged" else []), "lightning"],
         base_model=base,
         datasets=hub_dataset_ids(as_list(setting(config, EXPORT_SETTINGS["training data"]))),
         license=license or license_of(base),
+        pipeline_tag="text-classification" if stage == "reward" else PIPELINE_TAG,
     )
     return model_card(data, "\n".join(body))
 

@@ -39,7 +39,7 @@ class LoadSettings:
             ``precision: auto`` on the evaluation device (``common.precision``): bfloat16 on a GPU or CPU
             with native bf16, float16 on an older GPU, float32 on any other CPU.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        load_in_4bit: quantise the base to 4-bit NF4 (CUDA only; needs ``merge_adapters: false``).
+        load_in_4bit: quantise the base to 4-bit NF4 (on a GPU or the CPU; needs ``merge_adapters: false``).
         merge_adapters: merge the adapters into the weights (faster generation); ``false`` stacks them.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
     """

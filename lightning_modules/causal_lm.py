@@ -238,16 +238,7 @@ class CausalLMModule(L.LightningModule):
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
         staging.chmod(0o755)  # mkdtemp makes it owner-only; an export is meant to be shared
-        if self.uses_lora:
-            adapter = self.trained_adapter
-            self.model.save_pretrained(staging, safe_serialization=True, selected_adapters=[adapter])
-            # PEFT writes a non-default adapter into a sub-folder; an export holds exactly one adapter.
-            if (staging / adapter).is_dir():
-                for item in (staging / adapter).iterdir():
-                    os.replace(item, staging / item.name)
-                (staging / adapter).rmdir()
-        else:
-            self.model.save_pretrained(staging, safe_serialization=True)
+        self.save_weights(staging)
         if tokenizer is not None:
             tokenizer.save_pretrained(staging)
         details = {"kind": "lora_adapter" if self.uses_lora else "full_model", **(info or {})}
@@ -261,6 +252,19 @@ class CausalLMModule(L.LightningModule):
         else:
             os.replace(staging, out)
         return out
+
+    def save_weights(self, folder: Path) -> None:
+        """Write the trained adapter (LoRA) or the full model into ``folder`` (the export's staging folder)."""
+        if not self.uses_lora:
+            self.model.save_pretrained(folder, safe_serialization=True)
+            return
+        adapter = self.trained_adapter
+        self.model.save_pretrained(folder, safe_serialization=True, selected_adapters=[adapter])
+        # PEFT writes a non-default adapter into a sub-folder; an export holds exactly one adapter.
+        if (folder / adapter).is_dir():
+            for item in (folder / adapter).iterdir():
+                os.replace(item, folder / item.name)
+            (folder / adapter).rmdir()
 
 
 def settings_dict(settings) -> dict | None:

@@ -24,12 +24,13 @@ from lightning_modules.loading import (
     check_sft_export,
     load_sft_model,
 )
-from lightning_modules.losses import DPOLossType, dpo_loss, token_logps
+from lightning_modules.losses import DPOLossType, chosen_nll_loss, dpo_loss, token_logps
 from lightning_modules.optim import OptimizerSettings
 
 ReferenceStrategy = Literal["separate", "adapter", "precomputed"]
 METRICS = (
     "loss",
+    "nll",  # RPO's chosen NLL, logged when nll_weight > 0
     "rewards/chosen",
     "rewards/rejected",
     "rewards/accuracies",
@@ -71,13 +72,15 @@ class DPOModule(CausalLMModule):
         beta: DPO temperature (the study: 0.1).
         loss_type: ``sigmoid`` (DPO / cDPO), ``robust``, ``hinge`` or ``ipo``.
         label_smoothing: cDPO / robust ``eps``.
+        nll_weight: ``alpha`` of RPO (Pang et al. 2024): adds ``alpha *`` the chosen responses' token NLL
+            (:func:`~lightning_modules.losses.chosen_nll_loss`) to the DPO loss; 0 is plain DPO. TRL: ``rpo_alpha``.
         merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
             as a frozen stacked adapter, required with ``load_in_4bit``.
         reference_cache_dir: folder of the precomputed-reference cache.
         dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (as in ``SFTModule``).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
-        load_in_4bit: QLoRA base (CUDA and bitsandbytes only).
+        load_in_4bit: QLoRA base, 4-bit NF4 (bitsandbytes >= 0.46.1; on a GPU or the CPU).
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and schedule (the study: lr 5e-7).
     """
@@ -92,6 +95,7 @@ class DPOModule(CausalLMModule):
         beta: float = 0.1,
         loss_type: DPOLossType = "sigmoid",
         label_smoothing: float = 0.0,
+        nll_weight: float = 0.0,
         merge_sft_adapter: bool | None = None,
         reference_cache_dir: str = "runs/reference_cache",
         dtype: str = "float32",
@@ -120,6 +124,9 @@ class DPOModule(CausalLMModule):
         self.model_name_or_path = model_name_or_path
         self.reference_strategy = reference
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
+        if nll_weight < 0:
+            raise ValueError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
+        self.nll_weight = nll_weight
         self.reference_cache_dir = reference_cache_dir
         self.uses_lora = lora is not None
         self.trained_adapter = DPO_ADAPTER
@@ -233,7 +240,12 @@ class DPOModule(CausalLMModule):
             rejected_lengths=policy.lengths[rejected],
         )
         loss = losses.mean()
-        values = {
+        values = {}
+        if self.nll_weight > 0:
+            nll = chosen_nll_loss(policy.logps[chosen], policy.lengths[chosen])
+            loss = loss + self.nll_weight * nll
+            values["nll"] = nll.detach()
+        values |= {
             "loss": loss.detach(),
             "rewards/chosen": chosen_rewards.mean(),
             "rewards/rejected": rejected_rewards.mean(),

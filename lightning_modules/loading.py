@@ -8,12 +8,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from packaging.version import Version
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from common.precision import DTYPES, resolve_dtype
+from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import is_local
 
 
@@ -40,8 +48,16 @@ class ModelLoadError(ValueError):
     """The model path or id does not lead to a loadable causal LM."""
 
 
-class CUDARequiredError(RuntimeError):
-    """A setting (4-bit quantisation) needs a CUDA GPU and none is visible."""
+class QuantizationUnavailableError(RuntimeError):
+    """4-bit loading cannot run here: bitsandbytes is missing, too old, or has no kernels for the device."""
+
+
+BITSANDBYTES_MIN_VERSION = "0.46.1"
+"""The oldest bitsandbytes that runs QLoRA on the CPU as well as on CUDA. Its CPU NF4 kernels (quantise,
+dequantise, 4-bit matmul) first shipped in 0.46.0 (bitsandbytes PR #1602, "Add simple op implementations for
+CPU"), and transformers 5 refuses any bitsandbytes older than 0.46.1. Verified on this project's CPU:
+tests/lightning_modules/test_qlora.py passes with 0.46.1 and with 0.50.2. (The docs call CPU support official
+from 0.48.0.)"""
 
 
 def load_tokenizer(
@@ -75,27 +91,79 @@ def check_model_source(name_or_path: str) -> None:
         )
 
 
-def quantization_config(load_in_4bit: bool, compute_dtype: str = "bfloat16"):
-    """The QLoRA 4-bit NF4 config (Dettmers et al. 2023), or ``None``; 4-bit needs CUDA.
+def four_bit_device() -> str:
+    """Where a 4-bit model is loaded and computes: the current CUDA GPU when one is visible, else the CPU."""
+    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
 
-    ``compute_dtype`` is the dtype the dequantised weights are multiplied in: the run's compute dtype.
+
+def check_bitsandbytes(device: str) -> str:
+    """The installed bitsandbytes version, once it is known to run 4-bit NF4 on ``device``.
+
+    Raises:
+        QuantizationUnavailableError: bitsandbytes is missing, older than :data:`BITSANDBYTES_MIN_VERSION`,
+            or has no kernels for the type of ``device``.
+    """
+    try:
+        installed = version("bitsandbytes")
+    except PackageNotFoundError:
+        installed = None
+    if installed is None or Version(installed) < Version(BITSANDBYTES_MIN_VERSION):
+        found = "it is not installed" if installed is None else f"found {installed}"
+        raise QuantizationUnavailableError(
+            f"load_in_4bit: true needs bitsandbytes>={BITSANDBYTES_MIN_VERSION} (4-bit NF4 on the CPU and on "
+            f"CUDA); {found}. Install it with pip install 'bitsandbytes>={BITSANDBYTES_MIN_VERSION}', or set "
+            "load_in_4bit: false to load 16/32-bit weights."
+        )
+    import bitsandbytes  # imported only here: 4-bit loading is its only use
+
+    device_type = torch.device(device).type
+    supported = getattr(bitsandbytes, "supported_torch_devices", set())
+    if device_type not in supported:
+        raise QuantizationUnavailableError(
+            f"load_in_4bit: true on {device_type}: bitsandbytes {installed} has 4-bit kernels only for "
+            f"{', '.join(sorted(supported)) or 'no device'}. Set load_in_4bit: false, or run on one of those."
+        )
+    return installed
+
+
+def quantization_config(load_in_4bit: bool, compute_dtype: str = AUTO):
+    """The QLoRA 4-bit NF4 config (Dettmers et al. 2023, https://arxiv.org/abs/2305.14314), or ``None``.
+
+    ``compute_dtype`` is the dtype the dequantised weights are multiplied in: the run's compute dtype, which
+    ``auto`` takes from the precision rule (``common.precision``: float32 on a CPU without native bf16,
+    bfloat16 where bf16 is native).
+
+    Raises:
+        QuantizationUnavailableError: see :func:`check_bitsandbytes`.
     """
     if not load_in_4bit:
         return None
-    if not torch.cuda.is_available():
-        raise CUDARequiredError(
-            "load_in_4bit: true needs a CUDA GPU (bitsandbytes 4-bit kernels); none is visible. "
-            "Set model.load_in_4bit: false to train in 16/32-bit on this machine."
-        )
-    import bitsandbytes  # noqa: F401  (imported only here: 4-bit is its only use)
+    check_bitsandbytes(four_bit_device())
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
         load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
+        bnb_4bit_quant_type="nf4",  # the one 4-bit type the CPU kernels of bitsandbytes 0.46 know
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=DTYPES[compute_dtype],
+        bnb_4bit_compute_dtype=DTYPES[resolve_dtype(compute_dtype)],
     )
+
+
+def keep_4bit_layout(model: torch.nn.Module) -> None:
+    """Keep every 4-bit layer on bitsandbytes' dequantise-then-matmul path, in the compute dtype, in every mode.
+
+    On a CPU with AVX512_BF16, bitsandbytes (0.49 and later) repacks a ``Linear4bit``'s weights in place the
+    first time the layer runs in eval mode without gradients (a validation step, a frozen reference, evaluation)
+    and from then on multiplies them in a fused bf16 kernel, in training mode too. That kernel ignores the
+    compute dtype and has no backward pass. Measured with bitsandbytes 0.50.2 on an AMD EPYC with AVX512_BF16,
+    fp32 compute, the tiny base: eval logits differed from training-mode logits by 0.05, and after one no-grad
+    eval forward the next backward left 16 of 24 LoRA matrices without a gradient. With the repacking off (it
+    only speeds up inference on such CPUs), training, validation, the DPO reference and evaluation compute a
+    4-bit layer identically.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def load_causal_lm(
@@ -106,6 +174,7 @@ def load_causal_lm(
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
     revision: str | None = None,
+    num_labels: int | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM by Hub id or local path.
 
@@ -115,8 +184,11 @@ def load_causal_lm(
             ``precision: auto`` picks on this machine (``common.precision``), as for frozen weights.
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint; off unless you trust it.
-        load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; CUDA only).
+        load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA), on the CUDA GPU when one is visible,
+            else on the CPU (bitsandbytes >= 0.46.1).
         revision: the Hub branch, tag or commit to load (``None``: the default branch); ignored for a path.
+        num_labels: ``None``: the causal LM; a number: the same body under a freshly initialised linear
+            ``score`` head with that many outputs (``AutoModelForSequenceClassification``; a reward model: 1).
     """
     check_model_source(name_or_path)
     dtype = resolve_dtype(dtype)
@@ -126,20 +198,33 @@ def load_causal_lm(
         kwargs["attn_implementation"] = attn_implementation
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        # bitsandbytes quantises while loading, on the device that will compute.
+        kwargs["device_map"] = {"": four_bit_device()}
+    auto_class = AutoModelForCausalLM
+    if num_labels is not None:
+        auto_class, kwargs["num_labels"] = AutoModelForSequenceClassification, num_labels
     try:
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+        model = auto_class.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"{name_or_path}: could not be loaded as a causal LM: {error}") from None
     if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        keep_4bit_layout(model)
+        # peft's prepare_model_for_kbit_training is not called. Of its three steps, freezing the base is done
+        # by peft anyway (get_peft_model, PeftModel.from_pretrained); gradient checkpointing (on by default
+        # there, with the reentrant variant's input-gradient hook) is the module's own gradient_checkpointing
+        # setting, non-reentrant; and upcasting every weight that is not 4-bit to fp32 would break the
+        # precision rule (frozen weights take the compute dtype) for a cost: Mistral-7B's embeddings, LM head
+        # and norms are 262M weights, +0.5 GB in fp32 over bf16, beside ~3.6 GB of 4-bit layers. Under
+        # `32-true` it would change nothing.
     return model
 
 
-def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "default"):
-    """Wrap ``model`` in a PEFT LoRA adapter; only the adapter's weights stay trainable."""
+def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "default", task_type: str = "CAUSAL_LM"):
+    """Wrap ``model`` in a PEFT LoRA adapter; only the adapter's weights stay trainable.
+
+    ``task_type="SEQ_CLS"`` (a sequence classifier) also trains a full copy of its ``score`` head (peft's
+    ``modules_to_save``): a fresh head has nothing for a low-rank update to build on.
+    """
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(
@@ -147,7 +232,7 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "de
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
+        task_type=task_type,
     )
     return get_peft_model(model, config, adapter_name=adapter_name)
 
@@ -227,6 +312,12 @@ def load_sft_model(
             trust_remote_code=trust_remote_code,
             load_in_4bit=load_in_4bit,
         )
+    if merge_adapter and load_in_4bit:
+        # peft would dequantise, add the update and re-quantise: a model other than the one SFT trained.
+        raise ValueError(
+            "A LoRA cannot be merged into a 4-bit base without re-quantising it (a different model): "
+            "set model.merge_sft_adapter: false to keep it as a frozen stacked adapter."
+        )
     from peft import PeftModel
 
     base = load_causal_lm(
@@ -238,8 +329,6 @@ def load_sft_model(
         revision=export["base_revision"],  # the very base the SFT adapter was trained on
     )
     if merge_adapter:
-        if load_in_4bit:
-            raise ValueError("A LoRA cannot be merged into a 4-bit base: set model.merge_sft_adapter: false.")
         return PeftModel.from_pretrained(base, path).merge_and_unload()
     return PeftModel.from_pretrained(base, path, adapter_name=SFT_ADAPTER, is_trainable=False)
 

@@ -93,6 +93,27 @@ def sequence_logps(
     return per_token.sum(-1), mask.sum(-1)
 
 
+def chosen_nll_loss(policy_chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+    """Token-level negative log-likelihood of the chosen responses, the term RPO adds to DPO.
+
+    ``nll = -sum_i log pi(y_c^i | x^i) / sum_i |y_c^i|``
+
+    RPO (Pang et al. 2024, "Iterative Reasoning Preference Optimization", https://arxiv.org/abs/2404.19733)
+    trains on ``dpo + alpha * nll``: DPO alone only widens the *gap* between chosen and rejected, and often
+    does so by lowering both, which lets the policy drift to answers that are neither; the NLL term keeps
+    the chosen answers likely. Normalised over the batch's chosen tokens, as the SFT loss is (TRL's
+    ``rpo_alpha`` does the same).
+
+    Args:
+        policy_chosen_logps: ``(B,)`` summed log p_policy(y_c | x).
+        chosen_lengths: ``(B,)`` response token counts ``|y_c|``.
+
+    Returns:
+        Scalar fp32 loss (0 when the batch holds no chosen token).
+    """
+    return -policy_chosen_logps.sum() / chosen_lengths.sum().clamp(min=1)
+
+
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
     policy_rejected_logps: torch.Tensor,
@@ -174,3 +195,32 @@ def dpo_loss(
     chosen_rewards = beta * chosen_logratios.detach()
     rejected_rewards = beta * rejected_logratios.detach()
     return losses, chosen_rewards, rejected_rewards
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """Pairwise reward-model loss, per pair: the negative log-likelihood of the preference.
+
+    Under the Bradley-Terry model (Bradley & Terry 1952) the chosen response wins with probability
+    ``sigmoid(r_c - r_r)``; a reward model is fitted by maximising it over the labelled pairs
+    (Ouyang et al. 2022, InstructGPT, https://arxiv.org/abs/2203.02155, eq. 1):
+
+    ``loss = -logsigmoid(r_c - r_r - m)``
+
+    with an optional margin ``m`` (Llama 2, Touvron et al. 2023: a larger ``m`` for pairs rated further
+    apart). ``logsigmoid`` stays finite for any reward difference: ``-logsigmoid(-100)`` is 100, not inf.
+    Equal rewards give ``ln 2``.
+
+    Args:
+        chosen_rewards: ``(B,)`` scalar rewards ``r_c`` of the chosen responses.
+        rejected_rewards: ``(B,)`` rewards ``r_r`` of the rejected responses to the same prompts.
+        margin: ``m``, a number or a ``(B,)`` tensor; ``None``: no margin.
+
+    Returns:
+        ``(B,)`` losses (average them for the batch loss).
+    """
+    difference = chosen_rewards - rejected_rewards  # (B,)
+    if margin is not None:
+        difference = difference - margin
+    return -F.logsigmoid(difference)

@@ -24,7 +24,7 @@ class SFTModule(CausalLMModule):
             trained under mixed precision; elsewhere the same for ``precision: auto`` on this machine).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
-        load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (CUDA and bitsandbytes only).
+        load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (bitsandbytes >= 0.46.1; on a GPU or the CPU).
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is

@@ -218,3 +218,24 @@ def test_missing_or_incomplete_sft_export_is_a_clear_error(tiny_sft_export, tmp_
     (broken / "adapter_config.json").write_text((tiny_sft_export / "adapter_config.json").read_text())
     with pytest.raises(ModelLoadError, match="incomplete SFT export.*adapter_model.safetensors"):
         DPOModule(str(broken), lora=LORA)
+
+
+def test_rpo_adds_alpha_times_the_chosen_token_nll_to_the_dpo_loss(tiny_sft_export, repo, tmp_path):
+    """nll_weight = alpha: loss = DPO + alpha * (-sum chosen logps / chosen tokens), from the module's own log-probs."""
+    data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
+    batch = first_batch(data)
+    alpha = 0.5
+    module = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter", nll_weight=alpha)
+    module.eval()
+    logged = {}
+    module.log = lambda name, value, **kwargs: logged.setdefault(name, value)
+    with torch.no_grad():
+        loss = module._shared_step(batch, "val")
+        policy = module.sequence_stats(module.model, batch)
+    pairs = policy.logps.shape[0] // 2
+    nll = -policy.logps[:pairs].sum() / policy.lengths[:pairs].sum()
+    # At step 0 the policy is the reference: every DPO loss is ln 2.
+    assert_close(loss, math.log(2) + alpha * nll, rtol=1e-5, atol=1e-5)
+    assert nll > 0 and "val/nll" in logged
+    with pytest.raises(ValueError, match="nll_weight"):
+        DPOModule(str(tiny_sft_export), lora=LORA, nll_weight=-1.0)

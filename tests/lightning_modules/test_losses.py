@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 from torch.testing import assert_close
 
-from lightning_modules.losses import dpo_loss, sequence_logps, sft_loss, token_logps
+from lightning_modules.losses import (
+    bradley_terry_loss,
+    chosen_nll_loss,
+    dpo_loss,
+    sequence_logps,
+    sft_loss,
+    token_logps,
+)
 
 
 def log_softmax_at(row: list[float], index: int) -> float:
@@ -157,3 +164,64 @@ def test_rewards_are_detached():
 def test_invalid_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         dpo_loss(PC, PR, RC, RR, **kwargs)
+
+
+# ---- Bradley-Terry reward-model loss: -logsigmoid(r_c - r_r - m) -------------------------------------------
+
+
+def neg_logsigmoid(x: float) -> float:
+    """-log(1 / (1 + exp(-x))) = log(1 + exp(-x)), by hand."""
+    return math.log(1 + math.exp(-x))
+
+
+def test_bradley_terry_loss_matches_hand_computation():
+    chosen = torch.tensor([2.0, 0.5, -1.0])
+    rejected = torch.tensor([1.0, 0.5, 2.0])
+    # differences 1, 0, -3: log(1 + e^-1) = 0.3133, log 2 = 0.6931, log(1 + e^3) = 3.0486
+    expected = torch.tensor([neg_logsigmoid(1.0), math.log(2), neg_logsigmoid(-3.0)])
+    assert_close(bradley_terry_loss(chosen, rejected), expected)
+    assert expected[2].item() == pytest.approx(3.0486, abs=1e-4)
+
+
+def test_bradley_terry_margin_is_subtracted_from_the_difference():
+    chosen, rejected = torch.tensor([2.0, 3.0]), torch.tensor([1.0, 0.0])
+    # scalar margin 0.5: differences 1 - 0.5 = 0.5 and 3 - 0.5 = 2.5
+    assert_close(
+        bradley_terry_loss(chosen, rejected, margin=0.5), torch.tensor([neg_logsigmoid(0.5), neg_logsigmoid(2.5)])
+    )
+    # per-pair margins 1 and 4: differences 0 (-> ln 2) and -1
+    assert_close(
+        bradley_terry_loss(chosen, rejected, margin=torch.tensor([1.0, 4.0])),
+        torch.tensor([math.log(2), neg_logsigmoid(-1.0)]),
+    )
+
+
+def test_bradley_terry_is_finite_for_large_differences():
+    # -logsigmoid(x) = log(1 + e^-x): e^-x for x >> 0 (e^-100 = 3.7e-44, e^-30 = 9.4e-14), and
+    # -x + log(1 + e^x) = -x for x << 0 (x = -100: 100). Computed naively, e^100 overflows fp32 (max 3.4e38): inf.
+    losses = bradley_terry_loss(torch.tensor([100.0, -100.0, 30.0]), torch.tensor([0.0, 0.0, 0.0]))
+    assert torch.isfinite(losses).all()
+    assert_close(losses, torch.tensor([math.exp(-100.0), 100.0, math.exp(-30.0)]))
+
+
+def test_bradley_terry_gradient_raises_chosen_and_lowers_rejected():
+    # d/dr_c -logsigmoid(r_c - r_r) = -(1 - sigmoid(d)) = -sigmoid(-d); at d = 0: -1/2, and +1/2 for r_r.
+    chosen = torch.tensor([0.0], requires_grad=True)
+    rejected = torch.tensor([0.0], requires_grad=True)
+    bradley_terry_loss(chosen, rejected).sum().backward()
+    assert_close(chosen.grad, torch.tensor([-0.5]))
+    assert_close(rejected.grad, torch.tensor([0.5]))
+
+
+def test_chosen_nll_is_the_token_mean_over_the_batch_not_the_row_mean():
+    # Two chosen responses: 2 tokens summing to -2 nats, 3 tokens summing to -6 nats.
+    # Token mean over the batch: (2 + 6) / (2 + 3) = 1.6 (the row mean of 1.0 and 2.0 would be 1.5).
+    logps, lengths = torch.tensor([-2.0, -6.0]), torch.tensor([2, 3])
+    assert_close(chosen_nll_loss(logps, lengths), torch.tensor(1.6))
+    assert_close(chosen_nll_loss(torch.zeros(0), torch.zeros(0, dtype=torch.long)), torch.tensor(0.0))
+
+
+def test_chosen_nll_gradient_raises_every_chosen_logp_by_one_over_the_token_count():
+    logps = torch.tensor([-2.0, -6.0], requires_grad=True)
+    chosen_nll_loss(logps, torch.tensor([2, 3])).backward()
+    assert_close(logps.grad, torch.tensor([-0.2, -0.2]))  # d/dlogp of -(sum)/5

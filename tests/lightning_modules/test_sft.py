@@ -194,9 +194,3 @@ def test_lora_checkpoint_holds_only_trainable_weights(trained_lora, tiny_model_d
     assert not unexpected and not any("lora_" in key for key in missing)
     for name, tensor in fresh.state_dict().items():
         assert torch.equal(tensor, module.state_dict()[name]), name
-
-
-def test_4bit_without_cuda_is_a_clear_error(tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="CUDA"):
-        SFTModule(str(tiny_model_dir), lora=LoraSettings(r=8, alpha=16), load_in_4bit=True)
