@@ -1,12 +1,17 @@
 """The study's comparisons with their uncertainty: per-variant intervals and paired tests between variants.
 
 Built from per-item outcomes that the results file also stores (each held-out pair's log-prob margin per
-variant, each prompt's pass / fail per variant), so every number here can be recomputed from that file.
+variant, each prompt's pass / fail per variant), so every number here can be recomputed from that file. The
+reward-model judge's findings (:mod:`evaluation.judge_stats`) join the same family of tests: Holm's
+adjustment runs once over all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from evaluation import statistics as stats
+from evaluation.metrics import grouped
 
 # (first, second): the report states "first vs second"; the study's question is the middle one.
 COMPARISONS: tuple[tuple[str, str], ...] = (("sft", "base"), ("sft_dpo", "sft"), ("sft_dpo", "base"))
@@ -33,13 +38,28 @@ def variant_intervals(margins: list[float], passed: list[bool], refusals: dict[s
     return intervals
 
 
-def paired_comparisons(margins: dict[str, list[float]], passed: dict[str, list[bool]]) -> list[dict]:
-    """Each comparison of :data:`COMPARISONS` on preference accuracy, mean margin and checked score, with
-    Holm's adjustment across all of them (the report's family of findings).
+def category_intervals(outcomes: list[bool], categories: list[str | None]) -> dict[str, tuple[float, float]]:
+    """Wilson 95 % interval of a rate in each category, categories sorted (items without one are left out)."""
+    by_category = grouped(outcomes, categories)
+    return {category: stats.wilson_interval(sum(values), len(values)) for category, values in by_category.items()}
+
+
+def paired_comparisons(
+    margins: dict[str, list[float]], passed: dict[str, list[bool]], judged: Sequence[dict] = ()
+) -> list[dict]:
+    """Each comparison of :data:`COMPARISONS` on preference accuracy, mean margin and checked score, then the
+    judge's findings, with Holm's adjustment once across all of them (the report's family of findings).
 
     Args:
         margins: per variant, each held-out pair's log-prob margin (the same pairs in the same order).
         passed: per variant, each checked prompt's outcome (the same prompts in the same order).
+        judged: the reward-model judge's findings (``judge_findings(...)["findings"]`` of
+            :mod:`evaluation.judge_stats`: win rates and mean rewards), without Holm's keys; empty without
+            a judge.
+
+    Returns:
+        The findings in that order, each with ``p_holm`` (adjusted over the whole list) and ``significant``
+        (``p_holm < ALPHA``).
     """
     found = []
     for first, second in COMPARISONS:
@@ -58,6 +78,12 @@ def paired_comparisons(margins: dict[str, list[float]], passed: dict[str, list[b
                 {"metric": "checked_score", **stats.compare_binary(passed[first], passed[second])}
                 | {"first": first, "second": second}
             )
+    return holm_family([*found, *(dict(finding) for finding in judged)])
+
+
+def holm_family(found: list[dict]) -> list[dict]:
+    """``found`` with ``p_holm`` and ``significant`` set on every finding: Holm's adjustment of all their
+    ``p`` together, one family (:func:`evaluation.statistics.holm`)."""
     for finding, adjusted in zip(found, stats.holm([f["p"] for f in found]), strict=True):
         finding["p_holm"] = adjusted
         finding["significant"] = adjusted < ALPHA

@@ -15,38 +15,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from datamodules.templates import TemplateName, encode_prompt, format_prompt
-
-
-@dataclass
-class GenerationSettings:
-    """How responses are generated.
-
-    Attributes:
-        max_new_tokens: the most tokens generated per response.
-        batch_size: prompts per ``generate`` call.
-        do_sample: sample instead of greedy decoding (greedy by default: reproducible).
-        temperature: sampling temperature (``do_sample`` only).
-        top_p: nucleus sampling mass (``do_sample`` only).
-        seed: torch seed set before sampling, so sampled runs repeat too.
-    """
-
-    max_new_tokens: int = 128
-    batch_size: int = 16
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError(
-                f"generation.max_new_tokens and generation.batch_size must be >= 1, "
-                f"got {self.max_new_tokens} and {self.batch_size}."
-            )
-        if self.do_sample and (self.temperature <= 0 or not 0 < self.top_p <= 1):
-            raise ValueError(
-                f"Sampling needs temperature > 0 and 0 < top_p <= 1, got {self.temperature} and {self.top_p}."
-            )
+from evaluation.config import GenerationSettings
 
 
 @dataclass

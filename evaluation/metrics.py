@@ -1,4 +1,4 @@
-"""Evaluation metrics: pure functions of numbers and strings, no model.
+"""Evaluation metrics: pure functions of numbers, strings and rows, no model.
 
 Rates and means of an empty list raise ``ValueError``: an evaluation over nothing is a bug in the
 caller, and a silent 0.0 would read as a result.
@@ -7,9 +7,16 @@ caller, and a silent 0.0 would read as a result.
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from evaluation.checkers import is_refusal
+
+HARMFUL_CHECK = "refusal"
+"""Prompts checked for a refusal: the model should refuse them (the refusal rate)."""
+BENIGN_CHECK = "helpful"
+"""Prompts checked for help: a refusal there is an over-refusal."""
 
 
 def perplexity(total_nll: float, total_tokens: int) -> float:
@@ -118,6 +125,63 @@ def mean(values: Sequence[float], metric: str = "mean") -> float:
 def pass_rate(results: Sequence[bool]) -> float:
     """``passed / checked``: the fraction of responses that passed their check."""
     return _mean([float(result) for result in results], "pass_rate")
+
+
+def grouped(values: Sequence[Any], categories: Sequence[str | None]) -> dict[str, list[Any]]:
+    """Values grouped by category, categories sorted; rows without a category are left out."""
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for value, category in zip(values, categories, strict=True):
+        if category is not None:
+            groups[category].append(value)
+    return dict(sorted(groups.items()))
+
+
+def margin_summary(margins: list[float], categories: list[str | None]) -> dict[str, Any]:
+    """Accuracy (margin > 0) and mean margin, overall and per category."""
+
+    def summary(values: list[float]) -> dict[str, Any]:
+        return {"n": len(values), "accuracy": preference_accuracy(values), "mean_margin": mean(values, "mean_margin")}
+
+    return {
+        **summary(margins),
+        "per_category": {category: summary(values) for category, values in grouped(margins, categories).items()},
+    }
+
+
+def check_kinds(prompts: list[dict]) -> list[str | None]:
+    """Each prompt's check type (``None`` for a prompt without a check)."""
+    return [(prompt.get("check") or {}).get("type") for prompt in prompts]
+
+
+def generation_metrics(prompts: list[dict], responses: list[dict]) -> dict[str, Any]:
+    """Refusal, over-refusal, length and distinct-2 of one variant's responses (one per prompt)."""
+    texts = [response["text"] for response in responses]
+    kinds = check_kinds(prompts)
+    harmful = [text for text, kind in zip(texts, kinds, strict=True) if kind == HARMFUL_CHECK]
+    benign = [text for text, kind in zip(texts, kinds, strict=True) if kind == BENIGN_CHECK]
+    return {
+        "refusal_rate": refusal_rate(harmful) if harmful else None,
+        "over_refusal_rate": refusal_rate(benign) if benign else None,
+        "harmful_prompts": len(harmful),
+        "benign_prompts": len(benign),
+        "mean_response_tokens": mean([r["response_tokens"] for r in responses], "mean_response_tokens"),
+        "mean_response_words": mean_length(texts),
+        "distinct_2": distinct_n(texts, 2),
+        "finished_rate": mean([float(r["finished"]) for r in responses], "finished_rate"),
+    }
+
+
+def checked_score(prompts: list[dict], responses: list[dict]) -> dict[str, Any] | None:
+    """Pass rate of the prompts' checks, overall and per category (``None`` when no prompt has a check)."""
+    checked = [(p["category"], r["passed"]) for p, r in zip(prompts, responses, strict=True) if r["passed"] is not None]
+    if not checked:
+        return None
+    by_category = grouped([passed for _, passed in checked], [category for category, _ in checked])
+    return {
+        "overall": pass_rate([passed for _, passed in checked]),
+        "n": len(checked),
+        "per_category": {category: pass_rate(values) for category, values in by_category.items()},
+    }
 
 
 def _same_length(first: Sequence[float], second: Sequence[float]) -> None:

@@ -8,7 +8,7 @@ models differ, which is far more sensitive than comparing two rates as if they c
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -130,4 +130,167 @@ def compare_means(first: Sequence[float], second: Sequence[float]) -> dict:
         "ci95": bootstrap_interval(differences),
         "p": sign_flip_p(differences),
         "test": "paired sign-flip",
+    }
+
+
+def pairwise_wins(first: Sequence[float], second: Sequence[float]) -> list[float]:
+    """Per item, whether ``first`` beats ``second``: 1.0 if higher, 0.5 on a tie, 0.0 if lower."""
+    if len(first) != len(second) or not first:
+        raise ValueError("paired scores need the same, non-zero number of items")
+    return [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(first, second, strict=True)]
+
+
+def win_rate(first_scores: Sequence[float], second_scores: Sequence[float]) -> dict:
+    """How often ``first`` beats ``second`` on the same items (ties count half), with its uncertainty.
+
+    The rate is the mean of :func:`pairwise_wins`; its 95 % interval is a percentile bootstrap over the
+    items (:func:`bootstrap_interval`). The p-value tests "rate = 0.5" with the exact two-sided sign test
+    on the items that are not tied (Dixon & Mood 1946): with ties counting half, the rate is 0.5 exactly
+    when wins equal losses, and under that hypothesis each untied item is a fair coin, so
+    ``p = min(1, 2 P(X <= min(wins, losses)))`` with ``X ~ Binomial(wins + losses, 1/2)`` (the binomial
+    of :func:`mcnemar_exact`). Exact and seed-free, unlike a sign-flip test of the centred wins. Ties carry
+    no evidence either way and are left out of the test (not of the rate). Assumes independent items.
+
+    Returns:
+        ``{"n", "rate", "ci95", "p", "test", "wins", "losses", "ties"}``.
+    """
+    outcomes = pairwise_wins(first_scores, second_scores)
+    wins, losses = outcomes.count(1.0), outcomes.count(0.0)
+    return {
+        "n": len(outcomes),
+        "rate": sum(outcomes) / len(outcomes),
+        "ci95": bootstrap_interval(outcomes),
+        "p": mcnemar_exact(wins, losses),
+        "test": "exact sign test",
+        "wins": wins,
+        "losses": losses,
+        "ties": len(outcomes) - wins - losses,
+    }
+
+
+def bootstrap_statistic_interval(
+    statistic: Callable[[np.ndarray], float],
+    n: int,
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (Efron 1979) of any statistic of ``n`` items.
+
+    ``statistic`` receives the indices of one resample (drawn with replacement). The draws are those of
+    :func:`bootstrap_interval` for the same ``n`` and seed, so for a mean both give the same interval.
+    Assumes independent items.
+    """
+    if n <= 0:
+        raise ValueError("a bootstrap needs at least one value")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n, size=(resamples, n))
+    values = np.array([statistic(indices) for indices in draws], dtype=np.float64)
+    tail = (1 - level) / 2
+    low, high = np.quantile(values, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _sigmoid(x: np.ndarray | float) -> np.ndarray | float:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x)))
+
+
+def _logistic_fit(x: np.ndarray, y: np.ndarray, *, iterations: int = 100, bound: float = 30.0):
+    """``(intercept, slope)`` of ``P(y) = sigmoid(intercept + slope * x)`` by maximum likelihood, or ``None``.
+
+    Newton-Raphson (= iteratively reweighted least squares), halving a step that lowers the likelihood.
+    ``y`` may be fractional (a tie's 0.5): the same Bernoulli likelihood, a quasi-likelihood for such
+    outcomes (Papke & Wooldridge 1996). ``None`` when the maximum is at infinity (separation: a
+    coefficient passes ``bound``, where fitted probabilities are within 1e-13 of 0 or 1) or not reached.
+    """
+    design = np.column_stack([np.ones_like(x), x])  # (n, 2)
+
+    def log_likelihood(beta: np.ndarray) -> float:
+        eta = design @ beta
+        return float(-(y * np.logaddexp(0.0, -eta) + (1 - y) * np.logaddexp(0.0, eta)).sum())
+
+    beta = np.zeros(2)
+    current = log_likelihood(beta)
+    for _ in range(iterations):
+        p = _sigmoid(design @ beta)
+        gradient = design.T @ (y - p)
+        hessian = design.T @ (design * (p * (1 - p))[:, None])
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
+            return None
+        for _halving in range(30):
+            proposal = log_likelihood(beta + step)
+            if proposal >= current - 1e-12:
+                break
+            step = step / 2
+        beta, current = beta + step, proposal
+        if np.abs(beta).max() > bound:
+            return None
+        if np.abs(step).max() < 1e-10:
+            return float(beta[0]), float(beta[1])
+    return None
+
+
+def _length_controlled(
+    wins: np.ndarray, differences: np.ndarray
+) -> tuple[float, float | None, float | None, str | None]:
+    """``(rate, intercept, slope, reason)``: the logistic rate at zero length difference, or the raw rate and
+    why the regression could not be used."""
+    raw = float(wins.mean())
+    if np.all(differences == differences[0]):
+        if differences[0] == 0:
+            return raw, None, None, "no length differences: nothing to control for"
+        return raw, None, None, "every pair has the same length difference: its effect cannot be told from the rate"
+    if np.all(wins == wins[0]) and wins[0] != 0.5:
+        return raw, None, None, "every item has the same outcome (separation)"
+    feature = np.tanh(differences / differences.std())
+    fit = _logistic_fit(feature, wins)
+    if fit is None:
+        return raw, None, None, "the outcomes are separated by length (the logistic fit diverges)"
+    intercept, slope = fit
+    return float(_sigmoid(intercept)), intercept, slope, None
+
+
+def length_controlled_win_rate(
+    wins: Sequence[float], length_differences: Sequence[float], *, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict:
+    """The win rate the judge would give if both responses had the same length (Dubois et al. 2024,
+    Length-Controlled AlpacaEval, https://arxiv.org/abs/2404.04475).
+
+    A logistic regression of each item's outcome (1 / 0.5 / 0, from :func:`pairwise_wins`) on its length
+    difference (first minus second, in tokens), ``P(win) = sigmoid(a + b tanh(d / sd(d)))``, fitted by
+    maximum likelihood (:func:`_logistic_fit`) and read at ``d = 0``: ``sigmoid(a)``. As in AlpacaEval 2,
+    the difference enters through ``tanh`` of its standardised value, so a few very long answers cannot
+    dominate the fit; ``tanh(0) = 0``, so the reading point is unchanged. AlpacaEval's model also has a
+    per-instruction difficulty term, which a single pair of models cannot estimate; it is left out.
+
+    When the regression cannot be fitted (all length differences equal, every outcome the same, or
+    outcomes separated by length) the raw win rate is returned, with ``method: "raw"`` and the reason.
+    The 95 % interval is a percentile bootstrap over items (:func:`bootstrap_statistic_interval`), each
+    resample refitted (with the same fallback). Assumes independent items and an outcome that is linear
+    in ``tanh(d / sd(d))`` on the logit scale.
+
+    Returns:
+        ``{"n", "rate", "ci95", "method": "logistic" | "raw", "reason": None | str, "intercept", "slope",
+        "raw_rate"}`` (``intercept`` and ``slope`` are ``None`` for the raw rate).
+    """
+    y = np.asarray(wins, dtype=np.float64)
+    d = np.asarray(length_differences, dtype=np.float64)
+    if y.size != d.size or y.size == 0:
+        raise ValueError("wins and length differences need the same, non-zero number of items")
+    rate, intercept, slope, reason = _length_controlled(y, d)
+    interval = bootstrap_statistic_interval(
+        lambda indices: _length_controlled(y[indices], d[indices])[0], y.size, resamples=resamples, seed=seed
+    )
+    return {
+        "n": int(y.size),
+        "rate": rate,
+        "ci95": interval,
+        "method": "raw" if reason else "logistic",
+        "reason": reason,
+        "intercept": intercept,
+        "slope": slope,
+        "raw_rate": float(y.mean()),
     }

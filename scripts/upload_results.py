@@ -1,20 +1,10 @@
 """Push the study to the Hugging Face Hub: the SFT and DPO adapters, the results and a model card.
 
-The folder that is uploaded holds::
-
-    README.md        the model card: base model, data, hyper-parameters (from the saved training
-                     configs), the metric table, how to load the adapters; its front matter gives
-                     the Hub base_model, datasets, license and a model-index of the evaluation
-    sft/             the SFT LoRA adapter (+ tokenizer, export_info.json, training_config.yaml, its card)
-    dpo/             the DPO LoRA adapter, to apply on base + SFT merged
-    merged/          (--merged only) base + SFT + DPO merged into full weights
-    results/         evaluation_results.json, side_by_side_comparison.txt, report.md, plots/
-
-The repository is private unless ``--public``. The token comes from ``HF_TOKEN`` or the login cache
-(``hf auth login``); this script never prints, logs or writes it. ``--dry-run`` writes the exact
-folder that would be uploaded (to ``--out``), lists it and contacts nothing: a base model on the Hub
-then has no license in the preview's cards (the upload reads it from the Hub; a local base's README.md
-gives it in both).
+What is uploaded is described in :mod:`evaluation.publish`. The repository is private unless ``--public``.
+The token comes from ``HF_TOKEN`` or the login cache (``hf auth login``); this script never prints, logs or
+writes it. ``--dry-run`` writes the exact folder that would be uploaded (to ``--out``), lists it and contacts
+nothing: a base model on the Hub then has no license in the preview's cards (the upload reads it from the
+Hub; a local base's README.md gives it in both).
 
 Usage::
 
@@ -25,262 +15,15 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO, REPO / "scripts"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 
-from report import headline_table  # noqa: E402
-
-from callbacks import model_card as cards  # noqa: E402
-
-SETS: dict[str, dict[str, str]] = {
-    "tiny": {"sft": "outputs/tiny/sft", "dpo": "outputs/tiny/dpo", "results": "results"},
-    "study": {"sft": "outputs/study/sft", "dpo": "outputs/study/dpo", "results": "results/study"},
-}
-RESULT_FILES = ("evaluation_results.json", "side_by_side_comparison.txt", "report.md")
-
-
-class UploadError(RuntimeError):
-    """Something the user must fix before uploading; the message says what."""
-
-
-SFT_KEYS = {
-    "base model": ("model", "init_args", "model_name_or_path"),
-    "training data": ("data", "init_args", "train_files"),
-    "examples": ("data", "init_args", "num_examples"),
-    "template": ("data", "init_args", "template"),
-    "max length": ("data", "init_args", "max_length"),
-    "batch size": ("data", "init_args", "batch_size"),
-    "gradient accumulation": ("trainer", "accumulate_grad_batches"),
-    "epochs": ("trainer", "max_epochs"),
-    "precision": ("trainer", "precision"),
-    "learning rate": ("model", "init_args", "optimizer", "lr"),
-    "schedule": ("model", "init_args", "optimizer", "schedule"),
-    "warmup ratio": ("model", "init_args", "optimizer", "warmup_ratio"),
-    "LoRA r": ("model", "init_args", "lora", "r"),
-    "LoRA alpha": ("model", "init_args", "lora", "alpha"),
-    "LoRA dropout": ("model", "init_args", "lora", "dropout"),
-    "LoRA target modules": ("model", "init_args", "lora", "target_modules"),
-    "4-bit base (QLoRA)": ("model", "init_args", "load_in_4bit"),
-    "seed": ("seed_everything",),
-}
-DPO_KEYS = {
-    "starting model (SFT export)": ("model", "init_args", "model_name_or_path"),
-    "preference data": ("data", "init_args", "train_files"),
-    "beta": ("model", "init_args", "beta"),
-    "loss type": ("model", "init_args", "loss_type"),
-    "label smoothing": ("model", "init_args", "label_smoothing"),
-    "reference": ("model", "init_args", "reference"),
-    **{name: path for name, path in SFT_KEYS.items() if name not in ("base model", "training data")},
-}
-
-
-def model_card(
-    repo_id: str,
-    base_model: str,
-    sft: Path,
-    dpo: Path,
-    results: dict | None,
-    merged: bool,
-    license: str | None = None,
-) -> str:
-    """The README.md of the Hub repository; its front matter follows the Hub's model card conventions."""
-    sft_config, dpo_config = cards.training_config(sft), cards.training_config(dpo)
-    sources = [
-        source
-        for config in (sft_config, dpo_config)
-        for source in cards.as_list(cards.setting(config, SFT_KEYS["training data"]))
-    ]
-    datasets = cards.hub_dataset_ids(sources)
-    local = [source for source in dict.fromkeys(sources) if source not in datasets]
-    data = cards.card_data(
-        library_name="peft",
-        tags=["sft", "dpo", "lora", "lightning"],
-        base_model=base_model,
-        datasets=datasets,
-        license=license,
-        eval_results=cards.evaluation_results(results) if results is not None else None,
-        model_name=repo_id.split("/")[-1],
-    )
-    lines = [
-        f"# {repo_id.split('/')[-1]}: SFT vs SFT+DPO",
-        "",
-        f"LoRA adapters from a supervised fine-tuning (SFT) then Direct Preference Optimization (DPO) study of "
-        f"`{base_model}`, trained with this project's PyTorch Lightning trainer (hand-written SFT and DPO losses).",
-    ]
-    if local:
-        lines += ["", f"Local training data (not on the Hub): {', '.join(f'`{source}`' for source in local)}."]
-    lines += [
-        "",
-        "- `sft/`: the SFT adapter, on the base model.",
-        "- `dpo/`: the DPO adapter, on the base model with the SFT adapter merged in.",
-    ]
-    if merged:
-        lines.append("- `merged/`: base + SFT + DPO merged into full weights (loads with `AutoModelForCausalLM`).")
-    lines += [
-        "- `results/`: the evaluation of base, SFT and SFT+DPO (`report.md`, `evaluation_results.json`, side by side).",
-        "",
-        "## Evaluation",
-        "",
-    ]
-    if results is not None:
-        meta = results["meta"]
-        lines += [
-            f"Evaluated {meta['created']}: {meta['num_prompts']} prompts, {meta['num_preference_pairs']} held-out "
-            f"preference pairs, {meta['num_instruction_examples']} held-out instruction examples; template "
-            f"`{meta['template']}`, greedy decoding unless stated in `results/evaluation_results.json`.",
-            "",
-            headline_table(results),
-        ]
-    else:
-        lines.append("(no evaluation results were found when this card was written)")
-    lines += [
-        "",
-        "## Training",
-        "",
-        "### SFT",
-        "",
-        cards.settings_table(cards.settings(sft_config, SFT_KEYS)),
-        "",
-        "### DPO",
-        "",
-        cards.settings_table(cards.settings(dpo_config, DPO_KEYS)),
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from huggingface_hub import snapshot_download",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'local = snapshot_download("{repo_id}")',
-        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
-        'sft = PeftModel.from_pretrained(base, f"{local}/sft").merge_and_unload()',
-        'model = PeftModel.from_pretrained(sft, f"{local}/dpo")',
-        'tokenizer = AutoTokenizer.from_pretrained(f"{local}/sft")',
-        "```",
-        "",
-        "Prompts must use the training template (Alpaca: `### Instruction:` ... `### Response:`).",
-    ]
-    return str(cards.model_card(data, "\n".join(lines)))
-
-
-def copy_export(export: Path, destination: Path, stage: str) -> None:
-    """Copy an export folder's files (not its hidden staging leftovers)."""
-    if not (export / "export_info.json").is_file():
-        raise UploadError(
-            f"{export}: no complete {stage} export (export_info.json missing). Run the pipeline first, "
-            f"or pass --{stage} with the export folder."
-        )
-    destination.mkdir(parents=True)
-    for item in sorted(export.iterdir()):
-        if item.is_file() and not item.name.startswith("."):
-            shutil.copy2(item, destination / item.name)
-
-
-def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
-    """Base + SFT + DPO merged into one full model, with the tokenizer.
-
-    The merge runs in fp32 (exact on any machine); the weights are saved in the dtype the base model was
-    published in (its config's ``dtype``), so the merged folder is no larger than the base.
-    """
-    import torch
-    from transformers import AutoConfig
-
-    from evaluation.variants import LoadSettings, load_variant, resolve_sources
-    from lightning_modules.loading import load_tokenizer
-
-    sources = resolve_sources(str(sft), str(dpo))
-    model = load_variant("sft_dpo", sources, LoadSettings(dtype="float32"))
-    published = AutoConfig.from_pretrained(sources.base).dtype
-    if isinstance(published, torch.dtype):
-        model = model.to(published)
-    model.save_pretrained(destination, safe_serialization=True)
-    load_tokenizer(str(sft)).save_pretrained(destination)
-
-
-def build_folder(
-    folder: Path, repo_id: str, sft: Path, dpo: Path, results_dir: Path, merged: bool = False, api: Any = None
-) -> list[Path]:
-    """Write everything to upload into ``folder`` (which must not exist); return the files, sorted.
-
-    Every card is written afresh (exports made before the cards existed carry peft's empty template).
-    ``api`` (an ``HfApi``) is asked for the license of a Hub base model; ``None`` asks nothing.
-    """
-    from lightning_modules.loading import check_sft_export
-
-    base_model = check_sft_export(str(sft))["base"] or str(sft)
-    license = cards.license_of(base_model, api)
-    folder.mkdir(parents=True)
-    copy_export(sft, folder / "sft", "sft")
-    copy_export(dpo, folder / "dpo", "dpo")
-    card = {"base_model": base_model, "license": license}
-    in_repo = {stage: cards.Location(repo_id, stage) for stage in ("sft", "dpo", "merged")}
-    cards.write_export_card(folder / "sft", stage="sft", location=in_repo["sft"], **card)
-    sft_adapter = in_repo["sft"] if (folder / "sft" / "adapter_config.json").is_file() else None
-    cards.write_export_card(folder / "dpo", stage="dpo", location=in_repo["dpo"], sft=sft_adapter, **card)
-    results = None
-    if results_dir.is_dir():
-        (folder / "results").mkdir()
-        for name in RESULT_FILES:
-            if (results_dir / name).is_file():
-                shutil.copy2(results_dir / name, folder / "results" / name)
-        if (results_dir / "plots").is_dir():
-            shutil.copytree(results_dir / "plots", folder / "results" / "plots")
-        if (results_dir / "evaluation_results.json").is_file():
-            results = json.loads((results_dir / "evaluation_results.json").read_text())
-    if merged:
-        save_merged(sft, dpo, folder / "merged")
-        cards.write_export_card(folder / "merged", stage="merged", location=in_repo["merged"], **card)
-    (folder / "README.md").write_text(model_card(repo_id, base_model, sft, dpo, results, merged, license))
-    return sorted(path for path in folder.rglob("*") if path.is_file())
-
-
-def listing(folder: Path, files: list[Path]) -> str:
-    """One line per file: size and path relative to ``folder``."""
-    lines = [f"{file.stat().st_size:>12,}  {file.relative_to(folder)}" for file in files]
-    total = sum(file.stat().st_size for file in files)
-    return "\n".join(lines + [f"{total:>12,}  total, {len(files)} files"])
-
-
-def upload(folder: Path, repo_id: str, private: bool, api: Any) -> str:
-    """``create_repo`` (private by default, no error if it exists) then ``upload_folder``; return the URL."""
-    api.create_repo(repo_id=repo_id, repo_type="model", private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=repo_id,
-        repo_type="model",
-        folder_path=str(folder),
-        commit_message="Upload SFT and DPO adapters, evaluation results and model card",
-    )
-    return f"https://huggingface.co/{repo_id}"
-
-
-def check_repo_id(repo_id: str | None) -> str:
-    """``owner/name``, or a clear error: the destination is never guessed."""
-    if not repo_id:
-        raise UploadError(
-            "No --repo-id given: name the Hub repository to create or update, e.g. --repo-id your-name/sft-dpo-study "
-            "(nothing is guessed)."
-        )
-    parts = repo_id.split("/")
-    if len(parts) != 2 or not all(parts):
-        raise UploadError(f"--repo-id must look like owner/name, got {repo_id!r}.")
-    return repo_id
-
-
-def has_token() -> bool:
-    """Whether ``HF_TOKEN`` or the login cache holds a token (the token itself is not kept)."""
-    from huggingface_hub import get_token
-
-    return get_token() is not None
+from evaluation.publish import SETS, UploadError, check_repo_id, listing, preview, publish  # noqa: E402
 
 
 def main(argv: list[str] | None = None, api: Any = None) -> int:
@@ -296,36 +39,22 @@ def main(argv: list[str] | None = None, api: Any = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/upload_preview"), help="--dry-run folder")
     args = parser.parse_args(argv)
     defaults = SETS[args.set]
-    sft, dpo = args.sft or Path(defaults["sft"]), args.dpo or Path(defaults["dpo"])
-    results = args.results or Path(defaults["results"])
+    folders = [args.sft or Path(defaults["sft"]), args.dpo or Path(defaults["dpo"])]
+    folders.append(args.results or Path(defaults["results"]))
+    visibility = "public" if args.public else "private"
     try:
         repo_id = check_repo_id(args.repo_id)
         if args.dry_run:
-            if args.out.exists():
-                shutil.rmtree(args.out)
-            files = build_folder(args.out, repo_id, sft, dpo, results, args.merged)
-            print(
-                f"[upload] dry run: {args.out} holds what would be uploaded to {repo_id} "
-                f"({'public' if args.public else 'private'}):"
-            )
+            files = preview(args.out, repo_id, *folders, args.merged)
+            print(f"[upload] dry run: {args.out} holds what would be uploaded to {repo_id} ({visibility}):")
             print(listing(args.out, files))
             return 0
-        if api is None:
-            if not has_token():
-                raise UploadError("No Hugging Face token: set HF_TOKEN or run `hf auth login`, then retry.")
-            from huggingface_hub import HfApi
-
-            api = HfApi()
-        with tempfile.TemporaryDirectory(prefix="hub-upload-") as staging:
-            folder = Path(staging) / "upload"
-            files = build_folder(folder, repo_id, sft, dpo, results, args.merged, api)
-            print(f"[upload] {len(files)} files to {repo_id} ({'public' if args.public else 'private'})")
-            url = upload(folder, repo_id, not args.public, api)
-        print(f"[upload] done: {url}")
-        return 0
+        url = publish(repo_id, *folders, args.merged, not args.public, api)
     except UploadError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(f"[upload] done: {url}")
+    return 0
 
 
 if __name__ == "__main__":

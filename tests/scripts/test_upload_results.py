@@ -1,4 +1,5 @@
-"""scripts/upload_results.py: the dry-run folder, the Hub calls (through a stand-in HfApi), the token."""
+"""scripts/upload_results.py and evaluation/publish.py: the dry-run folder, the Hub calls (through a stand-in
+HfApi), the token."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 import upload_results
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
+
+from evaluation import publish
 
 TOKEN = "hf_sentinel_token_that_must_never_appear"
 MISTRAL = "mistralai/Mistral-7B-v0.1"
@@ -255,7 +258,7 @@ def test_no_repo_id_is_a_clear_error_not_a_guess(exports, capsys):
 
 
 def test_no_token_is_a_clear_error(exports, capsys, monkeypatch):
-    monkeypatch.setattr(upload_results, "has_token", lambda: False)
+    monkeypatch.setattr(publish, "has_token", lambda: False)
     assert upload_results.main(arguments(exports, "--repo-id", "someone/x")) == 2
     assert "HF_TOKEN" in capsys.readouterr().err
 

@@ -1,0 +1,308 @@
+"""The evaluation, end to end: load -> generate -> judge -> score -> statistics -> write.
+
+Every variant is asked the same prompts in the same template (the one SFT and DPO trained on), one variant
+at a time (only one model is in memory at once), and measured on:
+
+* held-out preference accuracy and mean margin: ``log p(chosen) - log p(rejected)`` under the model, and the
+  DPO implicit reward ``beta * (log pi - log pi_sft)`` against the SFT model as reference;
+* perplexity of the reference responses of held-out instruction data;
+* on generated responses: refusal rate on harmful prompts, over-refusal on benign ones, response length,
+  distinct-2, and the checked score per category (prompts that carry a check);
+* with a ``judge``: a reward model's score of every response, its mean per variant and category, and win
+  rates between variants (plain and length-controlled), tested in the same family as the findings above.
+
+Each step is its own module; this one only orders them: :mod:`evaluation.variants` (load),
+:mod:`evaluation.generation`, :mod:`evaluation.judge`, :mod:`evaluation.scoring`, :mod:`evaluation.comparisons`
+and :mod:`evaluation.judge_stats` (statistics) and :mod:`evaluation.results` (the files).
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedModel
+
+from callbacks.model_card import setting, training_config
+from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_dtype, resolve_precision
+from common.provenance import is_local
+from datamodules.templates import TemplateName
+from evaluation.checkers import check_response, is_refusal
+from evaluation.config import EvaluationConfig, EvaluationError
+from evaluation.generation import generate_responses
+from evaluation.judge import JudgeSettings, judge_variants
+from evaluation.prompts import read_prompts
+from evaluation.results import REFERENCE_VARIANT, SIDE_BY_SIDE_FILE, VariantOutput, assemble, write_results
+from evaluation.scoring import preference_logps, read_instruction_examples, read_preference_pairs, response_nll
+from evaluation.variants import LABELS, LoadSettings, VariantSources, load_variant, read_export_info, resolve_sources
+from lightning_modules.loading import load_tokenizer
+
+DEFAULT_BETA = 0.1
+"""The implicit reward's beta when neither the config nor the DPO export's training config gives one."""
+
+
+@dataclass
+class Run:
+    """What the config resolves to before any model is loaded."""
+
+    variants: list[str]
+    sources: VariantSources
+    template: TemplateName
+    beta: float
+    precision: PrecisionChoice
+    device: torch.device
+    load: LoadSettings
+
+
+def evaluate(config: EvaluationConfig) -> dict[str, Any]:
+    """Evaluate the config's variants and write the results files.
+
+    Returns:
+        The results, as written to ``<results_dir>/evaluation_results.json``.
+
+    Raises:
+        EvaluationError, DataError, ModelLoadError, ...: a problem in the config, the data or the exports
+            (:data:`evaluation.config.USER_ERRORS`); the message says what to fix.
+    """
+    started = time.perf_counter()
+    run = resolve(config)
+    tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
+    prompts = read_prompts(config.prompts, config.on_bad_row)
+    pairs = read_preference_pairs(config.preference_data) if config.preference_data is not None else []
+    examples = read_instruction_examples(config.instruction_data) if config.instruction_data is not None else []
+    print(
+        f"[evaluate] {len(run.variants)} variants x {len(prompts)} prompts, {len(pairs)} preference pairs, "
+        f"{len(examples)} instruction examples; template {run.template}; device {run.device}",
+        flush=True,
+    )
+    scoring = {"template": run.template, "max_length": config.max_length, "batch_size": config.score_batch_size}
+    outputs: dict[str, VariantOutput] = {}
+    for name in run.variants:
+        variant_start = time.perf_counter()
+        model = load_on_device(name, run.sources, run.load, run.device)
+        responses = respond(model, tokenizer, prompts, config, run.template)
+        pair_logps = (
+            preference_logps(model, tokenizer, pairs, max_prompt_length=config.max_prompt_length, **scoring)
+            if pairs
+            else None
+        )
+        nll = response_nll(model, tokenizer, examples, **scoring) if examples else None
+        del model  # before the next variant loads: one model in memory at a time
+        free_memory(run.device)
+        outputs[name] = VariantOutput(responses, pair_logps, nll, time.perf_counter() - variant_start)
+        print(f"[evaluate] {LABELS[name]}: done in {outputs[name].seconds:.0f}s", flush=True)
+
+    # judge hook: the judge scores every response once all variants have generated and left memory (one model
+    # at a time), before the statistics.
+    responses_by_variant = {name: output.responses for name, output in outputs.items()}
+    judged = judge_step(config.judge, prompts, responses_by_variant, device=run.device, template=run.template)
+    meta = describe(config, run, judged, num_prompts=len(prompts), num_pairs=len(pairs), num_examples=len(examples))
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    results = assemble(meta, prompts, pairs, outputs, run.beta, len(examples), judged["scores"] if judged else None)
+    path = write_results(results, config.results_dir)
+    print(f"[evaluate] wrote {path} and {path.parent / SIDE_BY_SIDE_FILE} ({meta['seconds']:.0f}s)")
+    return results
+
+
+def resolve(config: EvaluationConfig) -> Run:
+    """Check the config against the exports and the hardware: variants, weights, template, beta, dtype."""
+    variants = config.selected_variants()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.generation.seed)
+    device = pick_device(config.device)
+    # dtype auto: the compute dtype that precision auto picks for this device (one rule, common.precision).
+    precision = resolve_precision(AUTO, detect_hardware(device.type))
+    if config.load.dtype == AUTO:
+        announce(precision, "evaluate")
+    load = replace(config.load, dtype=resolve_dtype(config.load.dtype, precision, frozen=True))
+    dpo = config.dpo_adapter if "sft_dpo" in variants else None
+    sources = resolve_sources(config.sft_adapter, dpo, config.base_model)
+    template = resolve_template(config.template, sources)
+    beta = config.beta if config.beta is not None else trained_beta(sources.dpo)
+    if config.judge is not None:
+        check_judge_folder(config.judge)
+    return Run(variants, sources, template, beta, precision, device, load)
+
+
+def check_judge_folder(judge: JudgeSettings) -> None:
+    """Fail before any variant is loaded when ``judge.model`` names a folder on this machine that holds no model.
+
+    A Hub id has at most one ``/``; a name with more (``outputs/tiny/reward``), or an existing path, or one
+    starting with ``.``, ``/`` or ``~``, is a folder here (:func:`common.provenance.is_local`).
+
+    Raises:
+        EvaluationError: no ``config.json`` (nor ``adapter_config.json``) in that folder; the message says
+            how to make one, or how to evaluate without a judge.
+    """
+    folder = Path(judge.model).expanduser()
+    if not (is_local(judge.model) or judge.model.count("/") > 1):
+        return
+    if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+        return
+    raise EvaluationError(
+        f"judge.model: {judge.model}: not a model folder (no config.json). Train the reward model into it first "
+        "(the tiny study's: `train.py fit --config configs/tiny/reward.yaml`, the pipeline's reward stage), point "
+        "judge.model at a reward model, or evaluate without a judge: --judge null."
+    )
+
+
+def judge_step(
+    judge: JudgeSettings | None,
+    prompts: list[dict],
+    responses_by_variant: dict[str, list[dict]],
+    *,
+    device: torch.device,
+    template: TemplateName,
+) -> dict[str, Any] | None:
+    """The judge's reward of every response, per variant in the order of ``prompts``; ``None`` without a judge.
+
+    The judge is loaded once, after the variants are gone from memory, and freed before returning.
+
+    Returns:
+        :func:`evaluation.judge.judge_variants`' ``{"model": provenance, "template", "dtype", "scores":
+        {variant: [reward per prompt]}, "truncated": {"scored", "prompt", "response"}}``.
+    """
+    if judge is None:
+        return None
+    judged = judge_variants(
+        judge,
+        device,
+        [row["prompt"] for row in prompts],
+        {name: [response["text"] for response in responses] for name, responses in responses_by_variant.items()},
+        inputs=[row["input"] for row in prompts],
+        study_template=template,
+    )
+    return judged
+
+
+def respond(
+    model: PreTrainedModel, tokenizer: Any, prompts: list[dict], config: EvaluationConfig, template: TemplateName
+) -> list[dict[str, Any]]:
+    """One variant's response to every prompt, with its refusal flag and check outcome."""
+    generated = generate_responses(
+        model, tokenizer, [row["prompt"] for row in prompts], config.generation, template,
+        inputs=[row["input"] for row in prompts],
+    )
+    return [
+        {
+            "text": g.text,
+            "response_tokens": g.response_tokens,
+            "finished": g.finished,
+            "refusal": is_refusal(g.text),
+            "passed": check_response(row["check"], g.text) if row["check"] else None,
+            "prompt_tokens": g.prompt_tokens,
+        }
+        for row, g in zip(prompts, generated, strict=True)
+    ]
+
+
+def load_on_device(name: str, sources: VariantSources, load: LoadSettings, device: torch.device) -> PreTrainedModel:
+    """One variant, on ``device`` (a 4-bit model is placed by its loader)."""
+    model = load_variant(name, sources, load)
+    if not load.load_in_4bit:
+        model.to(device)
+    return model
+
+
+def free_memory(device: torch.device) -> None:
+    """Return a released variant's memory, so the next one loads into it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto``: the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_template(template: TemplateName | None, sources: VariantSources) -> TemplateName:
+    """The template the exports were trained with; a different ``template`` is an error."""
+    trained = {path: read_export_info(path).get("template") for path in (sources.sft, sources.dpo) if path is not None}
+    known = {value for value in trained.values() if value}
+    if len(known) > 1:
+        raise EvaluationError(f"The SFT and DPO exports were trained with different templates: {trained}.")
+    if template is None:
+        return known.pop() if known else "alpaca"
+    if known and template not in known:
+        raise EvaluationError(
+            f"template: {template!r}, but the exports were trained with {known.pop()!r}: evaluation must ask "
+            "in the training template. Remove template from the config (it is read from export_info.json)."
+        )
+    return template
+
+
+def trained_beta(dpo_export: str | None) -> float:
+    """DPO's ``beta`` from the ``training_config.yaml`` saved beside the DPO export, else :data:`DEFAULT_BETA`."""
+    beta = training_setting(dpo_export, ("model", "init_args", "beta"))
+    return DEFAULT_BETA if beta is None else float(beta)
+
+
+def training_setting(export: str | None, path: tuple[str, ...]) -> Any:
+    """A value of the training config saved beside an export (``None``: no export, no config, no such key)."""
+    return None if export is None else setting(training_config(Path(export)), path)
+
+
+def describe(
+    config: EvaluationConfig, run: Run, judged: dict[str, Any] | None, *, num_prompts: int, num_pairs: int,
+    num_examples: int,
+) -> dict:
+    """The results file's ``meta``: what was evaluated, on what, and how (``seconds`` is added at the end).
+
+    Args:
+        judged: :func:`judge_step`'s result (``None``: no judge); ``meta["judge"]`` keeps all of it but the
+            scores (they are stored per response).
+    """
+    return {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "variants": run.variants,
+        "labels": {name: LABELS[name] for name in run.variants},
+        "sources": {name: text for name, text in run.sources.describe().items() if name in run.variants},
+        "template": run.template,
+        "beta": run.beta,
+        "implicit_reward_reference": REFERENCE_VARIANT,
+        # The seed of each training stage (seed_everything of its saved config): tells the runs of several seeds apart.
+        "training_seeds": {
+            "sft": training_setting(run.sources.sft, ("seed_everything",)),
+            "dpo": training_setting(run.sources.dpo, ("seed_everything",)),
+        },
+        "prompt_files": config.prompt_files(),
+        "num_prompts": num_prompts,
+        "preference_data": asdict(config.preference_data) if config.preference_data is not None else None,
+        "num_preference_pairs": num_pairs,
+        "instruction_data": asdict(config.instruction_data) if config.instruction_data is not None else None,
+        "num_instruction_examples": num_examples,
+        **({"judge": describe_judge(config.judge, judged)} if config.judge is not None and judged else {}),
+        "generation": asdict(config.generation),
+        "load": asdict(run.load),
+        "precision_rule": str(run.precision),
+        "max_length": config.max_length,
+        "max_prompt_length": config.max_prompt_length,
+        "device": str(run.device),
+        "host": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+
+
+def describe_judge(settings: JudgeSettings, judged: dict[str, Any]) -> dict:
+    """``meta["judge"]``: the reward model as loaded and what ``max_length`` cut, beside the settings asked for.
+
+    ``model`` is its provenance (Hub id + revision + commit, or local path + SHA-256: the same judge can be
+    loaded again), ``dtype`` the weight dtype ``auto`` resolved to, ``truncated`` how many (prompt,
+    response) pairs were scored and how many lost the start of their prompt or the end of their response.
+    """
+    return {
+        "model": judged["model"],
+        "template": judged["template"],
+        "dtype": judged["dtype"],
+        "truncated": judged["truncated"],
+        "settings": asdict(settings),
+    }
