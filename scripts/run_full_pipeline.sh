@@ -1,29 +1,34 @@
 #!/usr/bin/env bash
-# The whole study, stage by stage: [tiny base] -> SFT -> DPO -> evaluate -> report.
+# The whole study, stage by stage: [tiny base -> reward model] -> SFT -> DPO -> evaluate -> report.
 #
-#   bash scripts/run_full_pipeline.sh [tiny|study] [--force] [--precision P]
+#   bash scripts/run_full_pipeline.sh [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
 #
-#   tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,evaluate}.yaml, results in results/
+#   tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,reward,evaluate}.yaml, results in results/
 #   study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
+#   --seeds S ...   train SFT and DPO once per training seed, each into its own folders (runs/<set>/seedS,
+#                   outputs/<set>/seedS, results[/study]/seedS), evaluate and report each, then report all
+#                   seeds together (mean +- sd across seeds) in <results>/seeds/report.md
 #   --precision P   train (and pre-train the tiny base) in P, e.g. 32-true, instead of the configs'
 #                   `auto` (bf16-mixed where the hardware computes bf16 natively, else 32-true / 16-mixed)
 #
 # A stage is skipped when its output is complete (the tiny base's weights, an export's
 # export_info.json, evaluation_results.json, report.md), so a rerun after a crash continues where it
-# stopped: a training stage that left a last.ckpt resumes from it (--ckpt_path last). A stage that
-# runs makes every later stage start afresh, since its input changed: their old outputs, checkpoints
-# and TensorBoard event files are removed first. --force redoes every stage from scratch.
+# stopped (and a rerun with --seeds skips the seeds already complete): a training stage that left a
+# last.ckpt resumes from it (--ckpt_path last). A stage that runs makes the stages that read its output
+# start afresh: their old outputs, checkpoints and TensorBoard event files are removed first.
+# --force redoes every stage from scratch.
 #
 # Environment: PYTHON (default .venv/bin/python when present, else python3).
 set -euo pipefail
 
 usage() {
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 SET="tiny"
 FORCE=0
 PRECISION=""
+SEEDS=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --force) FORCE=1 ;;
@@ -32,12 +37,20 @@ while [[ $# -gt 0 ]]; do
             PRECISION="$2"
             shift
             ;;
+        --seeds)
+            while [[ $# -gt 1 && "$2" =~ ^[0-9]+$ ]]; do SEEDS+=("$2"); shift; done
+            if [[ ${#SEEDS[@]} -eq 0 ]]; then echo "error: --seeds needs one or more integers, e.g. --seeds 0 1 2" >&2; exit 2; fi
+            ;;
         -h | --help) usage; exit 0 ;;
         tiny | study) SET="$1" ;;
-        *) echo "error: unknown argument '$1'; expected tiny, study, --force or --precision P" >&2; usage >&2; exit 2 ;;
+        *) echo "error: unknown argument '$1'; expected tiny, study, --seeds S..., --force or --precision P" >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
+if [[ ${#SEEDS[@]} -gt 0 && $(printf '%s\n' "${SEEDS[@]}" | sort -u | wc -l) -ne ${#SEEDS[@]} ]]; then
+    echo "error: --seeds lists a seed twice: ${SEEDS[*]}" >&2
+    exit 2
+fi
 # Passed on to every stage that computes in a precision; empty: the configs' `auto`.
 TRAIN_PRECISION=() BUILD_PRECISION=()
 if [[ -n "$PRECISION" ]]; then
@@ -55,10 +68,12 @@ export TOKENIZERS_PARALLELISM=false
 # pre-training ~15% slower on a 2-core CPU (29-31 s against 22-26 s for 51 steps). On a CPU shared with other
 # jobs, OMP_WAIT_POLICY=PASSIVE in the environment is kinder to them, and is kept when set.
 
+REWARD_CONFIG=""
 case "$SET" in
     tiny)
         SFT_CONFIG=configs/tiny/sft.yaml DPO_CONFIG=configs/tiny/dpo.yaml EVAL_CONFIG=configs/tiny/evaluate.yaml
-        OFFLINE_DEFAULT=1 # everything is on disk
+        REWARD_CONFIG=configs/tiny/reward.yaml # the judge of the generated responses, trained on the tiny pairs
+        OFFLINE_DEFAULT=1                      # everything is on disk
         ;;
     study)
         SFT_CONFIG=configs/sft.yaml DPO_CONFIG=configs/dpo.yaml EVAL_CONFIG=configs/evaluate.yaml
@@ -67,56 +82,42 @@ case "$SET" in
 esac
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-$OFFLINE_DEFAULT}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-$OFFLINE_DEFAULT}"
 
-# Where each stage writes, read from its config (so the configs stay the one source of truth).
-# Prints: base model, SFT export, SFT run dir, SFT last.ckpt, DPO export, DPO run dir, DPO last.ckpt, results dir.
+# Where each stage writes, read from its config (the configs stay the one source of truth); with a seed,
+# per-seed copies of the configs are written first and their paths read instead.
+# Sets: BASE SFT_EXPORT SFT_RUN SFT_LAST DPO_EXPORT DPO_RUN DPO_LAST RESULTS REWARD_EXPORT REWARD_RUN REWARD_LAST
 read_paths() {
-    "$PYTHON" - "$SFT_CONFIG" "$DPO_CONFIG" "$EVAL_CONFIG" <<'EOF'
-import sys
-from pathlib import Path
-
-import yaml
-
-def stage(path):
-    config = yaml.safe_load(Path(path).read_text())
-    trainer = config["trainer"]
-    logger = trainer["logger"]["init_args"]
-    def dirpath(kind):
-        return next(c["init_args"]["dirpath"] for c in trainer["callbacks"] if c["class_path"].endswith(kind))
-
-    run = Path(logger["save_dir"]) / logger["name"]
-    last = Path(dirpath("ModelCheckpoint")) / "last.ckpt"
-    return config["model"]["init_args"]["model_name_or_path"], dirpath("HFExportCallback"), run, last
-
-base, sft_export, sft_run, sft_last = stage(sys.argv[1])
-_, dpo_export, dpo_run, dpo_last = stage(sys.argv[2])
-results = yaml.safe_load(Path(sys.argv[3]).read_text()).get("results_dir", "results")
-print(base, sft_export, sft_run, sft_last, dpo_export, dpo_run, dpo_last, results)
-EOF
+    local paths
+    paths="$("$PYTHON" scripts/pipeline_configs.py "$SFT_CONFIG" "$DPO_CONFIG" "$EVAL_CONFIG" \
+        ${REWARD_CONFIG:+--reward "$REWARD_CONFIG"} "$@")"
+    read -r BASE SFT_EXPORT SFT_RUN SFT_LAST DPO_EXPORT DPO_RUN DPO_LAST RESULTS REWARD_EXPORT REWARD_RUN REWARD_LAST <<<"$paths"
+    if [[ -z "${REWARD_LAST:-}" ]]; then
+        echo "error: could not read the output paths from $SFT_CONFIG, $DPO_CONFIG and $EVAL_CONFIG" >&2
+        exit 1
+    fi
 }
-PATHS="$(read_paths)"
-read -r BASE SFT_EXPORT SFT_RUN SFT_LAST DPO_EXPORT DPO_RUN DPO_LAST RESULTS <<<"$PATHS"
-if [[ -z "$RESULTS" ]]; then
-    echo "error: could not read the output paths from $SFT_CONFIG, $DPO_CONFIG and $EVAL_CONFIG" >&2
-    exit 1
-fi
+read_paths
+RESULTS_ROOT="$RESULTS" RUNS_ROOT="$(dirname "$SFT_RUN")"
 
-if [[ "$SET" == "tiny" ]]; then STAGES=5; else STAGES=4; fi
+STAGES=$(( (${#SEEDS[@]} > 0 ? ${#SEEDS[@]} : 1) * 4 + (${#SEEDS[@]} > 0 ? 1 : 0) ))
+if [[ "$SET" == "tiny" ]]; then STAGES=$((STAGES + 1)); fi
+if [[ -n "$REWARD_CONFIG" ]]; then STAGES=$((STAGES + 1)); fi
 STAGE=0
-REDO=$FORCE
 PIPELINE_START=$SECONDS
 
-# run_stage NAME OUTPUTS DONE_FILE CLEAN_PATHS CHECKPOINT -- COMMAND...
-# CHECKPOINT: the stage's last.ckpt, resumed from when the stage is not redone from scratch ("-": none).
+# run_stage NAME OUTPUTS DONE_FILE CLEAN_PATHS CHECKPOINT REDO -- COMMAND...
+# REDO=1: an input changed (or --force): start afresh. Otherwise a complete stage is skipped and a stage
+# that left CHECKPOINT (its last.ckpt; "-": none) resumes from it. Sets RAN=1 when the stage ran, else 0.
 run_stage() {
-    local name="$1" outputs="$2" done_file="$3" clean="$4" checkpoint="$5"
-    shift 6
+    local name="$1" outputs="$2" done_file="$3" clean="$4" checkpoint="$5" redo="$6"
+    shift 7
     STAGE=$((STAGE + 1))
-    if [[ $REDO -eq 0 && -f "$done_file" ]]; then
+    RAN=0
+    if [[ $redo -eq 0 && -f "$done_file" ]]; then
         echo "[stage $STAGE/$STAGES] $name: skipped, already complete -> $outputs"
         return
     fi
     local start=$SECONDS
-    if [[ $REDO -eq 0 && "$checkpoint" != "-" && -f "$checkpoint" ]]; then
+    if [[ $redo -eq 0 && "$checkpoint" != "-" && -f "$checkpoint" ]]; then
         echo "[stage $STAGE/$STAGES] $name: resuming from $checkpoint ... -> $outputs"
         "$@" --ckpt_path last
     else
@@ -130,23 +131,67 @@ run_stage() {
         exit 1
     fi
     echo "[stage $STAGE/$STAGES] $name: done in $((SECONDS - start))s -> $outputs"
-    REDO=1 # every later stage depends on this one's output
+    RAN=1
 }
 
-echo "Pipeline '$SET' with $PYTHON: $SFT_CONFIG -> $DPO_CONFIG -> $EVAL_CONFIG$([[ $FORCE -eq 1 ]] && echo ' (--force)')$([[ -n "$PRECISION" ]] && echo " (precision $PRECISION)")"
-if [[ "$SET" == "tiny" ]]; then
-    run_stage "build tiny base" "$BASE" "$BASE/model.safetensors" "$BASE" - -- \
-        "$PYTHON" scripts/build_tiny_model.py --out "$BASE" "${BUILD_PRECISION[@]}"
-fi
-run_stage "SFT" "$SFT_EXPORT (TensorBoard: $SFT_RUN/tensorboard)" "$SFT_EXPORT/export_info.json" \
-    "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" -- "$PYTHON" train.py fit --config "$SFT_CONFIG" "${TRAIN_PRECISION[@]}"
-run_stage "DPO" "$DPO_EXPORT (TensorBoard: $DPO_RUN/tensorboard)" "$DPO_EXPORT/export_info.json" \
-    "$DPO_EXPORT $DPO_RUN $(dirname "$DPO_LAST")" "$DPO_LAST" -- "$PYTHON" train.py fit --config "$DPO_CONFIG" "${TRAIN_PRECISION[@]}"
-run_stage "evaluate" "$RESULTS/evaluation_results.json, $RESULTS/side_by_side_comparison.txt" \
-    "$RESULTS/evaluation_results.json" "$RESULTS/evaluation_results.json $RESULTS/side_by_side_comparison.txt" - -- \
-    "$PYTHON" scripts/evaluate.py --config "$EVAL_CONFIG"
-run_stage "report" "$RESULTS/report.md" "$RESULTS/report.md" "$RESULTS/report.md $RESULTS/plots" - -- \
-    "$PYTHON" scripts/report.py --results-dir "$RESULTS" --sft-run "$SFT_RUN" --dpo-run "$DPO_RUN"
+either() { if [[ "$1" -eq 1 || "$2" -eq 1 ]]; then echo 1; else echo 0; fi; }
 
-echo "Pipeline '$SET' complete in $((SECONDS - PIPELINE_START))s. Read $RESULTS/report.md" \
-    "(side by side: $RESULTS/side_by_side_comparison.txt)."
+echo "Pipeline '$SET' with $PYTHON: $SFT_CONFIG -> $DPO_CONFIG -> $EVAL_CONFIG$([[ $FORCE -eq 1 ]] && echo ' (--force)')$([[ -n "$PRECISION" ]] && echo " (precision $PRECISION)")$([[ ${#SEEDS[@]} -gt 0 ]] && echo " (training seeds ${SEEDS[*]})")"
+BASE_CHANGED=$FORCE
+if [[ "$SET" == "tiny" ]]; then
+    run_stage "build tiny base" "$BASE" "$BASE/model.safetensors" "$BASE" - "$FORCE" -- \
+        "$PYTHON" scripts/build_tiny_model.py --out "$BASE" "${BUILD_PRECISION[@]}"
+    BASE_CHANGED=$(either "$FORCE" "$RAN")
+fi
+JUDGE_CHANGED=0
+if [[ -n "$REWARD_CONFIG" ]]; then
+    run_stage "reward model" "$REWARD_EXPORT (TensorBoard: $REWARD_RUN/tensorboard)" "$REWARD_EXPORT/export_info.json" \
+        "$REWARD_EXPORT $REWARD_RUN $(dirname "$REWARD_LAST")" "$REWARD_LAST" "$BASE_CHANGED" -- \
+        "$PYTHON" train.py fit --config "$REWARD_CONFIG" "${TRAIN_PRECISION[@]}"
+    JUDGE_CHANGED=$RAN
+fi
+
+# train_and_evaluate NAME_SUFFIX SFT_CONFIG DPO_CONFIG EVAL_CONFIG: SFT -> DPO -> evaluate -> report with the configs read last by read_paths.
+REPORTED=0
+train_and_evaluate() {
+    local suffix="$1" sft_config="$2" dpo_config="$3" eval_config="$4" redo
+    redo=$BASE_CHANGED
+    run_stage "SFT$suffix" "$SFT_EXPORT (TensorBoard: $SFT_RUN/tensorboard)" "$SFT_EXPORT/export_info.json" \
+        "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" "$redo" -- \
+        "$PYTHON" train.py fit --config "$sft_config" "${TRAIN_PRECISION[@]}"
+    redo=$(either "$redo" "$RAN")
+    run_stage "DPO$suffix" "$DPO_EXPORT (TensorBoard: $DPO_RUN/tensorboard)" "$DPO_EXPORT/export_info.json" \
+        "$DPO_EXPORT $DPO_RUN $(dirname "$DPO_LAST")" "$DPO_LAST" "$redo" -- \
+        "$PYTHON" train.py fit --config "$dpo_config" "${TRAIN_PRECISION[@]}"
+    redo=$(either "$(either "$redo" "$RAN")" "$JUDGE_CHANGED")
+    run_stage "evaluate$suffix" "$RESULTS/evaluation_results.json, $RESULTS/side_by_side_comparison.txt" \
+        "$RESULTS/evaluation_results.json" "$RESULTS/evaluation_results.json $RESULTS/side_by_side_comparison.txt" - "$redo" -- \
+        "$PYTHON" scripts/evaluate.py --config "$eval_config"
+    redo=$(either "$redo" "$RAN")
+    run_stage "report$suffix" "$RESULTS/report.md" "$RESULTS/report.md" "$RESULTS/report.md $RESULTS/plots" - "$redo" -- \
+        "$PYTHON" scripts/report.py --results-dir "$RESULTS" --sft-run "$SFT_RUN" --dpo-run "$DPO_RUN"
+    REPORTED=$(either "$REPORTED" "$RAN")
+}
+
+if [[ ${#SEEDS[@]} -eq 0 ]]; then
+    train_and_evaluate "" "$SFT_CONFIG" "$DPO_CONFIG" "$EVAL_CONFIG"
+    echo "Pipeline '$SET' complete in $((SECONDS - PIPELINE_START))s. Read $RESULTS/report.md" \
+        "(side by side: $RESULTS/side_by_side_comparison.txt)."
+    exit 0
+fi
+
+SEED_RESULTS=()
+for seed in "${SEEDS[@]}"; do
+    configs="$RUNS_ROOT/seed$seed/configs"
+    read_paths --seed "$seed" --out "$configs"
+    train_and_evaluate " (seed $seed)" "$configs/sft.yaml" "$configs/dpo.yaml" "$configs/evaluate.yaml"
+    SEED_RESULTS+=("$RESULTS")
+    if [[ ${#SEED_RESULTS[@]} -eq 1 ]]; then FIRST_SFT_RUN="$SFT_RUN" FIRST_DPO_RUN="$DPO_RUN"; fi
+done
+SUMMARY="$RESULTS_ROOT/seeds"
+mkdir -p "$SUMMARY"
+run_stage "report across seeds" "$SUMMARY/report.md" "$SUMMARY/report.md" "$SUMMARY/report.md" - "$(either "$FORCE" "$REPORTED")" -- \
+    "$PYTHON" scripts/report.py --results-dir "${SEED_RESULTS[0]}" --sft-run "$FIRST_SFT_RUN" --dpo-run "$FIRST_DPO_RUN" \
+    --out "$SUMMARY/report.md" --seed-results "${SEED_RESULTS[@]}"
+echo "Pipeline '$SET' complete in $((SECONDS - PIPELINE_START))s (training seeds ${SEEDS[*]}). Read $SUMMARY/report.md" \
+    "(each seed: $RESULTS_ROOT/seed<S>/report.md)."

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,7 @@ import os, sys
 from pathlib import Path
 
 args = sys.argv[1:]
-if not args or args[0] in ("-", "-c"):  # the pipeline's own helpers (reading the configs) really run
+if not args or args[0] in ("-", "-c") or args[0].endswith("pipeline_configs.py"):  # reading the configs: real
     os.execv({sys.executable!r}, [{sys.executable!r}, *args])
 import yaml
 
@@ -60,19 +61,21 @@ elif script.endswith("evaluate.py"):
     (results / "evaluation_results.json").write_text("{{}}")
 elif script.endswith("report.py"):
     results = Path(args[args.index("--results-dir") + 1])
-    (results / "report.md").write_text("# report")
+    out = Path(args[args.index("--out") + 1]) if "--out" in args else results / "report.md"
+    out.write_text("# report")
 else:
     sys.exit("unexpected command: " + " ".join(args))
 """
 
-TINY_STAGES = ["build tiny base", "SFT", "DPO", "evaluate", "report"]
+TINY_STAGES = ["build tiny base", "reward model", "SFT", "DPO", "evaluate", "report"]
 
 
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A copy of the pipeline script and the configs, and the stand-in python."""
     (tmp_path / "scripts").mkdir()
-    shutil.copy(REPO / "scripts" / "run_full_pipeline.sh", tmp_path / "scripts")
+    for script in ("run_full_pipeline.sh", "pipeline_configs.py"):
+        shutil.copy(REPO / "scripts" / script, tmp_path / "scripts")
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     fake = tmp_path / "fake-python"
     fake.write_text(FAKE_PYTHON)
@@ -118,11 +121,13 @@ def test_first_run_runs_every_stage_in_order_and_says_where_outputs_are(project)
         "scripts/build_tiny_model.py",
         "train.py",
         "train.py",
+        "train.py",
         "scripts/evaluate.py",
         "scripts/report.py",
     ]
-    assert "configs/tiny/sft.yaml" in commands[1] and "configs/tiny/dpo.yaml" in commands[2]
-    assert "[stage 1/5] build tiny base" in result.stdout and "-> artifacts/tiny-base" in result.stdout
+    assert "configs/tiny/reward.yaml" in commands[1]
+    assert "configs/tiny/sft.yaml" in commands[2] and "configs/tiny/dpo.yaml" in commands[3]
+    assert "[stage 1/6] build tiny base" in result.stdout and "-> artifacts/tiny-base" in result.stdout
     assert "-> outputs/tiny/sft" in result.stdout and "-> results/report.md" in result.stdout
     assert "Pipeline 'tiny' complete in" in result.stdout
     assert (project / "results" / "report.md").is_file()
@@ -145,6 +150,7 @@ def test_deleting_a_stage_output_reruns_that_stage_and_the_ones_after_it(project
     assert result.returncode == 0, result.stderr
     assert stage_states(result.stdout) == {
         "build tiny base": "skipped",
+        "reward model": "skipped",
         "SFT": "skipped",
         "DPO": "running",
         "evaluate": "running",
@@ -161,19 +167,19 @@ def test_a_crashed_stage_stops_the_pipeline_and_the_rerun_continues_there(projec
     result = pipeline(project)
     assert result.returncode == 0, result.stderr
     states = stage_states(result.stdout)
-    assert [states[name] for name in TINY_STAGES] == ["skipped", "skipped", "skipped", "running", "running"]
+    assert [states[name] for name in TINY_STAGES] == ["skipped", "skipped", "skipped", "skipped", "running", "running"]
 
 
 def test_a_crashed_training_stage_resumes_from_its_last_checkpoint(project):
     failed = pipeline(project, fail_on="configs/tiny/dpo.yaml")
     assert failed.returncode != 0
-    assert "[stage 3/5] DPO: running" in failed.stdout and "evaluate" not in stage_states(failed.stdout)
+    assert "[stage 4/6] DPO: running" in failed.stdout and "evaluate" not in stage_states(failed.stdout)
     calls(project)
     events = project / "runs" / "tiny" / "dpo" / "tensorboard"
     assert len(list(events.iterdir())) == 1
     result = pipeline(project)
     assert result.returncode == 0, result.stderr
-    assert "[stage 3/5] DPO: resuming from runs/tiny/dpo/checkpoints/last.ckpt" in result.stdout
+    assert "[stage 4/6] DPO: resuming from runs/tiny/dpo/checkpoints/last.ckpt" in result.stdout
     commands = calls(project)
     assert commands[0] == "train.py fit --config configs/tiny/dpo.yaml --ckpt_path last"
     assert len(list(events.iterdir())) == 2  # the crashed run's events are kept: the resumed run continues them
@@ -201,7 +207,7 @@ def test_force_redoes_every_stage_and_clears_old_event_files(project):
     result = pipeline(project, "tiny", "--force")
     assert result.returncode == 0, result.stderr
     assert stage_states(result.stdout) == dict.fromkeys(TINY_STAGES, "running")
-    assert len(calls(project)) == 5
+    assert len(calls(project)) == 6
     assert not stale.exists()
     assert len(list((project / "runs" / "tiny" / "sft" / "tensorboard").iterdir())) == 1
 
@@ -227,11 +233,84 @@ def test_precision_is_passed_to_every_stage_that_computes_and_left_to_auto_other
     result = pipeline(project, "tiny", "--precision", "32-true")
     assert result.returncode == 0, result.stderr
     assert "(precision 32-true)" in result.stdout
-    builder, sft, dpo, evaluate, report = calls(project)
-    assert builder.endswith("--precision 32-true")
+    builder, reward, sft, dpo, evaluate, report = calls(project)
+    assert builder.endswith("--precision 32-true") and reward.endswith("--trainer.precision 32-true")
     assert sft.endswith("--trainer.precision 32-true") and dpo.endswith("--trainer.precision 32-true")
     assert "precision" not in evaluate + report
     assert pipeline(project, "tiny", "--force").returncode == 0
     assert not any("precision" in command for command in calls(project))  # the configs' auto
     missing = pipeline(project, "tiny", "--precision")
     assert missing.returncode == 2 and "--precision needs a value" in missing.stderr
+
+
+def test_a_new_reward_model_reruns_only_the_evaluation_and_report(project):
+    assert pipeline(project).returncode == 0
+    calls(project)
+    shutil.rmtree(project / "outputs" / "tiny" / "reward")
+    result = pipeline(project)
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert [states[name] for name in TINY_STAGES] == ["skipped", "running", "skipped", "skipped", "running", "running"]
+
+
+SEED_STAGES = ["SFT", "DPO", "evaluate", "report"]
+
+
+def test_seeds_train_each_seed_into_its_own_folders_and_report_them_together(project):
+    result = pipeline(project, "tiny", "--seeds", "0", "1")
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    expected = ["build tiny base", "reward model"] + [f"{n} (seed {s})" for s in (0, 1) for n in SEED_STAGES]
+    assert list(states) == expected + ["report across seeds"]
+    assert "[stage 11/11] report across seeds" in result.stdout
+    commands = calls(project)
+    sft_1 = project / "runs" / "tiny" / "seed1" / "configs" / "sft.yaml"
+    assert commands[6] == "train.py fit --config runs/tiny/seed1/configs/sft.yaml"
+    config = yaml.safe_load(sft_1.read_text())
+    assert config["seed_everything"] == 1
+    callbacks = {
+        c["class_path"].rsplit(".", 1)[1]: c["init_args"] for c in config["trainer"]["callbacks"] if "init_args" in c
+    }
+    assert callbacks["HFExportCallback"]["dirpath"] == "outputs/tiny/seed1/sft"
+    assert callbacks["ModelCheckpoint"]["dirpath"] == "runs/tiny/seed1/sft/checkpoints"
+    assert config["model"]["init_args"]["model_name_or_path"] == "artifacts/tiny-base"  # shared input
+    dpo_1 = yaml.safe_load((sft_1.parent / "dpo.yaml").read_text())["model"]["init_args"]
+    assert dpo_1["model_name_or_path"] == "outputs/tiny/seed1/sft"
+    assert dpo_1["reference_cache_dir"] == "runs/tiny/seed1/reference_cache"
+    evaluate_1 = yaml.safe_load((sft_1.parent / "evaluate.yaml").read_text())
+    assert evaluate_1["results_dir"] == "results/seed1" and evaluate_1["sft_adapter"] == "outputs/tiny/seed1/sft"
+    judge = (evaluate_1.get("judge") or {}).get("model")
+    assert judge in (None, "outputs/tiny/reward")  # the judge is shared by every seed, never moved
+    for seed in (0, 1):
+        assert (project / "outputs" / "tiny" / f"seed{seed}" / "dpo" / "export_info.json").is_file()
+        assert (project / "results" / f"seed{seed}" / "report.md").is_file()
+    summary = commands[-1]
+    assert summary.startswith("scripts/report.py --results-dir results/seed0 --sft-run runs/tiny/seed0/sft")
+    assert "--out results/seeds/report.md" in summary
+    assert summary.endswith("--seed-results results/seed0 results/seed1")
+    assert (project / "results" / "seeds" / "report.md").is_file()
+
+
+def test_a_rerun_with_more_seeds_skips_the_complete_ones(project):
+    assert pipeline(project, "tiny", "--seeds", "0", "1").returncode == 0
+    calls(project)
+    result = pipeline(project, "tiny", "--seeds", "0", "1", "2")
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert all(states[f"{n} (seed {s})"] == "skipped" for s in (0, 1) for n in SEED_STAGES)
+    assert all(states[f"{n} (seed 2)"] == "running" for n in SEED_STAGES)
+    assert states["report across seeds"] == "running"
+    commands = calls(project)
+    assert commands[0] == "train.py fit --config runs/tiny/seed2/configs/sft.yaml"
+    assert commands[-1].endswith("--seed-results results/seed0 results/seed1 results/seed2")
+    again = pipeline(project, "tiny", "--seeds", "0", "1", "2")
+    assert set(stage_states(again.stdout).values()) == {"skipped"} and calls(project) == []
+
+
+def test_seeds_must_be_distinct_integers(project):
+    for args, message in (
+        (["--seeds"], "--seeds needs one or more integers"),
+        (["--seeds", "1", "1"], "lists a seed twice"),
+    ):
+        result = pipeline(project, "tiny", *args)
+        assert result.returncode == 2 and message in result.stderr

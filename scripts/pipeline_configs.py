@@ -1,0 +1,143 @@
+"""Where each stage of ``run_full_pipeline.sh`` writes, read from the stage configs; per-seed copies of them.
+
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward REWARD.yaml]
+        prints, on one line: base model, SFT export, SFT run dir, SFT last.ckpt, DPO export, DPO run dir,
+        DPO last.ckpt, results dir, reward export, reward run dir, reward last.ckpt ("-" without --reward)
+
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
+        also writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with
+        ``seed_everything: 1`` and every output path moved into a ``seed1/`` folder (runs/tiny/sft ->
+        runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
+        each training seed has its own checkpoints, exports, TensorBoard run and results; the paths it
+        prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
+        that judges them) are left where they are.
+
+The configs stay the one source of truth: the pipeline never repeats a path they hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+NONE = "-"
+
+
+def stage_paths(config: dict) -> tuple[str, str, str, str]:
+    """``(model, export dir, run dir, last.ckpt)`` of a training config.
+
+    The export dir is the ``HFExportCallback``'s ``dirpath``; the run dir is the TensorBoard logger's
+    ``save_dir/name``; ``last.ckpt`` sits in the first ``ModelCheckpoint``'s ``dirpath``.
+    """
+    trainer = config["trainer"]
+    logger = trainer["logger"]["init_args"]
+
+    def dirpath(kind: str) -> str:
+        return next(c["init_args"]["dirpath"] for c in trainer["callbacks"] if c["class_path"].endswith(kind))
+
+    run = PurePosixPath(logger["save_dir"]) / logger["name"]
+    last = PurePosixPath(dirpath("ModelCheckpoint")) / "last.ckpt"
+    return config["model"]["init_args"]["model_name_or_path"], dirpath("HFExportCallback"), str(run), str(last)
+
+
+def output_roots(sft: dict, dpo: dict, evaluate: dict) -> list[str]:
+    """The folders the seeded stages write under: the loggers' save_dirs, the exports' parents, the results dir."""
+    roots = {evaluate.get("results_dir", "results")}
+    for config in (sft, dpo):
+        _, export, run, _ = stage_paths(config)
+        roots.update({str(PurePosixPath(export).parent), str(PurePosixPath(run).parent)})
+    return sorted((_clean(root) for root in roots if _clean(root) not in ("", ".")), key=len, reverse=True)
+
+
+def seeded(value: Any, seed: int, roots: list[str], shared: list[str]) -> Any:
+    """``value`` (a config tree) with each path under one of ``roots`` moved into ``<root>/seed<seed>``.
+
+    A path under one of ``shared`` (outputs every seed reads, such as the reward model) is kept.
+    """
+    if isinstance(value, dict):
+        return {key: seeded(item, seed, roots, shared) for key, item in value.items()}
+    if isinstance(value, list):
+        return [seeded(item, seed, roots, shared) for item in value]
+    if not isinstance(value, str):
+        return value
+    path = _clean(value)
+    if any(_under(path, keep) for keep in shared):
+        return value
+    for root in roots:  # longest first, so the most specific root wins
+        if _under(path, root):
+            rest = path[len(root) :].lstrip("/")
+            return str(PurePosixPath(root) / f"seed{seed}" / rest) if rest else f"{root}/seed{seed}"
+    return value
+
+
+def _clean(path: str) -> str:
+    return str(PurePosixPath(path)) if path else path
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _read(path: str) -> dict:
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: cannot read the config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"error: {path} is not a YAML mapping")
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sft")
+    parser.add_argument("dpo")
+    parser.add_argument("evaluate")
+    parser.add_argument("--reward", help="the reward-model stage's config (its export judges the responses)")
+    parser.add_argument("--seed", type=int, help="write per-seed copies of the configs (needs --out)")
+    parser.add_argument("--out", help="folder for the per-seed copies")
+    args = parser.parse_args(argv)
+    if (args.seed is None) != (args.out is None):
+        parser.error("--seed and --out go together")
+
+    configs = {"sft": _read(args.sft), "dpo": _read(args.dpo), "evaluate": _read(args.evaluate)}
+    sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate}
+    try:
+        reward = stage_paths(_read(args.reward)) if args.reward else None
+        base = stage_paths(configs["sft"])[0]
+        if args.seed is not None:
+            roots = output_roots(configs["sft"], configs["dpo"], configs["evaluate"])
+            shared = [_clean(path) for path in (reward[1], reward[2]) if path] if reward else []
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            for name, config in configs.items():
+                copy = seeded(config, args.seed, roots, shared)
+                copy["seed_everything"] = args.seed
+                header = (
+                    f"# {sources[name]} for training seed {args.seed}, written by scripts/pipeline_configs.py:\n"
+                    f"# seed_everything: {args.seed}; outputs under {', '.join(roots)} moved into seed{args.seed}/.\n"
+                )
+                (out / f"{name}.yaml").write_text(header + yaml.safe_dump(copy, sort_keys=False))
+                configs[name] = copy
+        _, sft_export, sft_run, sft_last = stage_paths(configs["sft"])
+        _, dpo_export, dpo_run, dpo_last = stage_paths(configs["dpo"])
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise SystemExit(
+            f"error: a stage config lacks the logger, a ModelCheckpoint or the HFExportCallback ({exc!r})"
+        ) from None
+    results = configs["evaluate"].get("results_dir", "results")
+    fields = [base, sft_export, sft_run, sft_last, dpo_export, dpo_run, dpo_last, results]
+    fields += list(reward[1:]) if reward else [NONE, NONE, NONE]
+    if any(not str(item) or " " in str(item) for item in fields):
+        raise SystemExit(
+            f"error: an output path is empty or holds a space, which the pipeline cannot pass on: {fields}"
+        )
+    print(" ".join(str(item) for item in fields))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
