@@ -6,7 +6,7 @@
 
     python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
         also writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with
-        ``seed_everything: 1`` and every output path moved into a ``seed1/`` folder (runs/tiny/sft ->
+        ``seed_everything: 1`` (the training configs) and every output path moved into a ``seed1/`` folder (runs/tiny/sft ->
         runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
         each training seed has its own checkpoints, exports, TensorBoard run and results; the paths it
         prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
             out.mkdir(parents=True, exist_ok=True)
             for name, config in configs.items():
                 copy = seeded(config, args.seed, roots, shared)
-                copy["seed_everything"] = args.seed
+                if "trainer" in copy:  # a training config (the evaluation has no seed: it decodes greedily)
+                    copy["seed_everything"] = args.seed
                 header = (
                     f"# {sources[name]} for training seed {args.seed}, written by scripts/pipeline_configs.py:\n"
                     f"# seed_everything: {args.seed}; outputs under {', '.join(roots)} moved into seed{args.seed}/.\n"

@@ -279,6 +279,7 @@ def test_seeds_train_each_seed_into_its_own_folders_and_report_them_together(pro
     assert dpo_1["reference_cache_dir"] == "runs/tiny/seed1/reference_cache"
     evaluate_1 = yaml.safe_load((sft_1.parent / "evaluate.yaml").read_text())
     assert evaluate_1["results_dir"] == "results/seed1" and evaluate_1["sft_adapter"] == "outputs/tiny/seed1/sft"
+    assert "seed_everything" not in evaluate_1  # scripts/evaluate.py has no such key (and decodes greedily)
     judge = (evaluate_1.get("judge") or {}).get("model")
     assert judge in (None, "outputs/tiny/reward")  # the judge is shared by every seed, never moved
     for seed in (0, 1):
