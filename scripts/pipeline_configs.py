@@ -6,8 +6,8 @@
 
     python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
         also writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with
-        ``seed_everything: 1`` (the training configs) and every output path moved into a ``seed1/`` folder (runs/tiny/sft ->
-        runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
+        ``seed_everything: 1`` (the training configs) and every output path moved into a ``seed1/`` folder
+        (runs/tiny/sft -> runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
         each training seed has its own checkpoints, exports, TensorBoard run and results; the paths it
         prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
         that judges them) are left where they are.

@@ -9,7 +9,8 @@
 #                   outputs/<set>/seedS, results[/study]/seedS), evaluate and report each, then report all
 #                   seeds together (mean +- sd across seeds) in <results>/seeds/report.md
 #   --precision P   train (and pre-train the tiny base) in P, e.g. 32-true, instead of the configs'
-#                   `auto` (bf16-mixed where the hardware computes bf16 natively, else 32-true / 16-mixed)
+#                   `auto` (bf16-mixed where the hardware computes bf16 natively, else 32-true / 16-mixed);
+#                   a complete stage recorded in another precision is redone
 #
 # A stage is skipped when its output is complete (the tiny base's weights, an export's
 # export_info.json, evaluation_results.json, report.md), so a rerun after a crash continues where it
@@ -22,7 +23,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 SET="tiny"
@@ -136,17 +137,30 @@ run_stage() {
 
 either() { if [[ "$1" -eq 1 || "$2" -eq 1 ]]; then echo 1; else echo 0; fi; }
 
+# stale_precision FILE NAME: 1 when --precision P was given and the complete stage's record (FILE, a JSON with a
+# "precision" entry such as "bf16-mixed (CPU with native bf16: AVX512_BF16)") says it ran in another one.
+stale_precision() {
+    local file="$1" name="$2" recorded
+    if [[ -z "$PRECISION" || ! -f "$file" ]]; then echo 0; return; fi
+    recorded="$("$PYTHON" -c 'import json, sys; print((json.load(open(sys.argv[1])).get("precision") or "?").split(" ")[0])' "$file")"
+    if [[ "$recorded" == "$PRECISION" ]]; then echo 0; return; fi
+    echo "[pipeline] $name was done in $recorded, and --precision $PRECISION asks for another: redoing it" >&2
+    echo 1
+}
+
 echo "Pipeline '$SET' with $PYTHON: $SFT_CONFIG -> $DPO_CONFIG -> $EVAL_CONFIG$([[ $FORCE -eq 1 ]] && echo ' (--force)')$([[ -n "$PRECISION" ]] && echo " (precision $PRECISION)")$([[ ${#SEEDS[@]} -gt 0 ]] && echo " (training seeds ${SEEDS[*]})")"
 BASE_CHANGED=$FORCE
 if [[ "$SET" == "tiny" ]]; then
-    run_stage "build tiny base" "$BASE" "$BASE/model.safetensors" "$BASE" - "$FORCE" -- \
+    run_stage "build tiny base" "$BASE" "$BASE/model.safetensors" "$BASE" - \
+        "$(either "$FORCE" "$(stale_precision "$BASE/build_args.json" "the tiny base")")" -- \
         "$PYTHON" scripts/build_tiny_model.py --out "$BASE" "${BUILD_PRECISION[@]}"
     BASE_CHANGED=$(either "$FORCE" "$RAN")
 fi
 JUDGE_CHANGED=0
 if [[ -n "$REWARD_CONFIG" ]]; then
     run_stage "reward model" "$REWARD_EXPORT (TensorBoard: $REWARD_RUN/tensorboard)" "$REWARD_EXPORT/export_info.json" \
-        "$REWARD_EXPORT $REWARD_RUN $(dirname "$REWARD_LAST")" "$REWARD_LAST" "$BASE_CHANGED" -- \
+        "$REWARD_EXPORT $REWARD_RUN $(dirname "$REWARD_LAST")" "$REWARD_LAST" \
+        "$(either "$BASE_CHANGED" "$(stale_precision "$REWARD_EXPORT/export_info.json" "the reward model")")" -- \
         "$PYTHON" train.py fit --config "$REWARD_CONFIG" "${TRAIN_PRECISION[@]}"
     JUDGE_CHANGED=$RAN
 fi
@@ -155,11 +169,11 @@ fi
 REPORTED=0
 train_and_evaluate() {
     local suffix="$1" sft_config="$2" dpo_config="$3" eval_config="$4" redo
-    redo=$BASE_CHANGED
+    redo=$(either "$BASE_CHANGED" "$(stale_precision "$SFT_EXPORT/export_info.json" "SFT$suffix")")
     run_stage "SFT$suffix" "$SFT_EXPORT (TensorBoard: $SFT_RUN/tensorboard)" "$SFT_EXPORT/export_info.json" \
         "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" "$redo" -- \
         "$PYTHON" train.py fit --config "$sft_config" "${TRAIN_PRECISION[@]}"
-    redo=$(either "$redo" "$RAN")
+    redo=$(either "$(either "$redo" "$RAN")" "$(stale_precision "$DPO_EXPORT/export_info.json" "DPO$suffix")")
     run_stage "DPO$suffix" "$DPO_EXPORT (TensorBoard: $DPO_RUN/tensorboard)" "$DPO_EXPORT/export_info.json" \
         "$DPO_EXPORT $DPO_RUN $(dirname "$DPO_LAST")" "$DPO_LAST" "$redo" -- \
         "$PYTHON" train.py fit --config "$dpo_config" "${TRAIN_PRECISION[@]}"

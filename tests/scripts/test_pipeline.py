@@ -7,6 +7,7 @@ pipeline itself runs for real on a copy of the script and the real configs.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 FAKE_PYTHON = f"""#!{sys.executable}
 # Stand-in for the project's python: records the call, writes what the stage would write.
-import os, sys
+import json, os, sys
 from pathlib import Path
 
 args = sys.argv[1:]
@@ -39,6 +40,8 @@ if script.endswith("build_tiny_model.py"):
     out = Path(args[args.index("--out") + 1])
     out.mkdir(parents=True)
     (out / "model.safetensors").write_text("weights")
+    precision = args[args.index("--precision") + 1] if "--precision" in args else "bf16-mixed (as auto chose)"
+    (out / "build_args.json").write_text(json.dumps({{"precision": precision}}))
 elif script == "train.py":
     config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
     logger = config["trainer"]["logger"]["init_args"]
@@ -52,7 +55,8 @@ elif script == "train.py":
         sys.exit("stage failed on purpose")
     export = next(c["init_args"]["dirpath"] for c in config["trainer"]["callbacks"] if "HFExport" in c["class_path"])
     Path(export).mkdir(parents=True, exist_ok=True)
-    (Path(export) / "export_info.json").write_text("{{}}")
+    precision = args[args.index("--trainer.precision") + 1] if "--trainer.precision" in args else "bf16-mixed (auto)"
+    (Path(export) / "export_info.json").write_text(json.dumps({{"precision": precision}}))
 elif script.endswith("evaluate.py"):
     config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
     results = Path(config["results_dir"])
@@ -315,3 +319,27 @@ def test_seeds_must_be_distinct_integers(project):
     ):
         result = pipeline(project, "tiny", *args)
         assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_stage_done_in_another_precision_is_redone_when_a_precision_is_asked_for(project):
+    assert pipeline(project, "tiny", "--precision", "32-true").returncode == 0
+    calls(project)
+    same = pipeline(project, "tiny", "--precision", "32-true")
+    assert set(stage_states(same.stdout).values()) == {"skipped"} and calls(project) == []
+    other = pipeline(project, "tiny", "--precision", "bf16-mixed")
+    assert other.returncode == 0, other.stderr
+    assert stage_states(other.stdout) == dict.fromkeys(TINY_STAGES, "running")
+    assert "the tiny base was done in 32-true, and --precision bf16-mixed asks for another: redoing it" in other.stderr
+    calls(project)
+    auto = pipeline(project, "tiny")  # no --precision: `auto`, whatever the outputs were made in
+    assert set(stage_states(auto.stdout).values()) == {"skipped"}
+
+
+def test_only_the_stage_in_another_precision_and_the_ones_after_it_are_redone(project):
+    assert pipeline(project, "tiny", "--precision", "32-true").returncode == 0
+    info = project / "outputs" / "tiny" / "dpo" / "export_info.json"
+    info.write_text(json.dumps({"precision": "bf16-mixed (CPU with native bf16: AVX512_BF16)"}))
+    result = pipeline(project, "tiny", "--precision", "32-true")
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert [states[name] for name in TINY_STAGES] == ["skipped", "skipped", "skipped", "running", "running", "running"]
