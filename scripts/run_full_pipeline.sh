@@ -137,6 +137,31 @@ run_stage() {
 
 either() { if [[ "$1" -eq 1 || "$2" -eq 1 ]]; then echo 1; else echo 0; fi; }
 
+# stale_base FILE NAME: 1 when the complete stage's export_info.json (FILE) records a local base model whose
+# files have changed since (e.g. the tiny base rebuilt by another run: a seed's SFT adapter would sit on new weights).
+stale_base() {
+    local file="$1" name="$2"
+    if [[ ! -f "$file" ]]; then echo 0; return; fi
+    if "$PYTHON" - "$file" <<'CHECK'
+import json, sys
+from pathlib import Path
+
+from common.provenance import MODEL_FILE_SUFFIXES, files_sha256
+
+source = (json.loads(Path(sys.argv[1]).read_text()).get("provenance") or {}).get("model") or {}
+path, recorded = source.get("path"), source.get("sha256")
+sys.exit(3 if path and recorded and Path(path).exists() and files_sha256(path, MODEL_FILE_SUFFIXES) != recorded else 0)
+CHECK
+    then echo 0; else
+        if [[ $? -eq 3 ]]; then
+            echo "[pipeline] $name was trained on an earlier version of its base model: redoing it" >&2
+        else  # redoing a stage costs time; keeping one trained on other weights would cost the results
+            echo "[pipeline] could not compare $name's base model with the one recorded in $file: redoing it" >&2
+        fi
+        echo 1
+    fi
+}
+
 # stale_precision FILE NAME: 1 when --precision P was given and the complete stage's record (FILE, a JSON with a
 # "precision" entry such as "bf16-mixed (CPU with native bf16: AVX512_BF16)") says it ran in another one.
 stale_precision() {
@@ -160,7 +185,8 @@ JUDGE_CHANGED=0
 if [[ -n "$REWARD_CONFIG" ]]; then
     run_stage "reward model" "$REWARD_EXPORT (TensorBoard: $REWARD_RUN/tensorboard)" "$REWARD_EXPORT/export_info.json" \
         "$REWARD_EXPORT $REWARD_RUN $(dirname "$REWARD_LAST")" "$REWARD_LAST" \
-        "$(either "$BASE_CHANGED" "$(stale_precision "$REWARD_EXPORT/export_info.json" "the reward model")")" -- \
+        "$(either "$(either "$BASE_CHANGED" "$(stale_precision "$REWARD_EXPORT/export_info.json" "the reward model")")" \
+            "$(stale_base "$REWARD_EXPORT/export_info.json" "the reward model")")" -- \
         "$PYTHON" train.py fit --config "$REWARD_CONFIG" "${TRAIN_PRECISION[@]}"
     JUDGE_CHANGED=$RAN
 fi
@@ -170,6 +196,7 @@ REPORTED=0
 train_and_evaluate() {
     local suffix="$1" sft_config="$2" dpo_config="$3" eval_config="$4" redo
     redo=$(either "$BASE_CHANGED" "$(stale_precision "$SFT_EXPORT/export_info.json" "SFT$suffix")")
+    redo=$(either "$redo" "$(stale_base "$SFT_EXPORT/export_info.json" "SFT$suffix")")
     run_stage "SFT$suffix" "$SFT_EXPORT (TensorBoard: $SFT_RUN/tensorboard)" "$SFT_EXPORT/export_info.json" \
         "$SFT_EXPORT $SFT_RUN $(dirname "$SFT_LAST")" "$SFT_LAST" "$redo" -- \
         "$PYTHON" train.py fit --config "$sft_config" "${TRAIN_PRECISION[@]}"

@@ -343,3 +343,22 @@ def test_only_the_stage_in_another_precision_and_the_ones_after_it_are_redone(pr
     assert result.returncode == 0, result.stderr
     states = stage_states(result.stdout)
     assert [states[name] for name in TINY_STAGES] == ["skipped", "skipped", "skipped", "running", "running", "running"]
+
+
+def test_a_seed_trained_on_an_earlier_base_is_redone_and_a_current_one_kept(project):
+    from common.provenance import MODEL_FILE_SUFFIXES, files_sha256
+
+    assert pipeline(project, "tiny", "--seeds", "0", "1").returncode == 0
+    base = project / "artifacts" / "tiny-base"
+    current = files_sha256(base, MODEL_FILE_SUFFIXES)
+    for seed, sha256 in ((0, current), (1, "0" * 64)):  # seed 1: trained before the base was rebuilt
+        info = project / "outputs" / "tiny" / f"seed{seed}" / "sft" / "export_info.json"
+        record = {"provenance": {"model": {"path": "artifacts/tiny-base", "sha256": sha256}}}
+        info.write_text(json.dumps(record))
+    calls(project)
+    result = pipeline(project, "tiny", "--seeds", "0", "1")
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert all(states[f"{n} (seed 0)"] == "skipped" for n in SEED_STAGES)
+    assert all(states[f"{n} (seed 1)"] == "running" for n in SEED_STAGES)
+    assert "SFT (seed 1) was trained on an earlier version of its base model: redoing it" in result.stderr
