@@ -13,6 +13,8 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.core.saving import save_hparams_to_yaml
+from torch import nn
+from torchmetrics import MeanMetric
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -190,6 +192,33 @@ class CausalLMModule(L.LightningModule):
             num_rows=num_examples(batch),
         )
 
+    def add_running_means(self, names: tuple[str, ...]) -> None:
+        """One weighted running mean per logged metric and stage (``train_metrics``, ``val_metrics``).
+
+        ("train" cannot be a ModuleDict key: it is ``nn.Module.train``.)
+        """
+        self.train_metrics = nn.ModuleDict({metric_key(name): MeanMetric() for name in names})
+        self.val_metrics = nn.ModuleDict({metric_key(name): MeanMetric() for name in names})
+
+    def log_running_means(self, values: dict[str, torch.Tensor], stage: str, batch_size: int) -> None:
+        """Log ``values`` as ``<stage>/<name>``, weighted by ``batch_size``: per step in training, per epoch in
+        validation; ``loss`` also on the progress bar."""
+        training = stage == "train"
+        for name, value in values.items():
+            metric = (self.train_metrics if training else self.val_metrics)[metric_key(name)]
+            if training:
+                metric(value, weight=batch_size)  # forward: updates the running mean and gives the step's value
+            else:
+                metric.update(value, weight=batch_size)
+            self.log(
+                f"{stage}/{name}",
+                metric,
+                on_step=training,
+                on_epoch=not training,
+                prog_bar=name == "loss",
+                batch_size=batch_size,
+            )
+
     def configure_optimizers(self) -> dict:
         config = configure_adamw(self, self.optimizer_settings, int(self.trainer.estimated_stepping_batches))
         # The fused AdamW kernel updates all tensors in one pass; torch's default on CPU is a loop over tensors,
@@ -265,6 +294,11 @@ class CausalLMModule(L.LightningModule):
             for item in (folder / adapter).iterdir():
                 os.replace(item, folder / item.name)
             (folder / adapter).rmdir()
+
+
+def metric_key(metric_name: str) -> str:
+    """``rewards/chosen`` -> ``rewards_chosen`` (ModuleDict keys cannot hold a slash)."""
+    return metric_name.replace("/", "_")
 
 
 def settings_dict(settings) -> dict | None:

@@ -10,7 +10,6 @@ from typing import Literal
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
-from torchmetrics import MeanMetric
 
 from common.precision import resolve_dtype
 from common.provenance import describe
@@ -152,9 +151,7 @@ class DPOModule(CausalLMModule):
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.model = self._add_dpo_weights(policy, lora)
         self.model.train()
-        # One running mean per logged metric and stage ("train" cannot be a ModuleDict key: nn.Module.train).
-        self.train_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
-        self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
+        self.add_running_means(METRICS)
 
     def _add_dpo_weights(self, policy: nn.Module, lora: LoraSettings | None) -> nn.Module:
         if lora is None:
@@ -256,16 +253,7 @@ class DPOModule(CausalLMModule):
             "logits/chosen": policy.mean_logits[chosen].mean(),
             "logits/rejected": policy.mean_logits[rejected].mean(),
         }
-        for name, value in values.items():
-            metric = (self.train_metrics if stage == "train" else self.val_metrics)[_key(name)]
-            if stage == "train":
-                metric(value, weight=pairs)
-                self.log(
-                    f"train/{name}", metric, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=pairs
-                )
-            else:
-                metric.update(value, weight=pairs)
-                self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss", batch_size=pairs)
+        self.log_running_means(values, stage, pairs)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -330,8 +318,3 @@ class DPOModule(CausalLMModule):
         self.model.train(was_training)
         reference_cache.save_atomically({"chosen": chosen, "rejected": rejected}, path)
         rank_zero_info(f"[reference] {split}: saved {path}")
-
-
-def _key(metric_name: str) -> str:
-    """``rewards/chosen`` -> ``rewards_chosen`` (ModuleDict keys cannot hold a slash)."""
-    return metric_name.replace("/", "_")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchmetrics import MeanMetric
 
 from common.precision import resolve_dtype
 from common.provenance import describe, resolve_revision
@@ -147,9 +146,7 @@ class RewardModule(CausalLMModule):
         self.model = model
         # from_pretrained returns the model in eval mode and Lightning keeps each submodule's mode.
         self.model.train()
-        # One running mean per logged metric and stage ("train" cannot be a ModuleDict key: nn.Module.train).
-        self.train_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
-        self.val_metrics = nn.ModuleDict({_key(name): MeanMetric() for name in METRICS})
+        self.add_running_means(METRICS)
 
     def rewards(self, batch: dict) -> torch.Tensor:
         """``(R,)`` fp32 reward of every example of the batch, in order (preference batches: chosen rows first)."""
@@ -180,16 +177,7 @@ class RewardModule(CausalLMModule):
             "rewards/accuracies": (chosen > rejected).float().mean(),
             "rewards/margins": (chosen - rejected).mean(),
         }
-        for name, value in values.items():
-            metric = (self.train_metrics if stage == "train" else self.val_metrics)[_key(name)]
-            if stage == "train":
-                metric(value, weight=pairs)
-                self.log(
-                    f"train/{name}", metric, on_step=True, on_epoch=False, prog_bar=name == "loss", batch_size=pairs
-                )
-            else:
-                metric.update(value, weight=pairs)
-                self.log(f"val/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "loss", batch_size=pairs)
+        self.log_running_means(values, stage, pairs)
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -226,8 +214,3 @@ class RewardModule(CausalLMModule):
         """The full classifier; with LoRA, a merged copy (the module keeps its adapter, e.g. to go on training)."""
         model = copy.deepcopy(self.model).merge_and_unload() if self.uses_lora else self.model
         model.save_pretrained(folder, safe_serialization=True)
-
-
-def _key(metric_name: str) -> str:
-    """``rewards/chosen`` -> ``rewards_chosen`` (ModuleDict keys cannot hold a slash)."""
-    return metric_name.replace("/", "_")
