@@ -22,7 +22,7 @@ from transformers import (
 )
 
 from common.precision import AUTO, DTYPES, resolve_dtype
-from common.provenance import is_local
+from common.provenance import describe, is_local, resolve_revision
 
 
 @dataclass
@@ -66,9 +66,7 @@ def load_tokenizer(
     """Load a tokenizer (at ``revision`` for a Hub id); give it a pad token (EOS, as Mistral has none) when it
     lacks one."""
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, revision=revision
-        )
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
     except Exception as error:
         raise ModelLoadError(
             f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})"
@@ -217,6 +215,21 @@ def load_causal_lm(
         # and norms are 262M weights, +0.5 GB in fp32 over bf16, beside ~3.6 GB of 4-bit layers. Under
         # `32-true` it would change nothing.
     return model
+
+
+def load_trainable_base(
+    model_name_or_path: str, revision: str | None, **load_kwargs
+) -> tuple[PreTrainedModel, str | None, dict]:
+    """:func:`load_causal_lm` at one commit: the revision is resolved once, loaded, and recorded.
+
+    Returns:
+        ``(model, commit, provenance)``: the commit actually loaded (offline, the cached snapshot's, which
+        transformers records on the config) and its :func:`common.provenance.describe` record.
+    """
+    commit = resolve_revision(model_name_or_path, revision, "model")
+    model = load_causal_lm(model_name_or_path, revision=commit, **load_kwargs)
+    commit = getattr(model.config, "_commit_hash", None) or commit
+    return model, commit, describe(model_name_or_path, revision, commit, "model")
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "default", task_type: str = "CAUSAL_LM"):

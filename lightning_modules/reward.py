@@ -10,9 +10,8 @@ import torch
 from torch import nn
 
 from common.precision import resolve_dtype
-from common.provenance import describe, resolve_revision
 from lightning_modules.causal_lm import CausalLMModule, num_examples, use_packed_sdpa
-from lightning_modules.loading import LoraSettings, ModelLoadError, add_lora, load_causal_lm, load_tokenizer
+from lightning_modules.loading import LoraSettings, ModelLoadError, add_lora, load_tokenizer, load_trainable_base
 from lightning_modules.losses import bradley_terry_loss
 from lightning_modules.optim import OptimizerSettings
 
@@ -117,18 +116,15 @@ class RewardModule(CausalLMModule):
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        commit = resolve_revision(model_name_or_path, revision, "model")
-        model = load_causal_lm(
+        model, self.commit, source = load_trainable_base(
             model_name_or_path,
+            revision,
             dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
-            revision=commit,
             num_labels=1,
         )
-        # Offline, the commit is the cached snapshot's (transformers records it on the config).
-        self.commit = getattr(model.config, "_commit_hash", None) or commit
-        self.provenance = {"model": describe(model_name_or_path, revision, self.commit, "model")}
+        self.provenance = {"model": source}
         tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code, revision=self.commit)
         self.pad_token = reward_pad_token(tokenizer)
         # What the export declares, so Hugging Face's own forward scores the same token as rewards() does.

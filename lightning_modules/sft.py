@@ -6,9 +6,8 @@ import torch
 from torchmetrics import MeanMetric
 
 from common.precision import resolve_dtype
-from common.provenance import describe, resolve_revision
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.loading import LoraSettings, add_lora, load_causal_lm
+from lightning_modules.loading import LoraSettings, add_lora, load_trainable_base
 from lightning_modules.losses import sft_loss
 from lightning_modules.optim import OptimizerSettings
 
@@ -53,18 +52,15 @@ class SFTModule(CausalLMModule):
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        commit = resolve_revision(model_name_or_path, revision, "model")
-        model = load_causal_lm(
+        model, _, source = load_trainable_base(
             model_name_or_path,
+            revision,
             dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
             load_in_4bit=load_in_4bit,
-            revision=commit,
         )
-        # Offline, the commit is the cached snapshot's (transformers records it on the config).
-        commit = getattr(model.config, "_commit_hash", None) or commit
-        self.provenance = {"model": describe(model_name_or_path, revision, commit, "model")}
+        self.provenance = {"model": source}
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
