@@ -135,6 +135,7 @@ class MemoryPlan:
         notes: one line per assumption worth reading next to the figures.
         activations_checkpointed / activations_full: saved activations with and without gradient
             checkpointing, whichever the config uses (both shown).
+        moments: what each candidate moment of the step adds (``step`` is the largest).
     """
 
     persistent: dict[str, int]
@@ -146,6 +147,7 @@ class MemoryPlan:
     batch: Batch
     dtypes: Dtypes
     device: Device
+    moments: dict[str, dict[str, int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -350,5 +352,6 @@ def plan_memory(
         batch=batch,
         dtypes=dtypes,
         device=device,
+        moments=moments,
         notes=notes,
     )
