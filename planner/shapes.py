@@ -177,7 +177,7 @@ def resolve_model(settings: RunSettings, model_config: str | Path | None = None)
             continue
         cached = _hub_config(name)
         if cached is not None:
-            chain[-1] += f" ({cached})"
+            chain[-1] += f" ({_display(cached)})"
             return ResolvedModel(read_architecture(cached), _describe(chain), sft_adapter)
         break
     raise PlanError(
@@ -198,6 +198,14 @@ def read_architecture(path: Path) -> Architecture:
     if not isinstance(config, dict):
         raise PlanError(f"--model-config {path}: not a model config (a JSON object).")
     return Architecture.from_config(config, str(path))
+
+
+def _display(path: Path) -> str:
+    """``path`` relative to the working folder when it lies under it (shorter, and the same on every clone)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _describe(chain: list[str]) -> str:
