@@ -147,9 +147,8 @@ def resolve_model(settings: RunSettings, model_config: str | Path | None = None)
     sft_adapter = None
     if model_config is not None:
         path = Path(model_config)
-        resolved = ResolvedModel(read_architecture(path), f"{path} (--model-config)")
-        sft_adapter = _sft_adapter_of(settings.model, settings.config_path.parent)
-        return ResolvedModel(resolved.architecture, resolved.source, sft_adapter)
+        adapter = _sft_adapter_of(settings.model, settings.config_path.parent)
+        return ResolvedModel(read_architecture(path), f"{path} (--model-config)", adapter)
     chain: list[str] = []
     name = settings.model
     search_dir = settings.config_path.parent

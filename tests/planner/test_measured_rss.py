@@ -7,7 +7,7 @@ Measured in a subprocess of its own (rss_probe.py): the peak RSS of the steps mi
 was loaded.
 
 Measured on the 2-core AMD EPYC (Zen 3, AVX2), fp32: planned 4.32 GB; with glibc's default allocator the
-increase was 5.21-5.36 GB (the planner 17-19 % below: glibc keeps freed blocks under its growing mmap
+increase was 5.21-5.52 GB in three runs (the planner 17-22 % below: glibc keeps freed blocks under its growing mmap
 threshold, ~1.2 GB still held after the steps); with ``MALLOC_MMAP_THRESHOLD_=65536`` (freed blocks go back
 to the kernel, so RSS follows live tensors) it was 4.52 GB, the planner 4 % below.
 """
