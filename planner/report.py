@@ -1,0 +1,106 @@
+"""The plan as text for a person, or as a dict for a script (``--json``)."""
+
+from __future__ import annotations
+
+from planner.memory import Dtypes, MemoryPlan
+from planner.settings import RunSettings
+from planner.shapes import ResolvedModel
+from planner.timing import TimePlan
+
+GB = 10**9
+
+
+def gb(value: float) -> str:
+    return f"{value / GB:7.2f} GB"
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def as_text(settings: RunSettings, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> str:
+    arch, dtypes, batch = model.architecture, memory.dtypes, memory.batch
+    lines = [
+        f"plan: {settings.config_path} ({settings.stage}) on {memory.device.name}",
+        f"model: {model.source}",
+        f"  {arch.total_params / 1e9:.2f}B weights: {arch.layers} layers, hidden {arch.hidden}, MLP "
+        f"{arch.intermediate}, {arch.heads} query / {arch.kv_heads} key-value heads of {arch.head_dim}, "
+        f"vocabulary {arch.vocab}",
+        f"precision: {dtypes.precision}; weights {_weights(settings, dtypes)}; "
+        f"{_training(settings)}",
+        f"batch (worst case): {batch.rows} rows x {settings.max_length} tokens = {batch.tokens} tokens, "
+        f"{batch.response_positions} response positions; gradient checkpointing "
+        f"{'on' if settings.gradient_checkpointing else 'off'}",
+        "",
+        f"peak memory per device (at: {memory.peak_moment})",
+    ]
+    for name, value in {**memory.persistent, **memory.step}.items():
+        lines.append(f"  {name:<40} {gb(value)}")
+    for name, value in memory.overhead.items():
+        lines.append(f"  {name + ' (overhead)':<40} {gb(value)}")
+    lines.append(f"  {'total':<40} {gb(memory.peak_bytes)}")
+    lines.append(
+        f"  activations: {memory.activations_checkpointed / GB:.2f} GB with gradient checkpointing, "
+        f"{memory.activations_full / GB:.2f} GB without"
+    )
+    lines.extend(f"  note: {note}" for note in memory.notes)
+    verdict = "fits" if memory.fits else "does not fit"
+    lines.append(f"{verdict} in {memory.device.memory_bytes / GB:g} GB")
+    if time is not None:
+        lines += ["", *time_lines(time)]
+    return "\n".join(lines)
+
+
+def time_lines(time: TimePlan) -> list[str]:
+    lines = [
+        f"time at MFU {time.mfu:.0%} of {time.peak_flops / 1e12:g} TFLOP/s dense bf16 x {time.devices} device(s):",
+        f"  {time.train_rows} training rows, {time.val_rows} validation rows, {time.validations} validations; "
+        f"{time.row_tokens:.0f} tokens per row ({time.response_share:.0%} response)",
+    ]
+    for stage in time.stages:
+        lines.append(
+            f"  {stage.name:<36} {stage.tokens / 1e6:8.2f} M tokens {stage.flops:9.3g} FLOP {hours(stage.seconds):>9}"
+        )
+    lines.append(f"  {'total':<36} {hours(time.seconds):>38}")
+    lines.append(f"  mean tokens from: {time.source}")
+    return lines
+
+
+def as_dict(settings: RunSettings, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> dict:
+    """The plan for scripts: bytes, the verdict, seconds per stage."""
+    return {
+        "config": str(settings.config_path),
+        "stage": settings.stage,
+        "device": memory.device.name,
+        "model_source": model.source,
+        "precision": memory.dtypes.precision.precision,
+        "peak_bytes": memory.peak_bytes,
+        "allocated_bytes": memory.allocated_bytes,
+        "memory_bytes": memory.device.memory_bytes,
+        "fits": memory.fits,
+        "peak_moment": memory.peak_moment,
+        "breakdown": {**memory.persistent, **memory.step},
+        "overhead": memory.overhead,
+        "activations_checkpointed_bytes": memory.activations_checkpointed,
+        "activations_full_bytes": memory.activations_full,
+        "batch_tokens": memory.batch.tokens,
+        "response_positions": memory.batch.response_positions,
+        "stage_seconds": {stage.name: stage.seconds for stage in time.stages} if time else {},
+        "total_seconds": time.seconds if time else None,
+        "tokens_per_row": time.row_tokens if time else None,
+        "mfu": time.mfu if time else None,
+    }
+
+
+def _weights(settings: RunSettings, dtypes: Dtypes) -> str:
+    if settings.load_in_4bit:
+        return f"4-bit NF4 (double quantisation), embeddings, head and norms in {dtypes.precision.compute_dtype}"
+    return {4: "float32", 2: dtypes.precision.compute_dtype}[dtypes.base_bytes]
+
+
+def _training(settings: RunSettings) -> str:
+    if settings.lora is None:
+        return "full fine-tuning"
+    lora = settings.lora
+    extra = f"; reference: {settings.reference}" if settings.stage == "dpo" else ""
+    return f"LoRA r={lora.r} on {', '.join(lora.target_modules)} (dropout {lora.dropout}){extra}"

@@ -1,0 +1,221 @@
+"""What the planner needs from a training config: read the YAML, apply ``--set`` overrides, pick out the settings.
+
+Only the keys that change memory or time are read; their defaults are the constructors' own
+(``SFTModule``, ``DPOModule``, ``RewardModule``, ``LoraSettings``, the DataModules, ``StudyTrainer``), so a
+config that leaves a key out is planned as it would run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""``LoraSettings.target_modules``' default (lightning_modules/loading.py)."""
+
+
+class PlanError(ValueError):
+    """A config, override or model config the planner cannot use; the message says what to pass instead."""
+
+
+@dataclass(frozen=True)
+class Lora:
+    """The LoRA adapter's shape (``model.init_args.lora``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of one training run that decide its memory and time.
+
+    Attributes:
+        config_path: the YAML read.
+        stage: ``sft``, ``dpo`` or ``reward`` (from ``model.class_path``).
+        model: ``model.init_args.model_name_or_path``.
+        lora: the trained adapter, or ``None`` for full fine-tuning.
+        dtype: ``model.init_args.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``).
+        load_in_4bit: QLoRA base.
+        gradient_checkpointing: recompute each decoder layer in the backward pass.
+        reference: DPO only: ``separate``, ``adapter`` or ``precomputed``.
+        merge_sft_adapter: DPO only: ``None`` means merged unless 4-bit (``DPOModule``'s rule).
+        precision: ``trainer.precision`` (``auto`` or a Lightning name).
+        devices: ``trainer.devices`` (GPUs per run).
+        fsdp: the strategy is FSDP (weights, gradients and optimiser states sharded over ``devices``).
+        max_epochs: ``trainer.max_epochs``.
+        accumulate_grad_batches: ``trainer.accumulate_grad_batches``.
+        val_check_interval: ``trainer.val_check_interval`` (a share of an epoch, or a number of batches).
+        batch_size: ``data.init_args.batch_size`` (examples, or pairs for preference data).
+        max_length: tokens per row, prompt included.
+        max_prompt_length: preference data: prompt tokens kept.
+        pack: rows packed into one ``(1, N)`` row, padding-free.
+        train_files: the training data (a Hub id or local files).
+        split / val_split: preference data's Hub splits.
+        num_examples / val_fraction / num_val_examples: how many rows are kept.
+    """
+
+    config_path: Path
+    stage: str
+    model: str
+    lora: Lora | None
+    dtype: str = "float32"
+    load_in_4bit: bool = False
+    gradient_checkpointing: bool = False
+    reference: str = "precomputed"
+    merge_sft_adapter: bool | None = None
+    precision: str = "auto"
+    devices: int = 1
+    fsdp: bool = False
+    max_epochs: int = 1
+    accumulate_grad_batches: int = 1
+    val_check_interval: float | int = 1.0
+    batch_size: int = 8
+    max_length: int = 1024
+    max_prompt_length: int = 512
+    pack: bool = False
+    train_files: tuple[str, ...] = ()
+    val_files: tuple[str, ...] = ()
+    split: str = "train_prefs"
+    val_split: str = "test_prefs"
+    num_examples: int | None = None
+    val_fraction: float = 0.05
+    num_val_examples: int | None = None
+    raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def rows_per_example(self) -> int:
+        """Rows in the forward pass per example: a preference pair is a chosen and a rejected row."""
+        return 1 if self.stage == "sft" else 2
+
+    @property
+    def stacked_sft_adapter(self) -> bool:
+        """DPO keeps the SFT LoRA as a frozen stacked adapter (``DPOModule``: ``false``, or unset with 4-bit)."""
+        if self.stage != "dpo":
+            return False
+        return self.merge_sft_adapter is False or (self.merge_sft_adapter is None and self.load_in_4bit)
+
+
+STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "RewardModule": "reward"}
+
+
+def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The YAML at ``path`` with each ``dotted.key=value`` of ``overrides`` applied (values parsed as YAML)."""
+    path = Path(path)
+    try:
+        config = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise PlanError(f"--config {path}: cannot be read ({error.strerror}).") from None
+    except yaml.YAMLError as error:
+        raise PlanError(f"--config {path}: not valid YAML ({error}).") from None
+    if not isinstance(config, dict) or "model" not in config or "trainer" not in config:
+        raise PlanError(f"--config {path}: not a training config (no trainer: and model: sections).")
+    for override in overrides:
+        apply_override(config, override)
+    return config
+
+
+def apply_override(config: dict, override: str) -> None:
+    """Set one ``dotted.key=value`` in ``config``: every key but the last must exist already."""
+    key, sep, text = override.partition("=")
+    if not sep or not key:
+        raise PlanError(f"--set {override!r}: expected dotted.key=value, e.g. model.init_args.load_in_4bit=true.")
+    *parents, leaf = key.split(".")
+    node = config
+    for depth, part in enumerate(parents):
+        if not isinstance(node, dict) or not isinstance(node.get(part), dict):
+            where = ".".join(parents[: depth + 1])
+            raise PlanError(f"--set {override!r}: the config has no section {where}.")
+        node = node[part]
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise PlanError(f"--set {override!r}: the value is not valid YAML ({error}).") from None
+
+
+def parse_settings(config: dict, config_path: str | Path) -> RunSettings:
+    """Pick the settings of :class:`RunSettings` out of a (possibly overridden) training config."""
+    model_section = config["model"]
+    class_name = str(model_section.get("class_path", "")).rsplit(".", 1)[-1]
+    stage = STAGES.get(class_name)
+    if stage is None:
+        raise PlanError(
+            f"{config_path}: model.class_path {model_section.get('class_path')!r} is not one the planner knows "
+            f"({', '.join(STAGES)})."
+        )
+    model = model_section.get("init_args") or {}
+    trainer = config["trainer"]
+    data = (config.get("data") or {}).get("init_args") or {}
+    if "model_name_or_path" not in model:
+        raise PlanError(f"{config_path}: model.init_args.model_name_or_path is not set.")
+    strategy = trainer.get("strategy")
+    strategy_name = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
+    devices = trainer.get("devices", 1)
+    if not isinstance(devices, int):
+        raise PlanError(f"{config_path}: trainer.devices {devices!r}: the planner needs a number of devices.")
+    return RunSettings(
+        config_path=Path(config_path),
+        stage=stage,
+        model=str(model["model_name_or_path"]),
+        lora=parse_lora(model.get("lora")),
+        dtype=str(model.get("dtype", "float32")),
+        load_in_4bit=bool(model.get("load_in_4bit", False)),
+        gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
+        reference=str(model.get("reference", "precomputed")),
+        merge_sft_adapter=model.get("merge_sft_adapter"),
+        precision=str(trainer.get("precision", "auto")),
+        devices=devices,
+        fsdp="fsdp" in strategy_name.lower(),
+        max_epochs=int(trainer.get("max_epochs", 1)),
+        accumulate_grad_batches=int(trainer.get("accumulate_grad_batches", 1)),
+        val_check_interval=trainer.get("val_check_interval", 1.0),
+        batch_size=int(data.get("batch_size", 8)),
+        max_length=int(data.get("max_length", 1024)),
+        max_prompt_length=int(data.get("max_prompt_length", 512)),
+        pack=bool(data.get("pack", False)),
+        train_files=as_tuple(data.get("train_files")),
+        val_files=as_tuple(data.get("val_files")),
+        split=str(data.get("split", "train_prefs")),
+        val_split=str(data.get("val_split", "test_prefs")),
+        num_examples=data.get("num_examples"),
+        val_fraction=float(data.get("val_fraction", 0.05)),
+        num_val_examples=data.get("num_val_examples"),
+        raw=config,
+    )
+
+
+def parse_lora(section: Any) -> Lora | None:
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise PlanError(f"model.init_args.lora: expected a mapping or null, got {section!r}.")
+    return Lora(
+        r=int(section.get("r", 16)),
+        alpha=int(section.get("alpha", 32)),
+        dropout=float(section.get("dropout", 0.05)),
+        target_modules=tuple(section.get("target_modules") or DEFAULT_TARGETS),
+    )
+
+
+def as_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(item) for item in value)
+
+
+def load_settings(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunSettings:
+    """:func:`read_config` then :func:`parse_settings`."""
+    return parse_settings(read_config(path, overrides), path)
+
+
+def export_dir(config: dict) -> str | None:
+    """Where a training config's ``HFExportCallback`` writes its export (``None``: it has none)."""
+    for callback in (config.get("trainer") or {}).get("callbacks") or []:
+        if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("HFExportCallback"):
+            return (callback.get("init_args") or {}).get("dirpath")
+    return None

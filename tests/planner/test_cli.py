@@ -1,0 +1,130 @@
+"""``python -m planner plan``: configs and overrides read, the model followed, time by hand, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from planner.__main__ import main
+from planner.settings import PlanError, load_settings
+from planner.shapes import resolve_model
+from planner.timing import plan_time
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_plan(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["plan", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_dpo_config_follows_the_sft_export_to_mistral(monkeypatch):
+    monkeypatch.chdir(REPO)
+    settings = load_settings("configs/dpo.yaml", ["model.init_args.load_in_4bit=true"])
+    model = resolve_model(settings)
+    assert "configs/sft.yaml" in model.source and "mistral-7b-v0.1.json" in model.source
+    arch = model.architecture
+    assert (arch.hidden, arch.intermediate, arch.layers, arch.heads, arch.kv_heads, arch.head_dim, arch.vocab) == (
+        4096, 14336, 32, 32, 8, 128, 32000,
+    )
+    assert arch.total_params == 7_241_732_096  # Mistral-7B-v0.1's published count
+    assert settings.load_in_4bit and settings.stacked_sft_adapter
+    assert model.sft_adapter.r == 16  # from configs/sft.yaml's lora
+
+
+def test_study_qlora_dpo_fits_in_24_gb(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    code, out, _ = run_plan(
+        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load_in_4bit=true",
+        "--gpu-memory-gb", "24", "--json",
+    )
+    plan = json.loads(out)
+    assert code == 0 and plan["fits"] and plan["peak_bytes"] < 24e9
+    assert plan["breakdown"]["base weights"] < 4.5e9  # 7B in NF4, not 14.5 GB of bf16
+    assert set(plan["stage_seconds"]) == {"training", "validation", "reference pass (precomputed, once)"}
+
+
+def test_text_output_says_fits_or_not(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    _, fits, _ = run_plan(capsys, "--config", "configs/sft.yaml", "--gpu", "A100")
+    _, too_small, _ = run_plan(capsys, "--config", "configs/sft.yaml", "--gpu-memory-gb", "12")
+    assert "fits in 80 GB" in fits and "does not fit in 12 GB" in too_small
+
+
+def test_every_training_config_plans(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    model_config = str(REPO / "configs/models/mistral-7b-v0.1.json")
+    tiny = [str(path) for path in REPO.glob("configs/tiny/*.yaml") if path.name != "evaluate.yaml"]
+    for config in ("configs/sft.yaml", "configs/dpo.yaml", "configs/sft_fsdp.yaml", *tiny):
+        code, out, err = run_plan(capsys, "--config", config, "--model-config", model_config, "--mean-tokens", "200")
+        assert code == 0, err
+        assert "peak memory per device" in out
+
+
+def test_fsdp_shards_weights_over_devices(monkeypatch, capsys):
+    monkeypatch.chdir(REPO)
+    _, out, _ = run_plan(capsys, "--config", "configs/sft_fsdp.yaml", "--json")
+    plan = json.loads(out)
+    # fp32 weights (dtype: float32) of 7.24B over 4 GPUs
+    assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 4 / 4, rel=1e-6)
+
+
+def test_time_by_hand(monkeypatch):
+    """LoRA SFT with checkpointing: per token 6N (forward, activation gradients, recomputation) + the head at
+    response positions (forward and backward) + attention (forward twice, backward twice) + adapters (forward
+    twice, activation and weight gradients)."""
+    monkeypatch.chdir(REPO)
+    settings = load_settings("configs/sft.yaml")
+    arch = resolve_model(settings).architecture
+    time = plan_time(arch, settings, peak_flops=1e15, mfu=0.5)
+    s, rho = time.row_tokens, time.response_share
+    assert (s, round(rho, 3)) == (232, round(162 / 232, 3))
+    attention = 2 * 32 * 4096 * s
+    lora = arch.lora_params(settings.lora)
+    per_token = 6 * arch.body_linear_params + 4 * rho * arch.head_params + 4 * attention + 8 * lora
+    tokens = 9500 * 3 * s  # 10,000 rows less 5 % validation, 3 epochs
+    training = time.stages[0]
+    assert training.tokens == tokens
+    assert training.flops == pytest.approx(tokens * per_token, rel=1e-9)
+    assert training.seconds == pytest.approx(tokens * per_token / 5e14, rel=1e-9)
+    assert time.validations == 12 and time.stages[1].tokens == 500 * s * 12
+
+
+def test_precomputed_reference_is_one_forward_over_the_data(monkeypatch):
+    monkeypatch.chdir(REPO)
+    settings = load_settings("configs/dpo.yaml")
+    time = plan_time(resolve_model(settings).architecture, settings, peak_flops=1e15, mfu=0.5)
+    reference = time.stages[2]
+    assert reference.tokens == (61_135 + 1_000) * 2 * time.row_tokens  # chosen and rejected rows, train + val
+
+
+def test_unknown_model_is_one_error_line(tmp_path, capsys):
+    config = yaml.safe_load((REPO / "configs/dpo.yaml").read_text())
+    config["model"]["init_args"]["model_name_or_path"] = str(tmp_path / "no-such-export")
+    path = tmp_path / "dpo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    code, out, err = run_plan(capsys, "--config", str(path))
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--model-config" in err
+
+
+def test_bad_override_is_one_error_line(capsys):
+    code, _, err = run_plan(capsys, "--config", str(REPO / "configs/sft.yaml"), "--set", "model.nope.r=4")
+    assert code == 2 and err == "error: --set 'model.nope.r=4': the config has no section model.nope.\n"
+    with pytest.raises(PlanError, match="expected dotted.key=value"):
+        load_settings(REPO / "configs/sft.yaml", ["load_in_4bit"])
+
+
+def test_module_entry_point_without_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "planner", "plan", "--config", str(tmp_path / "missing.yaml")],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: --config") and result.stderr.count("\n") == 1
