@@ -42,10 +42,16 @@ def test_study_qlora_dpo_fits_in_24_gb(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     code, out, _ = run_plan(
         capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load_in_4bit=true",
-        "--gpu-memory-gb", "24", "--json",
+        "--set", "model.init_args.gradient_checkpointing=true", "--gpu-memory-gb", "24", "--json",
     )
     plan = json.loads(out)
     assert code == 0 and plan["fits"] and plan["peak_bytes"] < 24e9
+    # configs/dpo.yaml turns checkpointing off for one 80 GB H100: QLoRA on 24 GB needs it back on
+    _, without, _ = run_plan(
+        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load_in_4bit=true",
+        "--gpu-memory-gb", "24", "--json",
+    )
+    assert not json.loads(without)["fits"]
     assert plan["breakdown"]["base weights"] < 4.5e9  # 7B in NF4, not 14.5 GB of bf16
     assert set(plan["stage_seconds"]) == {"training", "validation", "reference pass (precomputed, once)"}
 
@@ -80,7 +86,7 @@ def test_time_by_hand(monkeypatch):
     response positions (forward and backward) + attention (forward twice, backward twice) + adapters (forward
     twice, activation and weight gradients)."""
     monkeypatch.chdir(REPO)
-    settings = load_settings("configs/sft.yaml")
+    settings = load_settings("configs/sft.yaml", ["model.init_args.gradient_checkpointing=true"])
     arch = resolve_model(settings).architecture
     time = plan_time(arch, settings, peak_flops=1e15, mfu=0.5)
     s, rho = time.row_tokens, time.response_share
