@@ -6,9 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a NaN / Inf loss or gradient, or the weights themselves diverged."""
+from common.errors import NonFiniteLossError
 
 
 class NaNGuard(L.Callback):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lightning_modules.losses import IGNORE_INDEX
+from common.constants import IGNORE_INDEX
 
 
 def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Literal
 
+from common.constants import IGNORE_INDEX
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import SFTCollator
 from datamodules.sources import (
@@ -24,7 +25,6 @@ from datamodules.templates import (
     encode_response,
     format_prompt,
 )
-from lightning_modules.losses import IGNORE_INDEX
 
 AssistantTurns = Literal["last", "all"]
 NOT_PREFIX_CONSISTENT = (

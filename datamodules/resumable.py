@@ -20,17 +20,10 @@ from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
+from common.distributed import world
 from datamodules.sampling import LengthGroupedSampler
-
-
-def world() -> tuple[int, int]:
-    """``(world_size, rank)`` of the default process group, ``(1, 0)`` outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 class ResumableBatches(Sampler[list[int]]):

@@ -2,37 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
+from common.atomic import atomic_write_text
+from common.jsonl import jsonl_text
 from evaluation.suite import PRETRAIN_FILE, TinySuite
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``.
-
-    The rename is atomic on one file system, which is why the temporary file lives in the same
-    folder. The folder is created if needed.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="\n") as file:
-            file.write(text)
-        # mkstemp makes the file private (0600); give it the mode a plain open() would.
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def jsonl_text(rows: list[dict[str, Any]]) -> str:
-    """One JSON object per line, non-ASCII kept as is, keys in their given order."""
-    return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
 
 def corpus_text(documents: list[str]) -> str:
@@ -57,9 +31,3 @@ def write_suite(suite: TinySuite, out_dir: Path) -> list[Path]:
     atomic_write_text(paths[-1], corpus_text(suite.pretrain))
     return paths
 
-
-def _umask() -> int:
-    # The umask can only be read by setting it; set it straight back.
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

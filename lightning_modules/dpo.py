@@ -11,20 +11,20 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from common.atomic import atomic_torch_save
 from common.precision import resolve_dtype
 from common.provenance import describe
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
-    LoraSettings,
     add_lora,
     check_sft_export,
     load_sft_model,
 )
 from lightning_modules.losses import DPOLossType, chosen_nll_loss, dpo_loss, token_logps
-from lightning_modules.optim import OptimizerSettings
 
 ReferenceStrategy = Literal["separate", "adapter", "precomputed"]
 METRICS = (
@@ -135,15 +135,15 @@ class DPOModule(CausalLMModule):
         if export["base"] is not None:
             self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
         self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
-        load = {
-            "dtype": resolve_dtype(dtype, frozen=lora is not None),
-            "attn_implementation": attn_implementation,
-            "trust_remote_code": trust_remote_code,
-            "load_in_4bit": load_in_4bit,
-        }
-        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+        load = LoadSettings(
+            dtype=resolve_dtype(dtype, frozen=lora is not None),
+            attn_implementation=attn_implementation,
+            load_in_4bit=load_in_4bit,
+            trust_remote_code=trust_remote_code,
+        )
+        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
         if reference == "separate":
-            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
             reference_model.eval().requires_grad_(False)
             # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
             self.__dict__["reference_model"] = reference_model
@@ -162,18 +162,7 @@ class DPOModule(CausalLMModule):
             return policy
         if not self.stacked:
             return add_lora(policy, lora, adapter_name=DPO_ADAPTER)
-        from peft import LoraConfig
-
-        policy.add_adapter(
-            DPO_ADAPTER,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        policy.add_adapter(DPO_ADAPTER, lora.peft_config())
         self._activate_stack(policy)
         return policy
 
@@ -316,5 +305,5 @@ class DPOModule(CausalLMModule):
                 index = batch["pair_index"].cpu()
                 chosen[index], rejected[index] = logps[:pairs], logps[pairs:]
         self.model.train(was_training)
-        reference_cache.save_atomically({"chosen": chosen, "rejected": rejected}, path)
+        atomic_torch_save({"chosen": chosen, "rejected": rejected}, path)  # never a half-written cache
         rank_zero_info(f"[reference] {split}: saved {path}")

@@ -21,11 +21,8 @@ import argparse
 import contextlib
 import json
 import math
-import os
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from common.atomic import atomic_folder  # noqa: E402
+from common.jsonl import read_jsonl  # noqa: E402
 from common.precision import AUTO, announce, detect_hardware, resolve_precision  # noqa: E402
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
@@ -63,8 +62,7 @@ def corpus_texts(data_dir: Path) -> list[str]:
     if pretrain.is_file():
         texts += [line for line in pretrain.read_text(encoding="utf-8").splitlines() if line.strip()]
     for path in sorted(data_dir.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
+        for row in read_jsonl(path):
             for value in row.values():
                 if isinstance(value, str):
                     texts.append(value)
@@ -198,33 +196,29 @@ def build(
         pretrain(
             model, tokenizer, pretrain_texts, pretrain_steps, seq_len, batch_size, lr, seed, choice.autocast_dtype
         )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    (staging / "README.md").write_text(CARD, encoding="utf-8")
-    (staging / "build_args.json").write_text(
-        json.dumps(
-            {
-                "vocab_size": vocab_size,
-                "hidden": hidden,
-                "layers": layers,
-                "heads": heads,
-                "kv_heads": kv_heads,
-                "pretrain_steps": pretrain_steps,
-                "seq_len": seq_len,
-                "batch_size": batch_size,
-                "lr": lr,
-                "seed": seed,
-                "precision": str(choice) if pretrain_steps else None,
-                "parameters": n_params,
-            },
-            indent=2,
+    with atomic_folder(out) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(CARD, encoding="utf-8")
+        (staging / "build_args.json").write_text(
+            json.dumps(
+                {
+                    "vocab_size": vocab_size,
+                    "hidden": hidden,
+                    "layers": layers,
+                    "heads": heads,
+                    "kv_heads": kv_heads,
+                    "pretrain_steps": pretrain_steps,
+                    "seq_len": seq_len,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                    "seed": seed,
+                    "precision": str(choice) if pretrain_steps else None,
+                    "parameters": n_params,
+                },
+                indent=2,
+            )
         )
-    )
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(staging, out)
     print(f"saved the tiny base model and tokenizer to {out}")
 
 

@@ -13,12 +13,13 @@ with the same arguments rewrites identical files.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
-from evaluation.files import atomic_write_text, jsonl_text, write_suite
+from common.atomic import atomic_write_text
+from common.jsonl import jsonl_text, read_jsonl
+from evaluation.files import write_suite
 from evaluation.study_prompts import study_prompts
 from evaluation.suite import DEFAULT_FLAWED_FRACTION, PRETRAIN_FILE, SuiteSizes, generate_suite
 
@@ -48,13 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def summary(path: Path) -> str:
     """``path: N rows, S KiB, per category ...`` (documents and words for the corpus)."""
     size = f"{path.stat().st_size / 1024:.1f} KiB"
-    lines = path.read_text(encoding="utf-8").splitlines()
     if path.name == PRETRAIN_FILE:
+        lines = path.read_text(encoding="utf-8").splitlines()
         words = sum(len(line.split()) for line in lines)
         return f"{path}: {len(lines)} documents, {words} words, {size}"
-    categories = Counter(json.loads(line)["category"] for line in lines)
+    rows = read_jsonl(path)
+    categories = Counter(row["category"] for row in rows)
     per_category = ", ".join(f"{category} {count}" for category, count in sorted(categories.items()))
-    return f"{path}: {len(lines)} rows, {size} ({per_category})"
+    return f"{path}: {len(rows)} rows, {size} ({per_category})"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -48,7 +48,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from lightning_modules.loading import load_tokenizer
+    from datamodules.tokenizer import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
@@ -58,9 +58,8 @@ def tiny_sft_export(tiny_model_dir, tmp_path_factory) -> Path:
     """A LoRA SFT export of the tiny model after a few steps, as the SFT stage writes it."""
     import lightning as L
 
+    from common.settings import LoraSettings, OptimizerSettings
     from datamodules import InstructionDataModule
-    from lightning_modules.loading import LoraSettings
-    from lightning_modules.optim import OptimizerSettings
     from lightning_modules.sft import SFTModule
 
     L.seed_everything(0, verbose=False)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from common.errors import ModelLoadError
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules import PreferenceDataModule
 from lightning_modules.dpo import DPOModule
-from lightning_modules.loading import LoraSettings, ModelLoadError
-from lightning_modules.optim import OptimizerSettings
 
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
 

@@ -22,9 +22,10 @@ from torch.testing import assert_close
 from callbacks.checkpoint_io import AtomicCheckpointIO
 from callbacks.resume import RandomStateCheckpoint
 from common.precision import Hardware
+from common.settings import OptimizerSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from evaluation.scoring import HeldOutData, preference_logps, read_preference_pairs
-from evaluation.variants import VARIANTS, LoadSettings, load_variant, resolve_sources
+from evaluation.variants import VARIANTS, VariantLoadSettings, load_variant, resolve_sources
 from lightning_modules import loading
 from lightning_modules.dpo import DPOModule
 from lightning_modules.loading import (
@@ -34,7 +35,6 @@ from lightning_modules.loading import (
     check_bitsandbytes,
     load_causal_lm,
 )
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 try:
@@ -196,7 +196,7 @@ def test_merging_an_adapter_into_4bit_weights_is_refused(qlora_sft):
     with pytest.raises(ValueError, match="cannot be merged into a 4-bit base"):
         DPOModule(str(qlora_sft["export"]), lora=LORA, load_in_4bit=True, merge_sft_adapter=True)
     with pytest.raises(ValueError, match="merge_adapters: false"):
-        LoadSettings(load_in_4bit=True, merge_adapters=True)
+        VariantLoadSettings(load_in_4bit=True, merge_adapters=True)
 
 
 # ---- QLoRA SFT ----------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def test_qlora_dpo_export_reloads_as_the_evaluation_loads_it(qlora_dpo, qlora_sf
     run = qlora_dpo[strategy]
     assert json.loads((run["export"] / "adapter_config.json").read_text())["r"] == LORA.r
     sources = resolve_sources(str(qlora_sft["export"]), str(run["export"]))
-    load = LoadSettings(dtype="float32", load_in_4bit=True, merge_adapters=False)
+    load = VariantLoadSettings(dtype="float32", load_in_4bit=True, merge_adapters=False)
     reloaded = load_variant("sft_dpo", sources, load)
     batch = encoded(qlora_sft["tokenizer"], TEXTS)
     assert_close(logits(reloaded, batch), logits(run["module"].model, batch), rtol=0, atol=1e-6)
@@ -356,7 +356,7 @@ def test_qlora_dpo_export_reloads_as_the_evaluation_loads_it(qlora_dpo, qlora_sf
 
 def test_evaluation_loads_the_4bit_variants_and_scores_them(qlora_dpo, qlora_sft, repo):
     sources = resolve_sources(str(qlora_sft["export"]), str(qlora_dpo["precomputed"]["export"]))
-    load = LoadSettings(load_in_4bit=True, merge_adapters=False)  # dtype auto: this machine's compute dtype
+    load = VariantLoadSettings(load_in_4bit=True, merge_adapters=False)  # dtype auto: this machine's compute dtype
     pairs = read_preference_pairs(HeldOutData(files=str(repo / "data/tiny/prefs_test.jsonl"), num_examples=4))
     scores = {}
     for name in VARIANTS:

@@ -10,9 +10,9 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from common.errors import ModelLoadError
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules import PreferenceDataModule
-from lightning_modules.loading import LoraSettings, ModelLoadError
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.reward import RewardModule, last_token_mask, reward_pad_token
 
 
