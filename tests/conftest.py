@@ -25,12 +25,10 @@ def repo() -> Path:
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny Mistral + BPE tokenizer trained on the shipped suite, saved with
     ``save_pretrained``: the same loading path as the real model, built in a second."""
-    import build_tiny_model
+    from tiny_world.base import TinyBaseSettings, build
 
     out = tmp_path_factory.mktemp("tiny") / "base"
-    build_tiny_model.build(
-        out,
-        REPO / "data" / "tiny",
+    settings = TinyBaseSettings(
         vocab_size=512,
         hidden=64,
         layers=2,
@@ -43,6 +41,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         lr=1e-3,
         seed=0,
     )
+    build(out, REPO / "data" / "tiny", settings)
     return out
 
 

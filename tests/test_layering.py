@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 LAYERS: tuple[str, ...] = ("common", "datamodules", "lightning_modules", "callbacks", "evaluation")
 """The library packages, lowest first: each may import only the ones before it."""
-SIDE_PACKAGES: dict[str, tuple[str, ...]] = {}
+SIDE_PACKAGES: dict[str, tuple[str, ...]] = {"tiny_world": ("common",)}
 """Packages beside the chain, with what each may import; only entry points import them."""
 ENTRY_POINTS: tuple[str, ...] = ("scripts", "benchmarks", "train")
 """Folders of entry points (and ``train.py``): they may import every package above; nothing imports them."""
@@ -148,8 +148,9 @@ def test_the_checker_catches_an_upward_import():
     # `import a.b` counts by its top-level package; common imports nothing of the project.
     (upward,) = check_source("common/example.py", "import evaluation.metrics\n", packages)
     assert upward.line == 1 and "common may import only no other project package" in upward.reason
-    # Entry points are never imported.
-    assert check_source("evaluation/x.py", "import build_tiny_model\n", packages, {"build_tiny_model"})
+    # The side branch: the library does not use the tiny world, and entry points are never imported.
+    assert check_source("evaluation/example.py", "from tiny_world.suite import generate_suite\n", packages)
+    assert check_source("tiny_world/x.py", "import build_tiny_model\n", packages, {"build_tiny_model"})
     # A package the rule does not place fails too, rather than going unchecked.
     (unplaced,) = check_source("newpackage/x.py", "import json\n", packages)
     assert "not placed" in unplaced.reason
@@ -159,6 +160,6 @@ def test_the_checker_lets_downward_and_third_party_imports_pass():
     packages = {*LAYERS, *SIDE_PACKAGES, *ENTRY_POINTS}
     source = "import torch\nfrom common.errors import DataError\nfrom datamodules import collate\nfrom . import x\n"
     assert check_source("lightning_modules/example.py", source, packages) == []
-    entry_point = "from evaluation.engine import evaluate\n"
+    entry_point = "from evaluation.engine import evaluate\nimport tiny_world\n"
     assert check_source("scripts/example.py", entry_point, packages) == []
     assert check_source("train.py", "from callbacks.export import HFExportCallback\n", packages) == []
