@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
 from common.distributed import world
+from common.errors import ConfigError
 from datamodules.sampling import LengthGroupedSampler
 
 
@@ -111,12 +112,12 @@ def train_loader(
         trainer: the Lightning trainer, to check its sampler setting under several processes.
 
     Raises:
-        ValueError: several processes with ``use_distributed_sampler`` left on.
+        ConfigError: several processes with ``use_distributed_sampler`` left on.
     """
     world_size, rank = world()
     connector = getattr(trainer, "_accelerator_connector", None)
     if world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-        raise ValueError(
+        raise ConfigError(
             f"{world_size} processes with trainer.use_distributed_sampler: true. The DataModule gives each rank "
             "its own share of every epoch itself (and can resume mid-epoch); set trainer.use_distributed_sampler: "
             "false in the config (see configs/sft_fsdp.yaml)."

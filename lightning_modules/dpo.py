@@ -12,6 +12,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from common.atomic import atomic_torch_save
+from common.errors import ConfigError
 from common.precision import resolve_dtype
 from common.provenance import describe
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
@@ -108,23 +109,26 @@ class DPOModule(CausalLMModule):
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
         if reference == "adapter" and lora is None:
-            raise ValueError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
+            raise ConfigError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
         if load_in_4bit and lora is None:
-            raise ValueError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
+            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
         # Validate the loss settings now rather than at the first step.
-        dpo_loss(
-            *(torch.zeros(1),) * 4,
-            beta=beta,
-            loss_type=loss_type,
-            label_smoothing=label_smoothing,
-            chosen_lengths=torch.ones(1),
-            rejected_lengths=torch.ones(1),
-        )
+        try:
+            dpo_loss(
+                *(torch.zeros(1),) * 4,
+                beta=beta,
+                loss_type=loss_type,
+                label_smoothing=label_smoothing,
+                chosen_lengths=torch.ones(1),
+                rejected_lengths=torch.ones(1),
+            )
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
         self.model_name_or_path = model_name_or_path
         self.reference_strategy = reference
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         if nll_weight < 0:
-            raise ValueError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
+            raise ConfigError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
         self.nll_weight = nll_weight
         self.reference_cache_dir = reference_cache_dir
         self.uses_lora = lora is not None
@@ -156,7 +160,7 @@ class DPOModule(CausalLMModule):
     def _add_dpo_weights(self, policy: nn.Module, lora: LoraSettings | None) -> nn.Module:
         if lora is None:
             if self.stacked:
-                raise ValueError(
+                raise ConfigError(
                     "Full fine-tuning DPO needs the SFT adapter merged: set model.merge_sft_adapter: true."
                 )
             return policy

@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from common.errors import ModelLoadError, QuantizationUnavailableError
+from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import describe, is_local, resolve_revision
 from common.settings import LoraSettings
@@ -276,7 +276,7 @@ def load_sft_model(
         )
     if merge_adapter and load_in_4bit:
         # peft would dequantise, add the update and re-quantise: a model other than the one SFT trained.
-        raise ValueError(
+        raise ConfigError(
             "A LoRA cannot be merged into a 4-bit base without re-quantising it (a different model): "
             "set model.merge_sft_adapter: false to keep it as a frozen stacked adapter."
         )

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from common.errors import ConfigError
 from common.settings import OptimizerSettings
 
 
@@ -24,7 +25,7 @@ def configure_adamw(module: torch.nn.Module, settings: OptimizerSettings, total_
     """AdamW over the trainable parameters plus a per-step LambdaLR, in Lightning's dict form."""
     trainable = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError(
+        raise ConfigError(
             "No trainable parameters: check the LoRA target_modules or set lora: null for full fine-tuning."
         )
     decay = [p for _, p in trainable if p.ndim >= 2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
+from common.errors import ConfigError
 from common.precision import resolve_dtype
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.causal_lm import CausalLMModule
@@ -48,7 +49,7 @@ class SFTModule(CausalLMModule):
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
         if load_in_4bit and lora is None:
-            raise ValueError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
+            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
