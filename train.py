@@ -6,24 +6,10 @@ from pathlib import Path
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from callbacks.checkpoint_io import NonFiniteCheckpointError
-from callbacks.nan_guard import NonFiniteLossError
-from common.precision import AUTO, PrecisionError, detect_hardware, resolve_precision
-from common.provenance import RevisionError, run_provenance
-from datamodules.sources import DataError
-from lightning_modules.loading import ModelLoadError, QuantizationUnavailableError
+from common.errors import UserError
+from common.precision import AUTO, detect_hardware, resolve_precision
+from common.provenance import run_provenance
 from lightning_modules.trainer import StudyTrainer
-
-# Problems the user fixes in the data or the config: their message says what and where, a traceback adds nothing.
-USER_ERRORS = (
-    DataError,
-    ModelLoadError,
-    QuantizationUnavailableError,
-    NonFiniteLossError,
-    NonFiniteCheckpointError,
-    PrecisionError,
-    RevisionError,
-)
 
 
 class SaveResolvedConfig(SaveConfigCallback):
@@ -71,7 +57,7 @@ class StudyCLI(LightningCLI):
 
 def user_error(error: BaseException | None) -> BaseException | None:
     """The data or config problem behind ``error``: jsonargparse wraps what a constructor raises."""
-    while error is not None and not isinstance(error, USER_ERRORS):
+    while error is not None and not isinstance(error, UserError):
         error = error.__cause__ or error.__context__
     return error
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +9,11 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from lightning_modules.loading import LoraSettings
-from lightning_modules.optim import OptimizerSettings
+from common.atomic import atomic_torch_save
+from common.errors import NonFiniteCheckpointError
+from common.settings import LoraSettings, OptimizerSettings
 
 SAFE_GLOBALS = [LoraSettings, OptimizerSettings]
-
-
-class NonFiniteCheckpointError(RuntimeError):
-    """A checkpoint about to be written holds NaN or Inf weights; the previous file is kept."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -42,30 +37,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} does not take storage_options.")
         target = Path(path)
         check_finite(checkpoint.get("state_dict", {}), target)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as file:
-                torch.save(checkpoint, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 would hide it from the rest of the team
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_torch_save(checkpoint, target)
 
     def load_checkpoint(
         self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return super().load_checkpoint(path, map_location=map_location, weights_only=True)
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_finite(state_dict: dict[str, Any], path: Path) -> None:

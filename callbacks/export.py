@@ -10,7 +10,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from callbacks.model_card import write_export_card
 from common.provenance import run_provenance
-from lightning_modules.loading import load_tokenizer
+from datamodules.tokenizer import load_tokenizer
 
 
 class HFExportCallback(L.Callback):

@@ -20,6 +20,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from common.provenance import is_local
+from lightning_modules.loading import read_export_info
 
 PIPELINE_TAG = "text-generation"
 STAGES = ("sft", "dpo", "merged", "reward")
@@ -86,12 +87,6 @@ def training_config(folder: Path) -> dict[str, Any]:
     """The training config saved beside an export (``training_config.yaml``), or ``{}``."""
     path = folder / "training_config.yaml"
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-
-
-def export_info(folder: Path) -> dict[str, Any]:
-    """An export's ``export_info.json``, or ``{}``."""
-    path = folder / "export_info.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def setting(config: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -240,7 +235,7 @@ def export_base(folder: Path, info: dict[str, Any]) -> str | None:
     if adapter_base(folder) is not None or not source:
         return adapter_base(folder) or source
     # One level up only: an SFT export names the base itself (adapter) or in its export_info.json (full model).
-    return adapter_base(Path(source)) or export_info(Path(source)).get("source_model") or source
+    return adapter_base(Path(source)) or read_export_info(Path(source)).get("source_model") or source
 
 
 def stage_of(info: dict[str, Any]) -> str:
@@ -353,7 +348,7 @@ def export_card(
     """
     if stage is not None and stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}.")
-    info = export_info(folder)
+    info = read_export_info(folder)
     config = training_config(folder)
     stage = stage or stage_of(info)
     adapter = (folder / "adapter_config.json").is_file()

@@ -6,9 +6,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 
-
-class NonFiniteLossError(RuntimeError):
-    """Too many consecutive steps had a NaN / Inf loss or gradient, or the weights themselves diverged."""
+from common.errors import ConfigError, NonFiniteLossError
 
 
 class NaNGuard(L.Callback):
@@ -30,7 +28,7 @@ class NaNGuard(L.Callback):
 
     def __init__(self, max_consecutive: int = 5) -> None:
         if max_consecutive < 1:
-            raise ValueError(f"max_consecutive must be at least 1, got {max_consecutive}.")
+            raise ConfigError(f"max_consecutive must be at least 1, got {max_consecutive}.")
         self.max_consecutive = max_consecutive
         self.skipped = 0
         self.consecutive = 0

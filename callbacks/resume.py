@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from common.distributed import world
+
 
 def collect_rng_states() -> dict[str, Any]:
     """This process's torch (CPU and CUDA), Python and NumPy generator states, as tensors and plain lists
@@ -50,8 +52,9 @@ class RandomStateCheckpoint(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         states = collect_rng_states()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[Any] = [None] * dist.get_world_size()
+        world_size, _ = world()
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size
             dist.all_gather_object(gathered, states)
             return {"per_rank": gathered}
         return {"per_rank": [states]}

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import torch
 
+from common.errors import PrecisionError
+
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -45,10 +47,6 @@ COMPUTE_DTYPES = {
 }
 # The measurement behind the warning (issue 9): bf16 emulated on a CPU without native bf16.
 EMULATION_NOTE = "about 100x slower than fp32 (measured: 0.9 vs 129 GFLOP/s for a 1024x1024 matmul on an AVX2 CPU)"
-
-
-class PrecisionError(ValueError):
-    """A precision or dtype name that does not exist."""
 
 
 @dataclass(frozen=True)

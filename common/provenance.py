@@ -14,13 +14,11 @@ import os
 from pathlib import Path
 from typing import Literal
 
+from common.errors import RevisionError
+
 RepoType = Literal["model", "dataset"]
 # Files that define a saved model; optimiser states or caches beside them do not change what is loaded.
 MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")
-
-
-class RevisionError(ValueError):
-    """A requested revision that the Hub does not know (a typo in a tag or commit)."""
 
 
 def is_local(name_or_path: str, repo_type: RepoType = "model") -> bool:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,9 +9,10 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from common.hashing import content_hash
 from common.provenance import describe, resolve_revision
 from datamodules.resumable import eval_loader, train_loader
-from lightning_modules.loading import load_tokenizer
+from datamodules.tokenizer import load_tokenizer
 
 
 def as_list(value: str | list[str] | None) -> list[str]:
@@ -130,11 +129,3 @@ class TokenizedDataModule(L.LightningDataModule):
                 trainer=self.trainer,
             )
         return eval_loader(dataset, batch_size, collate, num_workers=self.num_workers, shard=shard)
-
-
-def content_hash(*parts) -> str:
-    """A short stable hash of JSON-able parts."""
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return digest.hexdigest()[:16]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lightning_modules.losses import IGNORE_INDEX
+from common.constants import IGNORE_INDEX
 
 
 def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
@@ -26,6 +26,16 @@ def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
 
 def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_token_id: int, pack: bool) -> dict:
     """Padded or packed tensors for rows of ``input_ids`` and their ``labels``.
+
+    Two rows ``[a b c]`` and ``[d e]`` (``p``: prompt tokens, labelled ``-100``; ``_``: pad)::
+
+        padded (B, T)                      packed (1, N): the rows end to end, no padding
+        input_ids      [[a b c],           input_ids      [[a b c d e]]
+                        [d e _]]           position_ids   [[0 1 2 0 1]]   <- restarts at 0: a new row
+        attention_mask [[1 1 1],           row_lengths     [3 2]
+                        [1 1 0]]           (no attention_mask: attention stays inside each row)
+        labels         [[-100 b c],        labels         [[-100 b c -100 e]]
+                        [-100 e -100]]
 
     Returns:
         ``input_ids``, ``labels``, ``num_loss_tokens`` (response tokens, for normalising) and
@@ -72,7 +82,15 @@ class PreferenceCollator:
 
     One forward pass over both halves serves the policy (and the reference); rows ``i`` and
     ``B + i`` are the two answers to the same prompt. Each example holds ``prompt_ids``,
-    ``chosen_ids`` and ``rejected_ids`` (responses already end with EOS).
+    ``chosen_ids`` and ``rejected_ids`` (responses already end with EOS). For B = 2 pairs::
+
+        row 0   prompt_0 + chosen_0      \
+        row 1   prompt_1 + chosen_1      /  chosen half:   logps[:B]
+        row 2   prompt_0 + rejected_0    \
+        row 3   prompt_1 + rejected_1    /  rejected half: logps[B:]
+
+    Padded, that is a ``(2B, T)`` batch; packed, the four rows end to end in one ``(1, N)`` row (see
+    :func:`build_batch`), in the same order.
     """
 
     pad_token_id: int

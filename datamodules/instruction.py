@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Literal
 
+from common.constants import IGNORE_INDEX
+from common.errors import ConfigError
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import SFTCollator
 from datamodules.sources import (
@@ -24,7 +26,6 @@ from datamodules.templates import (
     encode_response,
     format_prompt,
 )
-from lightning_modules.losses import IGNORE_INDEX
 
 AssistantTurns = Literal["last", "all"]
 NOT_PREFIX_CONSISTENT = (
@@ -214,7 +215,7 @@ class InstructionDataModule(TokenizedDataModule):
             tokenizer_revision=tokenizer_revision,
         )
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
+            raise ConfigError(f"data: val_fraction must be in [0, 1), got {val_fraction}.")
         self.train_files = as_list(train_files)
         self.val_files = as_list(val_files)
         self.split = split

@@ -6,6 +6,7 @@ import random
 
 from datasets import Dataset
 
+from common.errors import ConfigError
 from common.provenance import is_local
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import PreferenceCollator
@@ -165,7 +166,10 @@ class PreferenceDataModule(TokenizedDataModule):
             tokenizer_revision=tokenizer_revision,
         )
         if max_prompt_length >= max_length:
-            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}).")
+            raise ConfigError(
+                f"data: max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}), which holds "
+                "the prompt and one response: lower max_prompt_length or raise max_length."
+            )
         self.train_files = as_list(train_files)
         self.val_files = as_list(val_files)
         self.split = split

@@ -20,17 +20,11 @@ from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler, Sampler
 
+from common.distributed import world
+from common.errors import ConfigError
 from datamodules.sampling import LengthGroupedSampler
-
-
-def world() -> tuple[int, int]:
-    """``(world_size, rank)`` of the default process group, ``(1, 0)`` outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
 
 
 class ResumableBatches(Sampler[list[int]]):
@@ -118,12 +112,12 @@ def train_loader(
         trainer: the Lightning trainer, to check its sampler setting under several processes.
 
     Raises:
-        ValueError: several processes with ``use_distributed_sampler`` left on.
+        ConfigError: several processes with ``use_distributed_sampler`` left on.
     """
     world_size, rank = world()
     connector = getattr(trainer, "_accelerator_connector", None)
     if world_size > 1 and getattr(connector, "use_distributed_sampler", False):
-        raise ValueError(
+        raise ConfigError(
             f"{world_size} processes with trainer.use_distributed_sampler: true. The DataModule gives each rank "
             "its own share of every epoch itself (and can resume mid-epoch); set trainer.use_distributed_sampler: "
             "false in the config (see configs/sft_fsdp.yaml)."

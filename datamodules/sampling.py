@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
-import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from common.distributed import world
 
 
 class LengthGroupedSampler(Sampler[list[int]]):
@@ -37,11 +38,6 @@ class LengthGroupedSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _world(self) -> tuple[int, int]:
-        if dist.is_available() and dist.is_initialized():
-            return dist.get_world_size(), dist.get_rank()
-        return 1, 0
-
     def _all_batches(self) -> list[list[int]]:
         rng = random.Random(self.seed + self.epoch)
         order = list(range(len(self.lengths)))
@@ -55,12 +51,12 @@ class LengthGroupedSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        world_size, rank = self._world()
+        world_size, rank = world()
         batches = self._all_batches()
         usable = len(batches) - len(batches) % world_size if world_size > 1 else len(batches)
         yield from batches[rank:usable:world_size]
 
     def __len__(self) -> int:
-        world_size, _ = self._world()
+        world_size, _ = world()
         total = -(-len(self.lengths) // self.batch_size)
         return total // world_size

@@ -17,15 +17,12 @@ from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 
+from common.errors import DataError
 from common.provenance import is_local
 
 BadRowPolicy = Literal["error", "skip"]
 LOCAL_EXTENSIONS = (".json", ".jsonl", ".parquet", ".csv")
 MAX_ROWS_LISTED = 5
-
-
-class DataError(ValueError):
-    """A data problem the user must fix; the message names the file, the row and the field."""
 
 
 class BadRow(Exception):

@@ -2,7 +2,7 @@
 
 ``configs/*/evaluate.yaml`` mirrors :class:`EvaluationConfig` key for key; ``scripts/evaluate.py
 --print_config`` prints it with these docstrings as the manual. The sections defined beside what they
-configure: :class:`evaluation.variants.LoadSettings` (model loading), :class:`evaluation.scoring.HeldOutData`
+configure: :class:`evaluation.variants.VariantLoadSettings` (model loading), :class:`evaluation.scoring.HeldOutData`
 (held-out rows), :class:`evaluation.judge.JudgeSettings` (the reward-model judge).
 """
 
@@ -14,29 +14,12 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.precision import PrecisionError
-from common.provenance import RevisionError
-from datamodules.sources import BadRowPolicy, DataError
+from common.errors import EvaluationError
+from datamodules.sources import BadRowPolicy
 from datamodules.templates import TemplateName
 from evaluation.judge import JudgeSettings
 from evaluation.scoring import HeldOutData
-from evaluation.variants import VARIANTS, LoadSettings
-from lightning_modules.loading import ModelLoadError, QuantizationUnavailableError
-
-
-class EvaluationError(ValueError):
-    """A setting of the evaluation the user must fix; the message says which and how."""
-
-
-# Problems the user fixes in the config or the data: their message says what and where, a traceback adds nothing.
-USER_ERRORS = (
-    EvaluationError,
-    DataError,
-    ModelLoadError,
-    QuantizationUnavailableError,
-    PrecisionError,
-    RevisionError,
-)
+from evaluation.variants import VARIANTS, VariantLoadSettings
 
 
 @dataclass
@@ -115,7 +98,7 @@ class EvaluationConfig:
     judge: JudgeSettings | None = None
     beta: float | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
-    load: LoadSettings = field(default_factory=LoadSettings)
+    load: VariantLoadSettings = field(default_factory=VariantLoadSettings)
     score_batch_size: int = 8
     max_length: int = 256
     max_prompt_length: int = 128
@@ -163,7 +146,7 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
         return cls(**built)
     except EvaluationError:
         raise
-    except (TypeError, ValueError) as error:  # a section's own check (LoadSettings, JudgeSettings...)
+    except (TypeError, ValueError) as error:  # a section's own check (VariantLoadSettings, JudgeSettings...)
         raise EvaluationError(str(error)) from None
 
 

@@ -33,6 +33,7 @@ from callbacks.model_card import setting, training_config
 from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_dtype, resolve_precision
 from common.provenance import is_local
 from datamodules.templates import TemplateName
+from datamodules.tokenizer import load_tokenizer
 from evaluation.checkers import check_response, is_refusal
 from evaluation.config import EvaluationConfig, EvaluationError
 from evaluation.generation import generate_responses
@@ -40,8 +41,14 @@ from evaluation.judge import JudgeSettings, judge_variants
 from evaluation.prompts import read_prompts
 from evaluation.results import REFERENCE_VARIANT, SIDE_BY_SIDE_FILE, VariantOutput, assemble, write_results
 from evaluation.scoring import preference_logps, read_instruction_examples, read_preference_pairs, response_nll
-from evaluation.variants import LABELS, LoadSettings, VariantSources, load_variant, read_export_info, resolve_sources
-from lightning_modules.loading import load_tokenizer
+from evaluation.variants import (
+    LABELS,
+    VariantLoadSettings,
+    VariantSources,
+    load_variant,
+    read_export_info,
+    resolve_sources,
+)
 
 DEFAULT_BETA = 0.1
 """The implicit reward's beta when neither the config nor the DPO export's training config gives one."""
@@ -57,7 +64,7 @@ class Run:
     beta: float
     precision: PrecisionChoice
     device: torch.device
-    load: LoadSettings
+    load: VariantLoadSettings
 
 
 def evaluate(config: EvaluationConfig) -> dict[str, Any]:
@@ -67,8 +74,8 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
         The results, as written to ``<results_dir>/evaluation_results.json``.
 
     Raises:
-        EvaluationError, DataError, ModelLoadError, ...: a problem in the config, the data or the exports
-            (:data:`evaluation.config.USER_ERRORS`); the message says what to fix.
+        UserError (EvaluationError, DataError, ModelLoadError, ...): a problem in the config, the data or the
+            exports (:mod:`common.errors`); the message says what to fix.
     """
     started = time.perf_counter()
     run = resolve(config)
@@ -203,7 +210,9 @@ def respond(
     ]
 
 
-def load_on_device(name: str, sources: VariantSources, load: LoadSettings, device: torch.device) -> PreTrainedModel:
+def load_on_device(
+    name: str, sources: VariantSources, load: VariantLoadSettings, device: torch.device
+) -> PreTrainedModel:
     """One variant, on ``device`` (a 4-bit model is placed by its loader)."""
     model = load_variant(name, sources, load)
     if not load.load_in_4bit:

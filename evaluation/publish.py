@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from callbacks import model_card as cards
+from common.errors import UploadError
 from evaluation.report import headline_table
 
 SETS: dict[str, dict[str, str]] = {
@@ -30,10 +31,6 @@ SETS: dict[str, dict[str, str]] = {
     "study": {"sft": "outputs/study/sft", "dpo": "outputs/study/dpo", "results": "results/study"},
 }
 RESULT_FILES = ("evaluation_results.json", "side_by_side_comparison.txt", "report.md")
-
-
-class UploadError(RuntimeError):
-    """Something the user must fix before uploading; the message says what."""
 
 
 SFT_KEYS = {
@@ -179,11 +176,11 @@ def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
     import torch
     from transformers import AutoConfig
 
-    from evaluation.variants import LoadSettings, load_variant, resolve_sources
-    from lightning_modules.loading import load_tokenizer
+    from datamodules.tokenizer import load_tokenizer
+    from evaluation.variants import VariantLoadSettings, load_variant, resolve_sources
 
     sources = resolve_sources(str(sft), str(dpo))
-    model = load_variant("sft_dpo", sources, LoadSettings(dtype="float32"))
+    model = load_variant("sft_dpo", sources, VariantLoadSettings(dtype="float32"))
     published = AutoConfig.from_pretrained(sources.base).dtype
     if isinstance(published, torch.dtype):
         model = model.to(published)

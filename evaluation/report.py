@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
 from evaluation.comparisons import COMPARISONS
-from evaluation.files import atomic_write_text
 from evaluation.plots import plot_categories, plot_curves
 from evaluation.results import HEADLINE, RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, dig, read_results
 from evaluation.seeds import across_seeds, seed_label

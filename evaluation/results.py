@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.atomic import atomic_write_text
+from common.errors import ResultsError
 from evaluation import comparisons, judge_stats, metrics
-from evaluation.files import atomic_write_text
 
 RESULTS_FILE = "evaluation_results.json"
 SIDE_BY_SIDE_FILE = "side_by_side_comparison.txt"
 REFERENCE_VARIANT = "sft"
 """The implicit reward of every other variant is measured against this one (DPO's reference)."""
-
-
-class ResultsError(ValueError):
-    """A results folder without a readable ``evaluation_results.json``; the message says what to run."""
 
 
 @dataclass

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel
 
+from common.errors import ConfigError
+from common.settings import LoadSettings
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
@@ -31,36 +33,20 @@ LABELS: dict[str, str] = {"base": "base", "sft": "SFT", "sft_dpo": "SFT+DPO"}
 
 
 @dataclass
-class LoadSettings:
-    """How the weights are loaded for evaluation.
+class VariantLoadSettings(LoadSettings):
+    """How the weights are loaded for evaluation: the training's :class:`~common.settings.LoadSettings`
+    (``dtype: auto`` follows the evaluation device; ``load_in_4bit`` needs ``merge_adapters: false``), and
+    whether the adapters are merged.
 
     Attributes:
-        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``), or ``auto``: the compute dtype of
-            ``precision: auto`` on the evaluation device (``common.precision``): bfloat16 on a GPU or CPU
-            with native bf16, float16 on an older GPU, float32 on any other CPU.
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        load_in_4bit: quantise the base to 4-bit NF4 (on a GPU or the CPU; needs ``merge_adapters: false``).
         merge_adapters: merge the adapters into the weights (faster generation); ``false`` stacks them.
-        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
     """
 
-    dtype: str = "auto"
-    attn_implementation: str | None = "sdpa"
-    load_in_4bit: bool = False
     merge_adapters: bool = True
-    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
         if self.load_in_4bit and self.merge_adapters:
-            raise ValueError("A LoRA cannot be merged into a 4-bit base: set load.merge_adapters: false.")
-
-    def kwargs(self) -> dict:
-        return {
-            "dtype": self.dtype,
-            "attn_implementation": self.attn_implementation,
-            "trust_remote_code": self.trust_remote_code,
-            "load_in_4bit": self.load_in_4bit,
-        }
+            raise ConfigError("A LoRA cannot be merged into a 4-bit base: set load.merge_adapters: false.")
 
 
 @dataclass
@@ -118,7 +104,7 @@ def resolve_sources(sft: str, dpo: str | None, base: str | None = None) -> Varia
     return VariantSources(base=base, sft=sft, dpo=dpo, base_revision=revision)
 
 
-def load_variant(name: str, sources: VariantSources, settings: LoadSettings) -> PreTrainedModel:
+def load_variant(name: str, sources: VariantSources, settings: VariantLoadSettings) -> PreTrainedModel:
     """Load one variant, in eval mode.
 
     Raises:

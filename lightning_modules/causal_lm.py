@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from torch import nn
 from torchmetrics import MeanMetric
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from common.atomic import atomic_folder
+from common.constants import IGNORE_INDEX
 from common.provenance import run_provenance
+from common.settings import OptimizerSettings
 from lightning_modules.loading import decoder_and_head
-from lightning_modules.losses import IGNORE_INDEX
-from lightning_modules.optim import OptimizerSettings, configure_adamw
+from lightning_modules.optim import configure_adamw
+from lightning_modules.packed_attention import use_packed_sdpa
 
 
 @dataclass
@@ -54,98 +51,6 @@ def row_numbers(batch: dict) -> torch.Tensor:
 
 def num_examples(batch: dict) -> int:
     return len(batch["row_lengths"]) if "row_lengths" in batch else batch["input_ids"].shape[0]
-
-
-PACKED_SDPA = "sdpa_packed"
-"""Attention implementation that runs each packed example on its own (registered with transformers below)."""
-
-
-def packed_lengths(position_ids: torch.Tensor | None, rows: int, length: int) -> list[list[int]]:
-    """Length of every example in every row: a new one starts wherever the position does not follow the
-    previous one (the rule transformers uses to detect packed rows)."""
-    if position_ids is None:
-        return [[length]] * rows
-    starts = torch.ones(rows, length, dtype=torch.bool, device=position_ids.device)
-    starts[:, 1:] = position_ids.expand(rows, -1).diff(dim=-1) != 1
-    lengths = []
-    for row in starts:
-        bounds = torch.nonzero(row).flatten().tolist() + [length]
-        lengths.append([end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)])
-    return lengths
-
-
-def packed_sdpa_attention(
-    module: torch.nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    dropout: float = 0.0,
-    scaling: float | None = None,
-    sliding_window: int | None = None,
-    position_ids: torch.Tensor | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """``sdpa`` with causal attention inside each packed example and none across examples.
-
-    Transformers' ``sdpa`` turns a packed ``(1, N)`` batch into an ``(N, N)`` block-diagonal mask: memory and
-    compute quadratic in the whole batch and no causal skipping, slower than padding. Here each example is one
-    ``is_causal`` call on its piece of ``(B, heads, N, head_dim)``: the same result at the cost of the examples'
-    own lengths. Masked batches (padding, a KV cache) and non-causal modules go to the stock ``sdpa``.
-    """
-    rows, _, length, _ = query.shape
-    causal = kwargs.get("is_causal", getattr(module, "is_causal", True))
-    if attention_mask is not None or key.shape[2] != length or length == 1 or not causal:
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
-        )
-    gqa = query.shape[1] != key.shape[1]
-    outputs = []
-    row_lengths = packed_lengths(position_ids, rows, length)
-    # split (not slicing): its backward is one concatenation, not a zero-filled full-size gradient per example
-    for lengths, *row in zip(row_lengths, query.split(1), key.split(1), value.split(1), strict=True):
-        pieces = []
-        for q, k, v in zip(*(t.split(lengths, dim=2) for t in row), strict=True):
-            n = q.shape[2]
-            band = None
-            if sliding_window is not None and n > sliding_window:
-                band = torch.ones(n, n, dtype=torch.bool, device=q.device).tril().triu(1 - sliding_window)
-            pieces.append(
-                F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=band, dropout_p=dropout, scale=scaling, is_causal=band is None, enable_gqa=gqa
-                )
-            )  # (1, heads, n, head_dim)
-        outputs.append(torch.cat(pieces, dim=2))  # (1, heads, N, head_dim)
-    out = torch.cat(outputs)  # (B, heads, N, head_dim)
-    return out.transpose(1, 2).contiguous(), None  # (B, N, heads, head_dim)
-
-
-def packed_sdpa_mask(
-    batch_size: int,
-    q_length: int,
-    kv_length: int,
-    q_offset: int = 0,
-    kv_offset: int = 0,
-    attention_mask: torch.Tensor | None = None,
-    **kwargs,
-) -> torch.Tensor | None:
-    """No mask when :func:`packed_sdpa_attention` separates the examples itself (no padding, no cache)."""
-    if attention_mask is None and q_length == kv_length and not q_offset and not kv_offset:
-        return None
-    return sdpa_mask(
-        batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask, **kwargs
-    )
-
-
-AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
-AttentionMaskInterface.register(PACKED_SDPA, packed_sdpa_mask)
-
-
-def use_packed_sdpa(model: torch.nn.Module) -> None:
-    """Switch a model on stock ``sdpa`` to :data:`PACKED_SDPA` (identical results; other implementations are kept)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if getattr(base.config, "_attn_implementation", None) == "sdpa":
-        base.set_attn_implementation(PACKED_SDPA)
 
 
 class CausalLMModule(L.LightningModule):
@@ -263,24 +168,13 @@ class CausalLMModule(L.LightningModule):
         the previous export or the new one, never half of one. ``export_info.json`` records what
         was exported; its presence marks the export complete.
         """
-        out = Path(out_dir)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-        staging.chmod(0o755)  # mkdtemp makes it owner-only; an export is meant to be shared
-        self.save_weights(staging)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(staging)
-        details = {"kind": "lora_adapter" if self.uses_lora else "full_model", **(info or {})}
-        (staging / "export_info.json").write_text(json.dumps(details, indent=2, default=str))
-        if out.exists():
-            backup = out.with_name(f".{out.name}-old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(out, backup)
-            os.replace(staging, out)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, out)
-        return out
+        with atomic_folder(out_dir) as staging:
+            self.save_weights(staging)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(staging)
+            details = {"kind": "lora_adapter" if self.uses_lora else "full_model", **(info or {})}
+            (staging / "export_info.json").write_text(json.dumps(details, indent=2, default=str))
+        return Path(out_dir)
 
     def save_weights(self, folder: Path) -> None:
         """Write the trained adapter (LoRA) or the full model into ``folder`` (the export's staging folder)."""

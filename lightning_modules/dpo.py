@@ -11,20 +11,21 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from common.atomic import atomic_torch_save
+from common.errors import ConfigError
 from common.precision import resolve_dtype
 from common.provenance import describe
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
-    LoraSettings,
     add_lora,
     check_sft_export,
     load_sft_model,
 )
 from lightning_modules.losses import DPOLossType, chosen_nll_loss, dpo_loss, token_logps
-from lightning_modules.optim import OptimizerSettings
 
 ReferenceStrategy = Literal["separate", "adapter", "precomputed"]
 METRICS = (
@@ -108,23 +109,26 @@ class DPOModule(CausalLMModule):
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
         if reference == "adapter" and lora is None:
-            raise ValueError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
+            raise ConfigError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
         if load_in_4bit and lora is None:
-            raise ValueError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
+            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
         # Validate the loss settings now rather than at the first step.
-        dpo_loss(
-            *(torch.zeros(1),) * 4,
-            beta=beta,
-            loss_type=loss_type,
-            label_smoothing=label_smoothing,
-            chosen_lengths=torch.ones(1),
-            rejected_lengths=torch.ones(1),
-        )
+        try:
+            dpo_loss(
+                *(torch.zeros(1),) * 4,
+                beta=beta,
+                loss_type=loss_type,
+                label_smoothing=label_smoothing,
+                chosen_lengths=torch.ones(1),
+                rejected_lengths=torch.ones(1),
+            )
+        except ValueError as error:
+            raise ConfigError(f"model: {error}") from None
         self.model_name_or_path = model_name_or_path
         self.reference_strategy = reference
         self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
         if nll_weight < 0:
-            raise ValueError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
+            raise ConfigError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
         self.nll_weight = nll_weight
         self.reference_cache_dir = reference_cache_dir
         self.uses_lora = lora is not None
@@ -135,15 +139,15 @@ class DPOModule(CausalLMModule):
         if export["base"] is not None:
             self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
         self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
-        load = {
-            "dtype": resolve_dtype(dtype, frozen=lora is not None),
-            "attn_implementation": attn_implementation,
-            "trust_remote_code": trust_remote_code,
-            "load_in_4bit": load_in_4bit,
-        }
-        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+        load = LoadSettings(
+            dtype=resolve_dtype(dtype, frozen=lora is not None),
+            attn_implementation=attn_implementation,
+            load_in_4bit=load_in_4bit,
+            trust_remote_code=trust_remote_code,
+        )
+        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
         if reference == "separate":
-            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load)
+            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
             reference_model.eval().requires_grad_(False)
             # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
             self.__dict__["reference_model"] = reference_model
@@ -156,24 +160,13 @@ class DPOModule(CausalLMModule):
     def _add_dpo_weights(self, policy: nn.Module, lora: LoraSettings | None) -> nn.Module:
         if lora is None:
             if self.stacked:
-                raise ValueError(
+                raise ConfigError(
                     "Full fine-tuning DPO needs the SFT adapter merged: set model.merge_sft_adapter: true."
                 )
             return policy
         if not self.stacked:
             return add_lora(policy, lora, adapter_name=DPO_ADAPTER)
-        from peft import LoraConfig
-
-        policy.add_adapter(
-            DPO_ADAPTER,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        policy.add_adapter(DPO_ADAPTER, lora.peft_config())
         self._activate_stack(policy)
         return policy
 
@@ -316,5 +309,5 @@ class DPOModule(CausalLMModule):
                 index = batch["pair_index"].cpu()
                 chosen[index], rejected[index] = logps[:pairs], logps[pairs:]
         self.model.train(was_training)
-        reference_cache.save_atomically({"chosen": chosen, "rejected": rejected}, path)
+        atomic_torch_save({"chosen": chosen, "rejected": rejected}, path)  # never a half-written cache
         rank_zero_info(f"[reference] {split}: saved {path}")

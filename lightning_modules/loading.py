@@ -7,7 +7,6 @@ built by ``scripts/build_tiny_model.py``: nothing here knows which one it is giv
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -16,41 +15,14 @@ from packaging.version import Version
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
-    PreTrainedTokenizerBase,
 )
 
+from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import describe, is_local, resolve_revision
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapter hyper-parameters (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
-
-    Attributes:
-        r: rank of the update ``B @ A``.
-        alpha: scaling numerator; the update is scaled by ``alpha / r``.
-        dropout: dropout on the adapter's input.
-        target_modules: names of the linear layers that get an adapter.
-    """
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-
-
-class ModelLoadError(ValueError):
-    """The model path or id does not lead to a loadable causal LM."""
-
-
-class QuantizationUnavailableError(RuntimeError):
-    """4-bit loading cannot run here: bitsandbytes is missing, too old, or has no kernels for the device."""
-
+from common.settings import LoraSettings
+from datamodules.tokenizer import load_tokenizer  # noqa: F401 (benchmarks/bench_vs_trl.py imports it from here)
 
 BITSANDBYTES_MIN_VERSION = "0.46.1"
 """The oldest bitsandbytes that runs QLoRA on the CPU as well as on CUDA. Its CPU NF4 kernels (quantise,
@@ -58,22 +30,6 @@ dequantise, 4-bit matmul) first shipped in 0.46.0 (bitsandbytes PR #1602, "Add s
 CPU"), and transformers 5 refuses any bitsandbytes older than 0.46.1. Verified on this project's CPU:
 tests/lightning_modules/test_qlora.py passes with 0.46.1 and with 0.50.2. (The docs call CPU support official
 from 0.48.0.)"""
-
-
-def load_tokenizer(
-    name_or_path: str, trust_remote_code: bool = False, revision: str | None = None
-) -> PreTrainedTokenizerBase:
-    """Load a tokenizer (at ``revision`` for a Hub id); give it a pad token (EOS, as Mistral has none) when it
-    lacks one."""
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
-    except Exception as error:
-        raise ModelLoadError(
-            f"{name_or_path}: no tokenizer could be loaded ({type(error).__name__}: {error})"
-        ) from None
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def check_model_source(name_or_path: str) -> None:
@@ -238,16 +194,9 @@ def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "de
     ``task_type="SEQ_CLS"`` (a sequence classifier) also trains a full copy of its ``score`` head (peft's
     ``modules_to_save``): a fresh head has nothing for a low-rank update to build on.
     """
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type=task_type,
-    )
-    return get_peft_model(model, config, adapter_name=adapter_name)
+    return get_peft_model(model, lora.peft_config(task_type), adapter_name=adapter_name)
 
 
 def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
@@ -262,7 +211,7 @@ def decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.
 def read_export_info(path: str | Path) -> dict:
     """The ``export_info.json`` of an export folder (``{}`` when there is none)."""
     info = Path(path) / "export_info.json"
-    return json.loads(info.read_text()) if info.is_file() else {}
+    return json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
 
 
 def check_sft_export(path: str) -> dict:
@@ -327,7 +276,7 @@ def load_sft_model(
         )
     if merge_adapter and load_in_4bit:
         # peft would dequantise, add the update and re-quantise: a model other than the one SFT trained.
-        raise ValueError(
+        raise ConfigError(
             "A LoRA cannot be merged into a 4-bit base without re-quantising it (a different model): "
             "set model.merge_sft_adapter: false to keep it as a frozen stacked adapter."
         )

@@ -12,8 +12,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-"""Label value of positions that carry no loss (prompt and padding tokens)."""
+from common.constants import IGNORE_INDEX
 
 DPOLossType = Literal["sigmoid", "robust", "hinge", "ipo"]
 DPO_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "robust", "hinge", "ipo")

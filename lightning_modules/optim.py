@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-
-@dataclass
-class OptimizerSettings:
-    """Optimiser and learning-rate schedule.
-
-    Attributes:
-        lr: peak learning rate (the study: 2e-5 for SFT, 5e-7 for DPO).
-        weight_decay: AdamW decoupled weight decay, applied to matrices only (not norms or biases).
-        betas: AdamW moment coefficients.
-        eps: AdamW denominator epsilon.
-        warmup_ratio: share of the total steps spent warming up linearly from 0.
-        warmup_steps: warm-up length in steps; overrides ``warmup_ratio`` when set.
-        schedule: decay after warm-up: ``cosine``, ``linear`` or ``constant``.
-        min_lr_ratio: the learning rate at the last step, as a share of ``lr``.
-    """
-
-    lr: float = 2e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    warmup_ratio: float = 0.03
-    warmup_steps: int | None = None
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    min_lr_ratio: float = 0.0
+from common.errors import ConfigError
+from common.settings import OptimizerSettings
 
 
 def lr_multiplier(step: int, total_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float) -> float:
@@ -49,7 +25,7 @@ def configure_adamw(module: torch.nn.Module, settings: OptimizerSettings, total_
     """AdamW over the trainable parameters plus a per-step LambdaLR, in Lightning's dict form."""
     trainable = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     if not trainable:
-        raise ValueError(
+        raise ConfigError(
             "No trainable parameters: check the LoRA target_modules or set lora: null for full fine-tuning."
         )
     decay = [p for _, p in trainable if p.ndim >= 2]

@@ -8,13 +8,11 @@ reference forward pass per step and no reference weights in memory during traini
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from datamodules.base import content_hash
+from common.hashing import content_hash
 
 
 def reference_identity(model_name_or_path: str) -> list:
@@ -34,19 +32,6 @@ def cache_path(cache_dir: str, model_name_or_path: str, data_fingerprint: str, p
     """The cache file for one split: the key covers the reference, the tokenised data and the precision."""
     key = content_hash(reference_identity(model_name_or_path), data_fingerprint, precision)
     return Path(cache_dir) / f"reference-logps-{key}.pt"
-
-
-def save_atomically(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written cache."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    os.close(fd)
-    try:
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_cache(path: Path) -> dict[str, torch.Tensor]:

@@ -10,10 +10,12 @@ import torch
 from torch import nn
 
 from common.precision import resolve_dtype
-from lightning_modules.causal_lm import CausalLMModule, num_examples, use_packed_sdpa
-from lightning_modules.loading import LoraSettings, ModelLoadError, add_lora, load_tokenizer, load_trainable_base
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
+from datamodules.tokenizer import load_tokenizer
+from lightning_modules.causal_lm import CausalLMModule, num_examples
+from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base
 from lightning_modules.losses import bradley_terry_loss
-from lightning_modules.optim import OptimizerSettings
+from lightning_modules.packed_attention import use_packed_sdpa
 
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 SCORED_POSITION = "the last token of template(prompt) + response + EOS, as in training (right padding)"
@@ -116,14 +118,12 @@ class RewardModule(CausalLMModule):
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        model, self.commit, source = load_trainable_base(
-            model_name_or_path,
-            revision,
+        load = LoadSettings(
             dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code,
-            num_labels=1,
         )
+        model, self.commit, source = load_trainable_base(model_name_or_path, revision, num_labels=1, **load.kwargs())
         self.provenance = {"model": source}
         tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code, revision=self.commit)
         self.pad_token = reward_pad_token(tokenizer)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
+from common.errors import ConfigError
 from common.precision import resolve_dtype
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.loading import LoraSettings, add_lora, load_trainable_base
+from lightning_modules.loading import add_lora, load_trainable_base
 from lightning_modules.losses import sft_loss
-from lightning_modules.optim import OptimizerSettings
 
 
 class SFTModule(CausalLMModule):
@@ -48,18 +49,17 @@ class SFTModule(CausalLMModule):
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
         if load_in_4bit and lora is None:
-            raise ValueError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
+            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        model, _, source = load_trainable_base(
-            model_name_or_path,
-            revision,
+        load = LoadSettings(
             dtype=resolve_dtype(dtype, frozen=lora is not None),
             attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
             load_in_4bit=load_in_4bit,
+            trust_remote_code=trust_remote_code,
         )
+        model, _, source = load_trainable_base(model_name_or_path, revision, **load.kwargs())
         self.provenance = {"model": source}
         if gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -22,7 +22,8 @@ if str(REPO) not in sys.path:
 
 from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
 
-from evaluation.config import USER_ERRORS, EvaluationConfig  # noqa: E402
+from common.errors import UserError  # noqa: E402
+from evaluation.config import EvaluationConfig  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         from evaluation.engine import evaluate
 
         evaluate(EvaluationConfig.from_dict(values))
-    except USER_ERRORS as error:
+    except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

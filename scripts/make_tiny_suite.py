@@ -6,21 +6,26 @@ it also writes the real study's prompts there. The shipped files come from::
 
     python scripts/make_tiny_suite.py --out data/tiny --study-prompts data/study_prompts.jsonl
 
-The output is a pure function of the arguments (see :mod:`evaluation.suite`), so running this again
+The output is a pure function of the arguments (see :mod:`tiny_world.suite`), so running this again
 with the same arguments rewrites identical files.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections import Counter
+import sys
 from dataclasses import fields
 from pathlib import Path
 
-from evaluation.files import atomic_write_text, jsonl_text, write_suite
-from evaluation.study_prompts import study_prompts
-from evaluation.suite import DEFAULT_FLAWED_FRACTION, PRETRAIN_FILE, SuiteSizes, generate_suite
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from common.atomic import atomic_write_text  # noqa: E402
+from common.jsonl import jsonl_text  # noqa: E402
+from evaluation.study_prompts import study_prompts  # noqa: E402
+from tiny_world.files import file_summary, write_suite  # noqa: E402
+from tiny_world.suite import DEFAULT_FLAWED_FRACTION, SuiteSizes, generate_suite  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,18 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def summary(path: Path) -> str:
-    """``path: N rows, S KiB, per category ...`` (documents and words for the corpus)."""
-    size = f"{path.stat().st_size / 1024:.1f} KiB"
-    lines = path.read_text(encoding="utf-8").splitlines()
-    if path.name == PRETRAIN_FILE:
-        words = sum(len(line.split()) for line in lines)
-        return f"{path}: {len(lines)} documents, {words} words, {size}"
-    categories = Counter(json.loads(line)["category"] for line in lines)
-    per_category = ", ".join(f"{category} {count}" for category, count in sorted(categories.items()))
-    return f"{path}: {len(lines)} rows, {size} ({per_category})"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Generate and write the suite, then print a summary line per file."""
     args = parse_args(argv)
@@ -67,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(args.study_prompts, jsonl_text(study_prompts()))
         paths.append(args.study_prompts)
     for path in paths:
-        print(summary(path))
+        print(file_summary(path))
 
 
 if __name__ == "__main__":

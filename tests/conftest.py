@@ -22,15 +22,34 @@ def repo() -> Path:
 
 
 @pytest.fixture(scope="session")
+def cpu_trainer():
+    """The tests' Lightning Trainer: on the CPU, quiet (no logger, checkpoints, progress bar or model summary).
+
+    A factory: ``cpu_trainer(max_steps=3, callbacks=[...])``; any keyword overrides a default.
+    """
+    import lightning as L
+
+    def make(**overrides) -> L.Trainer:
+        options = {
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+        }
+        return L.Trainer(**{**options, **overrides})
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny Mistral + BPE tokenizer trained on the shipped suite, saved with
     ``save_pretrained``: the same loading path as the real model, built in a second."""
-    import build_tiny_model
+    from tiny_world.base import TinyBaseSettings, build
 
     out = tmp_path_factory.mktemp("tiny") / "base"
-    build_tiny_model.build(
-        out,
-        REPO / "data" / "tiny",
+    settings = TinyBaseSettings(
         vocab_size=512,
         hidden=64,
         layers=2,
@@ -43,24 +62,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         lr=1e-3,
         seed=0,
     )
+    build(out, REPO / "data" / "tiny", settings)
     return out
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from lightning_modules.loading import load_tokenizer
+    from datamodules.tokenizer import load_tokenizer
 
     return load_tokenizer(str(tiny_model_dir))
 
 
 @pytest.fixture(scope="session")
-def tiny_sft_export(tiny_model_dir, tmp_path_factory) -> Path:
+def tiny_sft_export(tiny_model_dir, tmp_path_factory, cpu_trainer) -> Path:
     """A LoRA SFT export of the tiny model after a few steps, as the SFT stage writes it."""
     import lightning as L
 
+    from common.settings import LoraSettings, OptimizerSettings
     from datamodules import InstructionDataModule
-    from lightning_modules.loading import LoraSettings
-    from lightning_modules.optim import OptimizerSettings
     from lightning_modules.sft import SFTModule
 
     L.seed_everything(0, verbose=False)
@@ -76,14 +95,5 @@ def tiny_sft_export(tiny_model_dir, tmp_path_factory) -> Path:
         max_length=256,
         batch_size=8,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=10,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=data)
+    cpu_trainer(max_steps=10, limit_val_batches=0).fit(module, datamodule=data)
     return module.export_pretrained(tmp_path_factory.mktemp("sft") / "export", data.tokenizer)

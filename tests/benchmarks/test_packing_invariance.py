@@ -8,12 +8,13 @@ import torch
 from torch.testing import assert_close
 from transformers import MistralConfig, MistralForCausalLM
 
+from common.settings import LoraSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from datamodules.collate import PreferenceCollator, SFTCollator
-from lightning_modules.causal_lm import PACKED_SDPA, ResponseOutputs, use_packed_sdpa
+from lightning_modules.causal_lm import ResponseOutputs
 from lightning_modules.dpo import DPOModule
-from lightning_modules.loading import LoraSettings
 from lightning_modules.losses import token_logps
+from lightning_modules.packed_attention import PACKED_SDPA, use_packed_sdpa
 from lightning_modules.sft import SFTModule
 
 ROWS = 6

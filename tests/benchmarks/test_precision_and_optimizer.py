@@ -6,8 +6,8 @@ import lightning as L
 import torch
 from torch.testing import assert_close
 
+from common.settings import OptimizerSettings
 from datamodules import InstructionDataModule
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 STEPS = 6

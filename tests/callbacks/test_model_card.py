@@ -192,8 +192,8 @@ def test_evaluation_results_become_a_model_index_skipping_what_is_missing():
 def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, repo, tmp_path):
     """A real fit through HFExportCallback: the README.md peft writes is replaced by our card, which
     reads the copied training_config.yaml, inherits the tiny base's license, and its snippet loads."""
+    from common.settings import LoraSettings
     from datamodules.instruction import InstructionDataModule
-    from lightning_modules.loading import LoraSettings
     from lightning_modules.sft import SFTModule
 
     run = tmp_path / "run"

@@ -12,10 +12,10 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from common.constants import IGNORE_INDEX
 from datamodules.instruction import InstructionDataModule, parse_instruction_row, tokenize_instruction
 from datamodules.preference import PreferenceDataModule, parse_preference_row, tokenize_preference
 from datamodules.sources import BadRow, DataError
-from lightning_modules.losses import IGNORE_INDEX
 
 VOCAB = {
     "<unk>": 0, "<s>": 1, "</s>": 2,
@@ -52,7 +52,7 @@ def chat_tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_tokenizer(chat_tokenizer_dir):
-    from lightning_modules.loading import load_tokenizer
+    from datamodules.tokenizer import load_tokenizer
 
     return load_tokenizer(str(chat_tokenizer_dir))
 

@@ -14,10 +14,10 @@ import pyarrow.csv
 import pyarrow.parquet
 import pytest
 
+from common.constants import IGNORE_INDEX
 from datamodules.instruction import InstructionDataModule
 from datamodules.sources import DataError
 from datamodules.templates import format_prompt
-from lightning_modules.losses import IGNORE_INDEX
 
 FIELDS = ("instruction", "input", "output")
 

@@ -12,10 +12,10 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
+from common.constants import IGNORE_INDEX
 from datamodules.collate import SFTCollator
 from datamodules.instruction import tokenize_instruction
 from datamodules.templates import encode_prompt, encode_response, format_prompt
-from lightning_modules.losses import IGNORE_INDEX
 
 VOCAB = {
     "<unk>": 0, "<s>": 1, "</s>": 2,

@@ -30,8 +30,9 @@ def eval_prompts() -> list[dict]:
 @pytest.fixture(scope="session")
 def tiny_dpo_export(tiny_sft_export, tmp_path_factory):
     """A DPO adapter export on top of the tiny SFT export, with non-zero LoRA updates."""
+    from common.settings import LoraSettings
+    from datamodules.tokenizer import load_tokenizer
     from lightning_modules.dpo import DPOModule
-    from lightning_modules.loading import LoraSettings, load_tokenizer
 
     torch.manual_seed(0)
     module = DPOModule(str(tiny_sft_export), lora=LoraSettings(r=4, alpha=8, dropout=0.0), reference="adapter")

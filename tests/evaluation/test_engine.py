@@ -10,7 +10,7 @@ import pytest
 from evaluation import engine
 from evaluation.config import EvaluationConfig, GenerationSettings
 from evaluation.scoring import HeldOutData
-from evaluation.variants import LoadSettings
+from evaluation.variants import VariantLoadSettings
 
 
 def test_evaluation_writes_both_result_files_with_the_documented_structure(
@@ -124,7 +124,7 @@ def test_load_dtype_auto_follows_the_precision_rule(tiny_sft_export, eval_data_f
             engine.evaluate(
                 EvaluationConfig(
                     sft_adapter=str(tiny_sft_export), dpo_adapter=None, variants=["sft"], device="cpu",
-                    prompts=str(eval_data_files / "prompts.jsonl"), load=LoadSettings(dtype=dtype),
+                    prompts=str(eval_data_files / "prompts.jsonl"), load=VariantLoadSettings(dtype=dtype),
                     results_dir=str(tmp_path / "results"),
                 )
             )
@@ -186,7 +186,7 @@ def test_a_judge_scores_every_response_after_generation(
         EvaluationConfig(
             sft_adapter=str(tiny_sft_export), dpo_adapter=str(export), variants=["sft", "sft_dpo"], judge=judge,
             device="cpu", prompts=str(eval_data_files / "prompts.jsonl"), beta=0.1,
-            generation=GenerationSettings(max_new_tokens=4), load=LoadSettings(dtype="float32"),
+            generation=GenerationSettings(max_new_tokens=4), load=VariantLoadSettings(dtype="float32"),
             results_dir=str(tmp_path / "results"),
         )
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from datamodules.tokenizer import load_tokenizer
 from evaluation.config import GenerationSettings
 from evaluation.generation import generate_responses, left_pad
-from evaluation.variants import LoadSettings, load_variant, resolve_sources
-from lightning_modules.loading import load_tokenizer
+from evaluation.variants import VariantLoadSettings, load_variant, resolve_sources
 
 
 def test_left_pad_puts_padding_before_the_prompt():
@@ -16,7 +16,7 @@ def test_left_pad_puts_padding_before_the_prompt():
 
 def test_batched_left_padded_generation_equals_one_prompt_at_a_time(tiny_sft_export, eval_prompts):
     tokenizer = load_tokenizer(str(tiny_sft_export))
-    model = load_variant("sft", resolve_sources(str(tiny_sft_export), None), LoadSettings(dtype="float32"))
+    model = load_variant("sft", resolve_sources(str(tiny_sft_export), None), VariantLoadSettings(dtype="float32"))
     prompts = [row.get("prompt", row.get("instruction")) for row in eval_prompts]
     inputs = [row.get("input", "") for row in eval_prompts]
     settings = GenerationSettings(max_new_tokens=8, batch_size=len(prompts))

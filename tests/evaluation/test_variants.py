@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from evaluation.variants import LoadSettings, load_variant, resolve_sources
+from evaluation.variants import VariantLoadSettings, load_variant, resolve_sources
 from lightning_modules.loading import ModelLoadError
 
-FP32 = LoadSettings(dtype="float32")  # compared with the fp32 training module: exact on any machine
+FP32 = VariantLoadSettings(dtype="float32")  # compared with the fp32 training module: exact on any machine
 
 
 def test_sft_dpo_variant_is_the_trained_policy_merged_or_stacked(tiny_sft_export, tiny_dpo_export):
@@ -20,7 +20,8 @@ def test_sft_dpo_variant_is_the_trained_policy_merged_or_stacked(tiny_sft_export
     with torch.no_grad():
         expected = module.model(input_ids=input_ids).logits
         merged = load_variant("sft_dpo", sources, FP32)(input_ids=input_ids).logits
-        stacked = load_variant("sft_dpo", sources, LoadSettings("float32", merge_adapters=False))(input_ids=input_ids)
+        stacked_load = VariantLoadSettings("float32", merge_adapters=False)
+        stacked = load_variant("sft_dpo", sources, stacked_load)(input_ids=input_ids)
         sft = load_variant("sft", sources, FP32)(input_ids=input_ids).logits
     assert_close(merged, expected, rtol=1e-4, atol=1e-4)
     assert_close(stacked.logits, expected, rtol=1e-4, atol=1e-4)

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from common.errors import ModelLoadError
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules import PreferenceDataModule
 from lightning_modules.dpo import DPOModule
-from lightning_modules.loading import LoraSettings, ModelLoadError
-from lightning_modules.optim import OptimizerSettings
 
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
 
@@ -30,41 +30,29 @@ def preference_data(export, repo, tmp_path, **kwargs) -> PreferenceDataModule:
     return data
 
 
-def trainer(max_steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
-
-
 def first_batch(data: PreferenceDataModule) -> dict:
     return next(iter(data.val_dataloader()))
 
 
-def step_zero(module: DPOModule, data: PreferenceDataModule) -> dict:
+def step_zero(module: DPOModule, data: PreferenceDataModule, cpu_trainer) -> dict:
     """Loss and rewards of one validation batch before any update, through Lightning."""
-    t = trainer(1, limit_val_batches=1)
+    t = cpu_trainer(max_steps=1, limit_val_batches=1)
     t.validate(module, datamodule=data, verbose=False)
     return {k: v.item() for k, v in t.callback_metrics.items()}
 
 
 @pytest.mark.parametrize("strategy", ["separate", "adapter", "precomputed"])
-def test_step_zero_is_ln2_with_zero_rewards(strategy, tiny_sft_export, repo, tmp_path):
+def test_step_zero_is_ln2_with_zero_rewards(strategy, tiny_sft_export, repo, tmp_path, cpu_trainer):
     data = preference_data(tiny_sft_export, repo, tmp_path)
     module = DPOModule(str(tiny_sft_export), lora=LORA, reference=strategy, reference_cache_dir=str(tmp_path / "ref"))
-    metrics = step_zero(module, data)
+    metrics = step_zero(module, data, cpu_trainer)
     assert metrics["val/loss"] == pytest.approx(math.log(2), abs=1e-5)
     assert metrics["val/rewards/chosen"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["val/rewards/rejected"] == pytest.approx(0.0, abs=1e-5)
     assert metrics["val/logps/chosen"] < 0
 
 
-def test_reference_strategies_give_the_same_loss_on_the_same_batch(tiny_sft_export, repo, tmp_path):
+def test_reference_strategies_give_the_same_loss_on_the_same_batch(tiny_sft_export, repo, tmp_path, cpu_trainer):
     """After the policy has moved, the three references still agree: they are all the SFT model."""
     data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
     batch = first_batch(data)
@@ -81,7 +69,7 @@ def test_reference_strategies_give_the_same_loss_on_the_same_batch(tiny_sft_expo
                     param.copy_(nudged[name])
         module.eval()
         if strategy == "precomputed":
-            module.trainer = trainer(1)
+            module.trainer = cpu_trainer(max_steps=1)
             module.trainer.strategy.connect(module)
             module.trainer.datamodule = data
             module.trainer._data_connector.attach_datamodule(module, data)
@@ -121,7 +109,7 @@ class Recorder(L.Callback):
         self.rows.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
-def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path):
+def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path, cpu_trainer):
     L.seed_everything(0, verbose=False)
     # 32 pairs seen for ~8 epochs: a 0.2M-parameter model can fit them in a few dozen steps.
     data = preference_data(tiny_sft_export, repo, tmp_path, num_examples=32)
@@ -134,7 +122,7 @@ def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path):
         optimizer=OptimizerSettings(lr=1e-2, warmup_steps=2),
     )
     recorder = Recorder()
-    trainer(30, callbacks=[recorder], limit_val_batches=0).fit(module, datamodule=data)
+    cpu_trainer(max_steps=30, callbacks=[recorder], limit_val_batches=0).fit(module, datamodule=data)
     first, last = recorder.rows[:5], recorder.rows[-5:]
     mean = lambda rows, key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
     assert mean(last, "train/rewards/accuracies") > 0.5
@@ -142,7 +130,9 @@ def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path):
     assert mean(last, "train/loss") < math.log(2)
 
 
-def test_precomputed_cache_is_reused_and_invalidated_by_new_data(tiny_sft_export, repo, tmp_path, monkeypatch):
+def test_precomputed_cache_is_reused_and_invalidated_by_new_data(
+    tiny_sft_export, repo, tmp_path, monkeypatch, cpu_trainer
+):
     calls = []
     original = DPOModule._compute_reference_cache
 
@@ -157,7 +147,7 @@ def test_precomputed_cache_is_reused_and_invalidated_by_new_data(tiny_sft_export
         module = DPOModule(
             str(tiny_sft_export), lora=LORA, reference="precomputed", reference_cache_dir=str(tmp_path / "ref")
         )
-        trainer(1, limit_val_batches=1).fit(module, datamodule=data)
+        cpu_trainer(max_steps=1, limit_val_batches=1).fit(module, datamodule=data)
 
     run()
     assert calls == ["train", "val"]

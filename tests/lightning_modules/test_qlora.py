@@ -22,9 +22,10 @@ from torch.testing import assert_close
 from callbacks.checkpoint_io import AtomicCheckpointIO
 from callbacks.resume import RandomStateCheckpoint
 from common.precision import Hardware
+from common.settings import OptimizerSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from evaluation.scoring import HeldOutData, preference_logps, read_preference_pairs
-from evaluation.variants import VARIANTS, LoadSettings, load_variant, resolve_sources
+from evaluation.variants import VARIANTS, VariantLoadSettings, load_variant, resolve_sources
 from lightning_modules import loading
 from lightning_modules.dpo import DPOModule
 from lightning_modules.loading import (
@@ -34,7 +35,6 @@ from lightning_modules.loading import (
     check_bitsandbytes,
     load_causal_lm,
 )
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 try:
@@ -58,19 +58,6 @@ def quantise_on_the_cpu():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(loading, "four_bit_device", lambda: "cpu")
         yield
-
-
-def cpu_trainer(max_steps: int, **kwargs) -> L.Trainer:
-    options = dict(
-        accelerator="cpu",
-        precision="32-true",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    return L.Trainer(**{**options, **kwargs})
 
 
 class StepLog(L.Callback):
@@ -196,14 +183,14 @@ def test_merging_an_adapter_into_4bit_weights_is_refused(qlora_sft):
     with pytest.raises(ValueError, match="cannot be merged into a 4-bit base"):
         DPOModule(str(qlora_sft["export"]), lora=LORA, load_in_4bit=True, merge_sft_adapter=True)
     with pytest.raises(ValueError, match="merge_adapters: false"):
-        LoadSettings(load_in_4bit=True, merge_adapters=True)
+        VariantLoadSettings(load_in_4bit=True, merge_adapters=True)
 
 
 # ---- QLoRA SFT ----------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def qlora_sft(tiny_model_dir, repo, tmp_path_factory) -> dict:
+def qlora_sft(tiny_model_dir, repo, tmp_path_factory, cpu_trainer) -> dict:
     """A QLoRA SFT run: 24 steps, a sanity validation before the first (eval mode, no gradients: the case that
     made bitsandbytes repack its weights) and one after each epoch; then the export."""
     if NO_4BIT:
@@ -216,7 +203,8 @@ def qlora_sft(tiny_model_dir, repo, tmp_path_factory) -> dict:
     data = sft_data(tiny_model_dir, repo, root)
     before, frozen_before = trained_state(module), frozen_state(module)
     log = StepLog()
-    cpu_trainer(SFT_STEPS, callbacks=[log], limit_val_batches=1, num_sanity_val_steps=1).fit(module, datamodule=data)
+    trainer = cpu_trainer(max_steps=SFT_STEPS, callbacks=[log], limit_val_batches=1, num_sanity_val_steps=1)
+    trainer.fit(module, datamodule=data)
     export = module.export_pretrained(root / "sft", data.tokenizer)
     return {
         "module": module,
@@ -271,7 +259,7 @@ def test_qlora_sft_export_reloads_onto_a_freshly_quantised_base(qlora_sft, tiny_
 
 
 @pytest.fixture(scope="module")
-def qlora_dpo(qlora_sft, repo, tmp_path_factory) -> dict[str, dict]:
+def qlora_dpo(qlora_sft, repo, tmp_path_factory, cpu_trainer) -> dict[str, dict]:
     """For each reference strategy: DPO on the 4-bit base + the QLoRA SFT adapter (frozen) + a new adapter;
     the step-0 validation, a sanity validation and 2 training steps (the second moves lora_A), the export."""
     runs = {}
@@ -299,13 +287,14 @@ def qlora_dpo(qlora_sft, repo, tmp_path_factory) -> dict[str, dict]:
             optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
         )
         # inference_mode off: metric states made in inference mode could not be updated by fit's validation.
-        validation = cpu_trainer(1, limit_val_batches=1, inference_mode=False)
+        validation = cpu_trainer(max_steps=1, limit_val_batches=1, inference_mode=False)
         validation.validate(module, datamodule=data, verbose=False)
         step_zero = {name: float(value) for name, value in validation.callback_metrics.items()}
         before, frozen_before = trained_state(module), frozen_state(module)
         log = StepLog()
         # The sanity validation runs the policy in eval mode without gradients right before training.
-        cpu_trainer(2, callbacks=[log], limit_val_batches=1, num_sanity_val_steps=1).fit(module, datamodule=data)
+        trainer = cpu_trainer(max_steps=2, callbacks=[log], limit_val_batches=1, num_sanity_val_steps=1)
+        trainer.fit(module, datamodule=data)
         export = module.export_pretrained(root / "dpo", data.tokenizer, {"source_model": str(sft_export)})
         runs[strategy] = {
             "module": module,
@@ -345,7 +334,7 @@ def test_qlora_dpo_export_reloads_as_the_evaluation_loads_it(qlora_dpo, qlora_sf
     run = qlora_dpo[strategy]
     assert json.loads((run["export"] / "adapter_config.json").read_text())["r"] == LORA.r
     sources = resolve_sources(str(qlora_sft["export"]), str(run["export"]))
-    load = LoadSettings(dtype="float32", load_in_4bit=True, merge_adapters=False)
+    load = VariantLoadSettings(dtype="float32", load_in_4bit=True, merge_adapters=False)
     reloaded = load_variant("sft_dpo", sources, load)
     batch = encoded(qlora_sft["tokenizer"], TEXTS)
     assert_close(logits(reloaded, batch), logits(run["module"].model, batch), rtol=0, atol=1e-6)
@@ -356,7 +345,7 @@ def test_qlora_dpo_export_reloads_as_the_evaluation_loads_it(qlora_dpo, qlora_sf
 
 def test_evaluation_loads_the_4bit_variants_and_scores_them(qlora_dpo, qlora_sft, repo):
     sources = resolve_sources(str(qlora_sft["export"]), str(qlora_dpo["precomputed"]["export"]))
-    load = LoadSettings(load_in_4bit=True, merge_adapters=False)  # dtype auto: this machine's compute dtype
+    load = VariantLoadSettings(load_in_4bit=True, merge_adapters=False)  # dtype auto: this machine's compute dtype
     pairs = read_preference_pairs(HeldOutData(files=str(repo / "data/tiny/prefs_test.jsonl"), num_examples=4))
     scores = {}
     for name in VARIANTS:
@@ -389,7 +378,7 @@ class StopAtStep(L.Callback):
 
 
 def resumable_run(
-    model: Path, repo: Path, root: Path, *, stop_at: int | None = None, ckpt_path: str | None = None
+    model: Path, repo: Path, root: Path, cpu_trainer, *, stop_at: int | None = None, ckpt_path: str | None = None
 ) -> list[float]:
     """4 steps of QLoRA SFT with LoRA dropout on (the random generators matter), ``last.ckpt`` after every step."""
     root.mkdir(exist_ok=True)
@@ -409,7 +398,7 @@ def resumable_run(
     if stop_at is not None:
         callbacks.append(StopAtStep(stop_at))
     trainer = cpu_trainer(
-        RESUME_STEPS,
+        max_steps=RESUME_STEPS,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
         limit_val_batches=0,
@@ -423,14 +412,14 @@ def resumable_run(
 
 
 @needs_4bit
-def test_resume_from_last_ckpt_of_a_4bit_run_continues_the_same_curve(tiny_model_dir, repo, tmp_path):
-    full = resumable_run(tiny_model_dir, repo, tmp_path / "full")
-    interrupted = resumable_run(tiny_model_dir, repo, tmp_path / "cut", stop_at=2)
+def test_resume_from_last_ckpt_of_a_4bit_run_continues_the_same_curve(tiny_model_dir, repo, tmp_path, cpu_trainer):
+    full = resumable_run(tiny_model_dir, repo, tmp_path / "full", cpu_trainer)
+    interrupted = resumable_run(tiny_model_dir, repo, tmp_path / "cut", cpu_trainer, stop_at=2)
     last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
     checkpoint = AtomicCheckpointIO().load_checkpoint(last)
     assert checkpoint["global_step"] == 2
     assert checkpoint["state_dict"] and all("lora_" in name for name in checkpoint["state_dict"])  # no 4-bit base
-    resumed = resumable_run(tiny_model_dir, repo, tmp_path / "cut", ckpt_path=str(last))
+    resumed = resumable_run(tiny_model_dir, repo, tmp_path / "cut", cpu_trainer, ckpt_path=str(last))
     assert len(full) == RESUME_STEPS and len(set(full)) == RESUME_STEPS
     assert interrupted == pytest.approx(full[:2], abs=1e-6, rel=0)
     assert resumed == pytest.approx(full[2:], abs=1e-6, rel=0)

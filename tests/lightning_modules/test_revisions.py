@@ -14,9 +14,10 @@ from huggingface_hub.errors import RevisionNotFoundError
 
 from callbacks.export import HFExportCallback
 from common.provenance import RevisionError, files_sha256, resolve_revision
+from common.settings import LoraSettings
 from datamodules import InstructionDataModule
+from datamodules import tokenizer as tokenizers
 from lightning_modules import loading
-from lightning_modules.loading import LoraSettings
 from lightning_modules.sft import SFTModule
 from lightning_modules.trainer import StudyTrainer
 
@@ -61,8 +62,8 @@ def hub(monkeypatch, tiny_model_dir, repo):
     monkeypatch.setattr(HfApi, "dataset_info", dataset_info)
     monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained",
                         stand_in("model", loading.AutoModelForCausalLM.from_pretrained))
-    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained",
-                        stand_in("tokenizer", loading.AutoTokenizer.from_pretrained))
+    monkeypatch.setattr(tokenizers.AutoTokenizer, "from_pretrained",
+                        stand_in("tokenizer", tokenizers.AutoTokenizer.from_pretrained))
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     return asked
 

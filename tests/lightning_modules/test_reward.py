@@ -10,9 +10,9 @@ import torch
 from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from common.errors import ModelLoadError
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules import PreferenceDataModule
-from lightning_modules.loading import LoraSettings, ModelLoadError
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.reward import RewardModule, last_token_mask, reward_pad_token
 
 
@@ -29,18 +29,6 @@ def preference_data(model_dir, repo, tmp_path, **kwargs) -> PreferenceDataModule
     data = PreferenceDataModule(str(model_dir), **options)
     data.setup("fit")
     return data
-
-
-def trainer(max_steps: int, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=max_steps,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        **kwargs,
-    )
 
 
 def first_batch(data: PreferenceDataModule) -> dict:
@@ -112,10 +100,12 @@ def test_reward_is_the_score_at_each_rows_last_token_padded_or_packed(tiny_model
     assert_close(from_packed, from_padded)
 
 
-def test_step_zero_is_ln2_and_the_loss_is_the_bradley_terry_mean_of_the_rewards(tiny_model_dir, repo, tmp_path):
+def test_step_zero_is_ln2_and_the_loss_is_the_bradley_terry_mean_of_the_rewards(
+    tiny_model_dir, repo, tmp_path, cpu_trainer
+):
     data = preference_data(tiny_model_dir, repo, tmp_path)
     module = RewardModule(str(tiny_model_dir))
-    t = trainer(1, limit_val_batches=1)
+    t = cpu_trainer(max_steps=1, limit_val_batches=1)
     t.validate(module, datamodule=data, verbose=False)
     # Zero-initialised head: every reward is 0, every pair a tie (-logsigmoid(0) = ln 2), none counted as won.
     assert t.callback_metrics["val/loss"].item() == pytest.approx(math.log(2), abs=1e-6)
@@ -137,7 +127,7 @@ def test_step_zero_is_ln2_and_the_loss_is_the_bradley_terry_mean_of_the_rewards(
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_model_dir, repo, tmp_path_factory):
+def fitted(tiny_model_dir, repo, tmp_path_factory, cpu_trainer):
     """A full fine-tune of the tiny test model (random weights, 0.16M) on the tiny pairs: 60 steps of 8 pairs."""
     tmp_path = tmp_path_factory.mktemp("reward")
     data = preference_data(tiny_model_dir, repo, tmp_path)
@@ -145,7 +135,7 @@ def fitted(tiny_model_dir, repo, tmp_path_factory):
     module = RewardModule(str(tiny_model_dir), optimizer=OptimizerSettings(lr=3e-3, warmup_steps=2))
     with torch.no_grad():
         before = module.rewards(next(iter(data.train_dataloader())))
-    fit = trainer(60, limit_val_batches=0)
+    fit = cpu_trainer(max_steps=60, limit_val_batches=0)
     fit.fit(module, datamodule=data)
     return SimpleNamespace(module=module.eval(), data=data, before=before, trainer=fit)
 

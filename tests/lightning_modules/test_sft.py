@@ -10,11 +10,10 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules.collate import SFTCollator
 from datamodules.instruction import InstructionDataModule
-from lightning_modules.loading import LoraSettings
 from lightning_modules.losses import sft_loss
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 STEPS = 30

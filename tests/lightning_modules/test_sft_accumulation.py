@@ -5,10 +5,9 @@ import torch
 from torch.testing import assert_close
 from torch.utils.data import DataLoader
 
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules.collate import SFTCollator
 from datamodules.instruction import tokenize_instruction
-from lightning_modules.loading import LoraSettings
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 

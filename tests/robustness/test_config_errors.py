@@ -32,6 +32,16 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     four_bit = tiny_config("sft", root / "four_bit", model)
     four_bit["model"]["init_args"]["load_in_4bit"] = True
     # 4-bit runs on the CPU now; what still stops it is a bitsandbytes too old for that (see old_bitsandbytes).
+    # Constructor checks (a data module's, a module's, a settings dataclass's) that jsonargparse would otherwise
+    # wrap in a 40-line traceback.
+    prompt_length = tiny_config("dpo", root / "prompt_length", sft_export)
+    prompt_length["data"]["init_args"].update(max_length=256, max_prompt_length=300)
+    lora_rank = tiny_config("sft", root / "lora_rank", model)
+    lora_rank["model"]["init_args"]["lora"]["r"] = 0
+    qlora_without_lora = tiny_config("sft", root / "qlora_without_lora", model)
+    qlora_without_lora["model"]["init_args"].update(load_in_4bit=True, lora=None)
+    dpo_loss = tiny_config("dpo", root / "dpo_loss", sft_export)
+    dpo_loss["model"]["init_args"]["label_smoothing"] = 0.7
     return {
         "bad_row": (
             bad_row,
@@ -44,6 +54,13 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
             four_bit,
             ["error: load_in_4bit: true needs bitsandbytes>=0.46.1", "found 0.45.5", "set load_in_4bit: false"],
         ),
+        "prompt_length": (
+            prompt_length,
+            ["error: data: max_prompt_length (300) must be below max_length (256)", "lower max_prompt_length"],
+        ),
+        "lora_rank": (lora_rank, ["error: lora.r must be a positive integer", "got 0"]),
+        "qlora_without_lora": (qlora_without_lora, ["error: load_in_4bit (QLoRA) trains a LoRA", "set model.lora"]),
+        "dpo_loss": (dpo_loss, ["error: model: label_smoothing (cDPO eps) must be in [0, 0.5], got 0.7"]),
     }
 
 
@@ -67,7 +84,13 @@ def results(tmp_path_factory, tiny_model_dir, tiny_sft_export) -> dict:
     return {name: (finish(process), cases[name][1], root) for name, process in processes.items()}
 
 
-@pytest.mark.parametrize("name", ["bad_row", "not_a_model", "no_export", "half_export", "four_bit"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "bad_row", "not_a_model", "no_export", "half_export", "four_bit",
+        "prompt_length", "lora_rank", "qlora_without_lora", "dpo_loss",
+    ],
+)  # fmt: skip
 def test_mistake_stops_with_one_readable_error_line(results, name):
     result, fragments, root = results[name]
     assert result.returncode == 1, result.stderr[-3000:]

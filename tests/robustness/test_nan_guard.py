@@ -13,9 +13,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from callbacks.checkpoint_io import AtomicCheckpointIO, NonFiniteCheckpointError
 from callbacks.nan_guard import NaNGuard, NonFiniteLossError
+from common.settings import LoraSettings, OptimizerSettings
 from datamodules.instruction import InstructionDataModule
-from lightning_modules.loading import LoraSettings
-from lightning_modules.optim import OptimizerSettings
 from lightning_modules.sft import SFTModule
 
 

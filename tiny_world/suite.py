@@ -4,7 +4,7 @@ Everything comes from :func:`generate_suite`, a pure function of its arguments: 
 draws from its own ``random.Random`` seeded with the seed and a label (``"pool/reasoning"``,
 ``"rows/sft_train"``...), so changing one split's size leaves the other splits' prompts in place.
 
-How the prompts are split, per category (:mod:`evaluation.tasks` lists every distinct prompt):
+How the prompts are split, per category (:mod:`tiny_world.tasks` lists every distinct prompt):
 
 1. The category's prompts are shuffled, stratified over their kind (a test slice of ``safety`` is
    about half harmful, half benign).
@@ -34,9 +34,9 @@ from collections import defaultdict
 from dataclasses import dataclass, fields
 from typing import Any
 
-from evaluation.pretrain import pretrain_corpus
-from evaluation.tasks import Task, all_tasks
-from evaluation.vocab import CATEGORIES
+from tiny_world.pretrain import pretrain_corpus
+from tiny_world.tasks import Task, all_tasks
+from tiny_world.vocab import CATEGORIES
 
 FLAWED_CATEGORIES: tuple[str, ...] = ("instruction_following", "reasoning", "safety")
 DEFAULT_FLAWED_FRACTION = 0.3

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 
-import build_tiny_model
 import pytest
 import torch
 
 from common.precision import Hardware
+from tiny_world import base
+from tiny_world.base import TinyBaseSettings
 
 ZEN3 = Hardware(device="cpu", cpu_capability="AVX2")
 ZEN4 = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True)
@@ -23,24 +24,25 @@ ZEN4 = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True)
     ],
 )
 def test_pretraining_autocast_follows_the_rule(repo, tmp_path, monkeypatch, hardware, precision, autocast, recorded):
-    monkeypatch.setattr(build_tiny_model, "detect_hardware", lambda accelerator: hardware)
+    monkeypatch.setattr(base, "detect_hardware", lambda accelerator: hardware)
     seen = []
-    monkeypatch.setattr(build_tiny_model, "pretrain", lambda *args: seen.append(args[-1]))
+    monkeypatch.setattr(base, "pretrain", lambda *args: seen.append(args[-1]))
     out = tmp_path / "base"
-    build_tiny_model.build(
-        out, repo / "data" / "tiny", vocab_size=300, hidden=32, layers=1, heads=2, kv_heads=1, max_positions=64,
+    settings = TinyBaseSettings(
+        vocab_size=300, hidden=32, layers=1, heads=2, kv_heads=1, max_positions=64,
         pretrain_steps=1, seq_len=16, batch_size=2, lr=1e-3, seed=0, precision=precision,
-    )
+    )  # fmt: skip
+    base.build(out, repo / "data" / "tiny", settings)
     assert seen == [autocast]
     assert json.loads((out / "build_args.json").read_text())["precision"] == recorded
 
 
 def test_one_pretraining_step_runs_without_autocast(tiny_tokenizer):
     """The fp32 path really trains (the loss is finite and the weights move)."""
-    model = build_tiny_model.MistralForCausalLM(
-        build_tiny_model.tiny_config(len(tiny_tokenizer), 32, 1, 2, 1, 128)
+    model = base.MistralForCausalLM(
+        base.tiny_config(len(tiny_tokenizer), 32, 1, 2, 1, 128)
     )
     before = model.lm_head.weight.detach().clone()
     texts = ["one two three four five six seven eight nine ten"] * 4
-    build_tiny_model.pretrain(model, tiny_tokenizer, texts, 1, 8, 2, 1e-2, 0, None)
+    base.pretrain(model, tiny_tokenizer, texts, 1, 8, 2, 1e-2, 0, None)
     assert not torch.equal(before, model.lm_head.weight)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from evaluation.vocab import (
+from tiny_world.vocab import (
     ANIMAL_LEGS,
     BENIGN_REQUESTS,
     CATEGORIES,
@@ -74,7 +74,7 @@ class Task:
     """One distinct prompt of the suite.
 
     Attributes:
-        category: one of :data:`evaluation.vocab.CATEGORIES`.
+        category: one of :data:`tiny_world.vocab.CATEGORIES`.
         kind: the sub-type within the category (``addition``, ``harmful``, ``capital``...); splits
             are stratified over it.
         instruction: the Alpaca ``instruction``.

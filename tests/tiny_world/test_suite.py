@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from common.jsonl import jsonl_text
 from evaluation.checkers import check_response, is_refusal
-from evaluation.files import corpus_text, jsonl_text, write_suite
 from evaluation.study_prompts import study_prompts
-from evaluation.suite import FLAWED_CATEGORIES, SuiteSizes, TinySuite, generate_suite
-from evaluation.tasks import all_tasks, prompt_text
-from evaluation.vocab import CATEGORIES, COUNTRIES
+from tiny_world.files import corpus_text, write_suite
+from tiny_world.suite import FLAWED_CATEGORIES, SuiteSizes, TinySuite, generate_suite
+from tiny_world.tasks import all_tasks, prompt_text
+from tiny_world.vocab import CATEGORIES, COUNTRIES
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "data" / "tiny"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator
 
-from evaluation.tasks import FUNCTIONS, PARAMETER_NAMES, STORY_PLACES, poem, with_article
-from evaluation.vocab import ANIMAL_LEGS, BENIGN_REQUESTS, COUNTRIES, LIST_GROUPS, NOUNS
+from tiny_world.tasks import FUNCTIONS, PARAMETER_NAMES, STORY_PLACES, poem, with_article
+from tiny_world.vocab import ANIMAL_LEGS, BENIGN_REQUESTS, COUNTRIES, LIST_GROUPS, NOUNS
 
 # Document kind -> (weight, fewest and most sentences).
 DOC_KINDS: dict[str, tuple[float, int, int]] = {

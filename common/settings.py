@@ -1,0 +1,107 @@
+"""The settings dataclasses that training and evaluation share, each field documented.
+
+LightningCLI and jsonargparse read these docstrings: ``--print_config`` shows every field with its line. A
+settings object checks itself when it is built and raises :class:`~common.errors.ConfigError` naming the key,
+so a bad value stops the run before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from common.errors import ConfigError
+
+
+@dataclass
+class LoadSettings:
+    """How model weights are loaded (the keywords of ``lightning_modules.loading.load_causal_lm``).
+
+    Attributes:
+        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``), or ``auto``: the compute dtype of
+            ``precision: auto`` on this machine (``common.precision``): bfloat16 on a GPU or CPU with native
+            bf16, float16 on an older GPU, float32 on any other CPU.
+        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; on a GPU or the CPU, bitsandbytes >= 0.46.1).
+        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
+    """
+
+    dtype: str = "auto"
+    attn_implementation: str | None = "sdpa"
+    load_in_4bit: bool = False
+    trust_remote_code: bool = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """The loading keywords, as ``load_causal_lm`` and ``load_sft_model`` take them."""
+        return {
+            "dtype": self.dtype,
+            "attn_implementation": self.attn_implementation,
+            "trust_remote_code": self.trust_remote_code,
+            "load_in_4bit": self.load_in_4bit,
+        }
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter hyper-parameters (Hu et al. 2021, https://arxiv.org/abs/2106.09685).
+
+    Attributes:
+        r: rank of the update ``B @ A``.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``.
+        dropout: dropout on the adapter's input.
+        target_modules: names of the linear layers that get an adapter.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ConfigError(f"lora.r must be a positive integer (the rank of the update), got {self.r}.")
+        if self.alpha <= 0:
+            raise ConfigError(f"lora.alpha must be positive (the update is scaled by alpha / r), got {self.alpha}.")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}.")
+        if not self.target_modules:
+            raise ConfigError("lora.target_modules is empty: name the linear layers that get an adapter (q_proj...).")
+
+    def peft_config(self, task_type: str = "CAUSAL_LM"):
+        """The ``peft.LoraConfig`` of these settings; ``task_type`` ``SEQ_CLS`` for a sequence classifier."""
+        from peft import LoraConfig
+
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            task_type=task_type,
+        )
+
+
+@dataclass
+class OptimizerSettings:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        lr: peak learning rate (the study: 2e-5 for SFT, 5e-7 for DPO).
+        weight_decay: AdamW decoupled weight decay, applied to matrices only (not norms or biases).
+        betas: AdamW moment coefficients.
+        eps: AdamW denominator epsilon.
+        warmup_ratio: share of the total steps spent warming up linearly from 0.
+        warmup_steps: warm-up length in steps; overrides ``warmup_ratio`` when set.
+        schedule: decay after warm-up: ``cosine``, ``linear`` or ``constant``.
+        min_lr_ratio: the learning rate at the last step, as a share of ``lr``.
+    """
+
+    lr: float = 2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_ratio: float = 0.03
+    warmup_steps: int | None = None
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0

@@ -1,0 +1,113 @@
+"""Attention over packed batches: each packed example attends causally to itself only, at its own cost.
+
+A packed batch is ``(1, N)``: several examples laid end to end, ``position_ids`` restarting at 0 at each
+(``datamodules.collate.build_batch``). Transformers' stock ``sdpa`` would build an ``(N, N)`` block-diagonal
+mask for it; :func:`packed_sdpa_attention` runs one causal call per example instead. The trainers switch a
+model to it with :func:`use_packed_sdpa`, which also registers it with transformers.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+PACKED_SDPA = "sdpa_packed"
+"""Attention implementation that runs each packed example on its own (registered by :func:`use_packed_sdpa`)."""
+
+
+def packed_lengths(position_ids: torch.Tensor | None, rows: int, length: int) -> list[list[int]]:
+    """Length of every example in every row: a new one starts wherever the position does not follow the
+    previous one (the rule transformers uses to detect packed rows)."""
+    if position_ids is None:
+        return [[length]] * rows
+    starts = torch.ones(rows, length, dtype=torch.bool, device=position_ids.device)
+    starts[:, 1:] = position_ids.expand(rows, -1).diff(dim=-1) != 1
+    lengths = []
+    for row in starts:
+        bounds = torch.nonzero(row).flatten().tolist() + [length]
+        lengths.append([end - start for start, end in zip(bounds[:-1], bounds[1:], strict=True)])
+    return lengths
+
+
+def packed_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    sliding_window: int | None = None,
+    position_ids: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """``sdpa`` with causal attention inside each packed example and none across examples.
+
+    Transformers' ``sdpa`` turns a packed ``(1, N)`` batch into an ``(N, N)`` block-diagonal mask: memory and
+    compute quadratic in the whole batch and no causal skipping, slower than padding. Here each example is one
+    ``is_causal`` call on its piece of ``(B, heads, N, head_dim)``: the same result at the cost of the examples'
+    own lengths. Masked batches (padding, a KV cache) and non-causal modules go to the stock ``sdpa``.
+    """
+    rows, _, length, _ = query.shape
+    causal = kwargs.get("is_causal", getattr(module, "is_causal", True))
+    if attention_mask is not None or key.shape[2] != length or length == 1 or not causal:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    gqa = query.shape[1] != key.shape[1]
+    outputs = []
+    row_lengths = packed_lengths(position_ids, rows, length)
+    # split (not slicing): its backward is one concatenation, not a zero-filled full-size gradient per example
+    for lengths, *row in zip(row_lengths, query.split(1), key.split(1), value.split(1), strict=True):
+        pieces = []
+        for q, k, v in zip(*(t.split(lengths, dim=2) for t in row), strict=True):
+            n = q.shape[2]
+            band = None
+            if sliding_window is not None and n > sliding_window:
+                band = torch.ones(n, n, dtype=torch.bool, device=q.device).tril().triu(1 - sliding_window)
+            pieces.append(
+                F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=band, dropout_p=dropout, scale=scaling, is_causal=band is None, enable_gqa=gqa
+                )
+            )  # (1, heads, n, head_dim)
+        outputs.append(torch.cat(pieces, dim=2))  # (1, heads, N, head_dim)
+    out = torch.cat(outputs)  # (B, heads, N, head_dim)
+    return out.transpose(1, 2).contiguous(), None  # (B, N, heads, head_dim)
+
+
+def packed_sdpa_mask(
+    batch_size: int,
+    q_length: int,
+    kv_length: int,
+    q_offset: int = 0,
+    kv_offset: int = 0,
+    attention_mask: torch.Tensor | None = None,
+    **kwargs,
+) -> torch.Tensor | None:
+    """No mask when :func:`packed_sdpa_attention` separates the examples itself (no padding, no cache)."""
+    if attention_mask is None and q_length == kv_length and not q_offset and not kv_offset:
+        return None
+    return sdpa_mask(
+        batch_size, q_length, kv_length, q_offset=q_offset, kv_offset=kv_offset, attention_mask=attention_mask, **kwargs
+    )
+
+
+def register_packed_sdpa() -> None:
+    """Make :data:`PACKED_SDPA` known to transformers (its attention function and its mask); idempotent.
+
+    Called where the kernel is chosen (:func:`use_packed_sdpa`), not on import: importing a module changes
+    nothing in transformers' global registries.
+    """
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_SDPA, packed_sdpa_mask)
+
+
+def use_packed_sdpa(model: torch.nn.Module) -> None:
+    """Switch a model on stock ``sdpa`` to :data:`PACKED_SDPA` (identical results; other implementations are kept)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == "sdpa":
+        register_packed_sdpa()
+        base.set_attn_implementation(PACKED_SDPA)

@@ -1,0 +1,165 @@
+"""The one layering rule (docs/ARCHITECTURE.md), checked on every import of every project module.
+
+    common <- datamodules <- lightning_modules <- callbacks <- evaluation <- scripts, benchmarks, train.py
+    common <- tiny_world <- scripts, benchmarks
+
+A package may import from its own package and from the packages to its left, never to its right: the
+import graph then has no cycles and each layer can be read, tested and replaced knowing only what lies
+below it. ``tiny_world`` (the synthetic suite and the tiny base) is a side branch: it needs only ``common``,
+and only entry points (and tests) use it. Entry points (``scripts/``, ``benchmarks/``, ``train.py``) are
+imported by nothing. Every import is read from the source with ``ast``, lazy imports inside functions
+included, so a violation is named by file, line and statement before anything runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+LAYERS: tuple[str, ...] = ("common", "datamodules", "lightning_modules", "callbacks", "evaluation")
+"""The library packages, lowest first: each may import only the ones before it."""
+SIDE_PACKAGES: dict[str, tuple[str, ...]] = {"tiny_world": ("common",), "planner": ("common",)}
+"""Packages beside the chain, with what each may import; only entry points import them."""
+ENTRY_POINTS: tuple[str, ...] = ("scripts", "benchmarks", "train")
+"""Folders of entry points (and ``train.py``): they may import every package above; nothing imports them."""
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {
+    ("benchmarks/bench_vs_trl.py", "build_tiny_model"): (
+        "the benchmark still reads the tiny-base builder through scripts/ on sys.path; it is to become a package "
+        "importing tiny_world (issue 12, 'the benchmark as a small package')"
+    ),
+}
+"""Imports that break the rule on purpose, each with the reason and what removes it."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One import that goes against the rule."""
+
+    path: str
+    line: int
+    statement: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: `{self.statement}`: {self.reason}"
+
+
+def allowed_imports(package: str) -> tuple[str, ...] | None:
+    """The project packages ``package`` may import (besides itself); ``None``: a package the rule does not place."""
+    if package in LAYERS:
+        return LAYERS[: LAYERS.index(package)]
+    if package in SIDE_PACKAGES:
+        return SIDE_PACKAGES[package]
+    if package in ENTRY_POINTS:
+        return LAYERS + tuple(SIDE_PACKAGES)
+    return None
+
+
+def script_modules(repo: Path) -> set[str]:
+    """Module names that live in the entry-point folders (``scripts/build_tiny_model.py`` -> ``build_tiny_model``):
+    an ``import build_tiny_model`` through ``sys.path`` is an import of an entry point."""
+    return {path.stem for folder in ENTRY_POINTS if (repo / folder).is_dir() for path in (repo / folder).glob("*.py")}
+
+
+def imported_modules(tree: ast.AST) -> list[tuple[int, str, str]]:
+    """``(line, top-level module, statement)`` of every absolute import in ``tree``, nested ones included."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name.split(".")[0], f"import {alias.name}") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = ", ".join(alias.name for alias in node.names)
+            found.append((node.lineno, node.module.split(".")[0], f"from {node.module} import {names}"))
+    return found
+
+
+def check_source(path: str, source: str, packages: set[str], scripts: set[str] = frozenset()) -> list[Violation]:
+    """The violations of the rule in one module's source.
+
+    Args:
+        path: the module's path relative to the repository (its first part names its package or folder).
+        source: the module's text.
+        packages: the top-level project packages; any other import is a third-party one and is ignored.
+        scripts: module names of the entry points (never to be imported).
+    """
+    package = Path(path).parts[0] if len(Path(path).parts) > 1 else Path(path).stem
+    allowed = allowed_imports(package)
+    if allowed is None:
+        reason = f"package {package!r} is not placed in the layering rule (LAYERS in tests/test_layering.py)"
+        return [Violation(path, 1, "", reason)]
+    violations = []
+    for line, module, statement in imported_modules(ast.parse(source, filename=path)):
+        if (path, module) in KNOWN_EXCEPTIONS:
+            continue
+        if module in scripts:
+            violations.append(Violation(path, line, statement, f"{module} is an entry point; nothing imports one"))
+        elif module in packages and module != package and module not in allowed:
+            may = ", ".join(allowed) or "no other project package"
+            violations.append(Violation(path, line, statement, f"{package} may import only {may}"))
+    return violations
+
+
+def project_packages(repo: Path) -> set[str]:
+    """Top-level folders holding an ``__init__.py``, plus the entry points."""
+    return {path.parent.name for path in repo.glob("*/__init__.py") if path.parent.name != "tests"} | set(ENTRY_POINTS)
+
+
+def project_modules(repo: Path) -> list[Path]:
+    """Every Python file of the project outside ``tests/``, ``.venv`` and other hidden folders."""
+    modules = [repo / "train.py"]
+    for package in sorted(project_packages(repo) - {"train"}):
+        modules += sorted((repo / package).rglob("*.py"))
+    return [path for path in modules if path.is_file()]
+
+
+def test_no_module_imports_upwards():
+    packages = project_packages(REPO)
+    scripts = script_modules(REPO)
+    violations = []
+    for path in project_modules(REPO):
+        relative = path.relative_to(REPO).as_posix()
+        violations += check_source(relative, path.read_text(encoding="utf-8"), packages, scripts)
+    assert not violations, "imports against the layering rule (docs/ARCHITECTURE.md):\n" + "\n".join(
+        map(str, violations)
+    )
+
+
+def test_every_module_is_checked():
+    """The scan reaches every package of the rule (a typo in a folder name would check nothing)."""
+    checked = {path.relative_to(REPO).parts[0] for path in project_modules(REPO)}
+    assert set(LAYERS) | set(SIDE_PACKAGES) | {"scripts", "benchmarks", "train.py"} <= checked
+    assert len(project_modules(REPO)) > 60
+
+
+def test_the_checker_catches_an_upward_import():
+    """A synthetic module of each kind: the checker must name the file, the line and the import."""
+    packages = {*LAYERS, *SIDE_PACKAGES, *ENTRY_POINTS}
+    source = "import json\n\nfrom common.constants import IGNORE_INDEX\n\n\ndef f():\n"
+    source += "    from lightning_modules import losses\n"  # a lazy import, line 7
+    (violation,) = check_source("datamodules/example.py", source, packages)
+    assert (violation.path, violation.line) == ("datamodules/example.py", 7)
+    assert violation.statement == "from lightning_modules import losses"
+    assert str(violation) == (
+        "datamodules/example.py:7: `from lightning_modules import losses`: datamodules may import only common"
+    )
+    # `import a.b` counts by its top-level package; common imports nothing of the project.
+    (upward,) = check_source("common/example.py", "import evaluation.metrics\n", packages)
+    assert upward.line == 1 and "common may import only no other project package" in upward.reason
+    # The side branch: the library does not use the tiny world, and entry points are never imported.
+    assert check_source("evaluation/example.py", "from tiny_world.suite import generate_suite\n", packages)
+    assert check_source("tiny_world/x.py", "import build_tiny_model\n", packages, {"build_tiny_model"})
+    # A package the rule does not place fails too, rather than going unchecked.
+    (unplaced,) = check_source("newpackage/x.py", "import json\n", packages)
+    assert "not placed" in unplaced.reason
+
+
+def test_the_checker_lets_downward_and_third_party_imports_pass():
+    packages = {*LAYERS, *SIDE_PACKAGES, *ENTRY_POINTS}
+    source = "import torch\nfrom common.errors import DataError\nfrom datamodules import collate\nfrom . import x\n"
+    assert check_source("lightning_modules/example.py", source, packages) == []
+    entry_point = "from evaluation.engine import evaluate\nimport tiny_world\n"
+    assert check_source("scripts/example.py", entry_point, packages) == []
+    assert check_source("train.py", "from callbacks.export import HFExportCallback\n", packages) == []
