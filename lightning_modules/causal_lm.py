@@ -251,6 +251,17 @@ class CausalLMModule(L.LightningModule):
         if self.trainer.is_global_zero and hparams_file.is_file() and hasattr(self.logger, "hparams"):
             save_hparams_to_yaml(hparams_file, self.logger.hparams)
 
+    def on_train_start(self) -> None:
+        """Put a resumed run's training loader back at its place in the epoch.
+
+        Lightning hands the checkpoint's loader state (``ResumableDataLoader``: epoch, batches served) over only
+        when it builds the training loader. ``configure_optimizers`` asks for ``estimated_stepping_batches``, which
+        builds it before the loops are restored, so the state was dropped and a run resumed mid-epoch started its
+        epoch again from the first batch (Lightning issue #20550, open in 2.6). Applied here, before the first
+        batch is drawn; a no-op when not resuming or when Lightning applied it itself.
+        """
+        self.trainer.fit_loop._load_combined_loader_states()
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.uses_lora:
             trainable = {name for name, p in self.named_parameters() if p.requires_grad}
