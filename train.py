@@ -1,9 +1,11 @@
 """Train through LightningCLI: ``python train.py fit --config configs/sft.yaml``."""
 
 import json
+import pydoc
 import sys
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from callbacks.checkpoint_io import NonFiniteCheckpointError
@@ -12,6 +14,7 @@ from common.precision import AUTO, PrecisionError, detect_hardware, resolve_prec
 from common.provenance import RevisionError, run_provenance
 from datamodules.sources import DataError
 from lightning_modules.loading import ModelLoadError, QuantizationUnavailableError
+from lightning_modules.sharding import ShardingError, check_strategy
 from lightning_modules.trainer import StudyTrainer
 
 # Problems the user fixes in the data or the config: their message says what and where, a traceback adds nothing.
@@ -23,6 +26,7 @@ USER_ERRORS = (
     NonFiniteCheckpointError,
     PrecisionError,
     RevisionError,
+    ShardingError,
 )
 
 
@@ -57,9 +61,13 @@ class StudyCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # The model is built before the Trainer: its `dtype: auto` must follow the precision the Trainer
         # will resolve (the same rule, the same answer).
-        # Resolving first also rejects an unknown precision before minutes are spent loading a model.
+        # Resolving first also rejects an unknown precision (or FSDP1 without a GPU) before minutes are spent
+        # loading a model.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        choice = resolve_precision(config.trainer.precision, detect_hardware(config.trainer.accelerator))
+        hardware = detect_hardware(config.trainer.accelerator)
+        choice = resolve_precision(config.trainer.precision, hardware)
+        strategy = config.trainer.strategy
+        check_strategy(pydoc.locate(strategy.class_path) if isinstance(strategy, Namespace) else strategy, hardware)
         model = config.model.init_args
         data = config.data.init_args
         if model.get("revision") and data.get("tokenizer_name_or_path") == model.get("model_name_or_path"):

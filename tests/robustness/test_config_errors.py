@@ -32,6 +32,16 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     four_bit = tiny_config("sft", root / "four_bit", model)
     four_bit["model"]["init_args"]["load_in_4bit"] = True
     # 4-bit runs on the CPU now; what still stops it is a bitsandbytes too old for that (see old_bitsandbytes).
+    fsdp_on_cpu = tiny_config("sft", root / "fsdp_on_cpu", model, strategy="fsdp", devices=2)
+    # Lightning's own ModelParallelStrategy: tensor parallelism, and no resume of a LoRA's sharded checkpoint.
+    tensor_parallel = tiny_config(
+        "sft",
+        root / "tensor_parallel",
+        model,
+        strategy={"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"},
+        devices=2,
+        use_distributed_sampler=False,
+    )
     return {
         "bad_row": (
             bad_row,
@@ -43,6 +53,21 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
         "four_bit": (
             four_bit,
             ["error: load_in_4bit: true needs bitsandbytes>=0.46.1", "found 0.45.5", "set load_in_4bit: false"],
+        ),
+        "fsdp_on_cpu": (
+            fsdp_on_cpu,
+            [
+                "error: trainer.strategy: fsdp is Lightning's FSDPStrategy (FSDP1), which runs on CUDA GPUs only",
+                "cpu",
+                "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}",
+            ],
+        ),
+        "tensor_parallel": (
+            tensor_parallel,
+            [
+                "error: trainer.strategy: ModelParallelStrategy is not implemented here",
+                "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}",
+            ],
         ),
     }
 
@@ -67,7 +92,9 @@ def results(tmp_path_factory, tiny_model_dir, tiny_sft_export) -> dict:
     return {name: (finish(process), cases[name][1], root) for name, process in processes.items()}
 
 
-@pytest.mark.parametrize("name", ["bad_row", "not_a_model", "no_export", "half_export", "four_bit"])
+@pytest.mark.parametrize(
+    "name", ["bad_row", "not_a_model", "no_export", "half_export", "four_bit", "fsdp_on_cpu", "tensor_parallel"]
+)
 def test_mistake_stops_with_one_readable_error_line(results, name):
     result, fragments, root = results[name]
     assert result.returncode == 1, result.stderr[-3000:]
