@@ -1,14 +1,17 @@
 """Train through LightningCLI: ``python train.py fit --config configs/sft.yaml``."""
 
 import json
+import pydoc
 import sys
 from pathlib import Path
 
+from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from common.errors import UserError
 from common.precision import AUTO, detect_hardware, resolve_precision
 from common.provenance import run_provenance
+from lightning_modules.sharding import check_strategy
 from lightning_modules.trainer import StudyTrainer
 
 
@@ -43,9 +46,13 @@ class StudyCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         # The model is built before the Trainer: its `dtype: auto` must follow the precision the Trainer
         # will resolve (the same rule, the same answer).
-        # Resolving first also rejects an unknown precision before minutes are spent loading a model.
+        # Resolving first also rejects an unknown precision (or FSDP1 without a GPU) before minutes are spent
+        # loading a model.
         config = self.config[self.subcommand] if self.subcommand else self.config
-        choice = resolve_precision(config.trainer.precision, detect_hardware(config.trainer.accelerator))
+        hardware = detect_hardware(config.trainer.accelerator)
+        choice = resolve_precision(config.trainer.precision, hardware)
+        strategy = config.trainer.strategy
+        check_strategy(pydoc.locate(strategy.class_path) if isinstance(strategy, Namespace) else strategy, hardware)
         model = config.model.init_args
         data = config.data.init_args
         if model.get("revision") and data.get("tokenizer_name_or_path") == model.get("model_name_or_path"):

@@ -30,6 +30,7 @@ class HFExportCallback(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, not only rank 0
+        state_dict = pl_module.export_state()  # FSDP2: every rank takes part in gathering the shards
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule
@@ -45,7 +46,7 @@ class HFExportCallback(L.Callback):
             # Hub commits (or local files' SHA-256) of the model and data, and the tokenised data's fingerprint
             "provenance": run_provenance(pl_module, datamodule),
         }
-        out = pl_module.export_pretrained(self.dirpath, tokenizer, info)
+        out = pl_module.export_pretrained(self.dirpath, tokenizer, info, state_dict)
         config = Path(log_dir or "") / "config.yaml"
         if config.is_file():
             shutil.copyfile(config, out / "training_config.yaml")

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 from torchmetrics import MeanMetric
 
@@ -20,6 +21,7 @@ from common.settings import OptimizerSettings
 from lightning_modules.loading import decoder_and_head
 from lightning_modules.optim import configure_adamw
 from lightning_modules.packed_attention import use_packed_sdpa
+from lightning_modules.sharding import data_parallel_mesh, gather_full_state, is_sharded, shard_causal_lm
 
 
 @dataclass
@@ -156,33 +158,63 @@ class CausalLMModule(L.LightningModule):
         if self.trainer.is_global_zero and hparams_file.is_file() and hasattr(self.logger, "hparams"):
             save_hparams_to_yaml(hparams_file, self.logger.hparams)
 
+    def on_train_start(self) -> None:
+        """Put a resumed run's training loader back at its place in the epoch.
+
+        Lightning hands the checkpoint's loader state (``ResumableDataLoader``: epoch, batches served) over only
+        when it builds the training loader. ``configure_optimizers`` asks for ``estimated_stepping_batches``, which
+        builds it before the loops are restored, so the state was dropped and a run resumed mid-epoch started its
+        epoch again from the first batch (Lightning issue #20550, open in 2.6). Applied here, before the first
+        batch is drawn; a no-op when not resuming or when Lightning applied it itself.
+        """
+        self.trainer.fit_loop._load_combined_loader_states()
+
+    def configure_model(self) -> None:
+        """Under ``ModelParallelStrategy``: shard ``self.model`` with FSDP2 (``lightning_modules.sharding``)."""
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            shard_causal_lm(self.model, data_parallel_mesh(self.device_mesh))
+
+    def export_state(self) -> dict[str, torch.Tensor] | None:
+        """The weights gathered whole on rank 0 when the model is sharded (a collective: every rank calls it before
+        rank 0 exports), else ``None``: the export reads the model itself."""
+        return gather_full_state(self.model) if is_sharded(self.model) else None
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.uses_lora:
             trainable = {name for name, p in self.named_parameters() if p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
-    def export_pretrained(self, out_dir: str | os.PathLike, tokenizer=None, info: dict | None = None) -> Path:
+    def export_pretrained(
+        self,
+        out_dir: str | os.PathLike,
+        tokenizer=None,
+        info: dict | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Save the adapter (LoRA) or the full model, plus the tokenizer, in Hugging Face format.
+
+        ``state_dict``: the weights to write instead of the model's own (:meth:`export_state` of a sharded model).
 
         Written into a temporary sibling folder and renamed into place, so a crash leaves either
         the previous export or the new one, never half of one. ``export_info.json`` records what
         was exported; its presence marks the export complete.
         """
         with atomic_folder(out_dir) as staging:
-            self.save_weights(staging)
+            self.save_weights(staging, state_dict)
             if tokenizer is not None:
                 tokenizer.save_pretrained(staging)
             details = {"kind": "lora_adapter" if self.uses_lora else "full_model", **(info or {})}
             (staging / "export_info.json").write_text(json.dumps(details, indent=2, default=str))
         return Path(out_dir)
 
-    def save_weights(self, folder: Path) -> None:
-        """Write the trained adapter (LoRA) or the full model into ``folder`` (the export's staging folder)."""
+    def save_weights(self, folder: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write the trained adapter (LoRA) or the full model into ``folder`` (the export's staging folder);
+        ``state_dict`` (gathered shards) in place of the model's own weights when given."""
         if not self.uses_lora:
-            self.model.save_pretrained(folder, safe_serialization=True)
+            self.model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
             return
         adapter = self.trained_adapter
-        self.model.save_pretrained(folder, safe_serialization=True, selected_adapters=[adapter])
+        self.model.save_pretrained(folder, safe_serialization=True, selected_adapters=[adapter], state_dict=state_dict)
         # PEFT writes a non-default adapter into a sub-folder; an export holds exactly one adapter.
         if (folder / adapter).is_dir():
             for item in (folder / adapter).iterdir():

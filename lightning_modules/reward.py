@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
 from common.precision import resolve_dtype
@@ -16,6 +17,7 @@ from lightning_modules.causal_lm import CausalLMModule, num_examples
 from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base
 from lightning_modules.losses import bradley_terry_loss
 from lightning_modules.packed_attention import use_packed_sdpa
+from lightning_modules.sharding import ShardingError
 
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 SCORED_POSITION = "the last token of template(prompt) + response + EOS, as in training (right padding)"
@@ -182,7 +184,22 @@ class RewardModule(CausalLMModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._shared_step(batch, "val")
 
-    def export_pretrained(self, out_dir: str | os.PathLike, tokenizer=None, info: dict | None = None) -> Path:
+    def configure_model(self) -> None:
+        """Refuse FSDP2 sharding: the export merges the LoRA into a deep copy of the whole model, which needs
+        every weight on one process. The reward model trains on one device or with DDP."""
+        if isinstance(self.trainer.strategy, ModelParallelStrategy):
+            raise ShardingError(
+                "trainer.strategy: the reward model does not shard (its export merges the LoRA into the whole "
+                "model); train it with strategy: auto or ddp."
+            )
+
+    def export_pretrained(
+        self,
+        out_dir: str | os.PathLike,
+        tokenizer=None,
+        info: dict | None = None,
+        state_dict: dict[str, torch.Tensor] | None = None,
+    ) -> Path:
         """Save a plain sequence classifier (LoRA merged in), its tokenizer and ``export_info.json``.
 
         The folder loads with ``AutoModelForSequenceClassification.from_pretrained`` and scores a right-padded
@@ -204,9 +221,10 @@ class RewardModule(CausalLMModule):
             "pad_token": self.pad_token,
             **(info or {}),
         }
-        return super().export_pretrained(out_dir, tokenizer, details)
+        return super().export_pretrained(out_dir, tokenizer, details, state_dict)
 
-    def save_weights(self, folder: Path) -> None:
-        """The full classifier; with LoRA, a merged copy (the module keeps its adapter, e.g. to go on training)."""
+    def save_weights(self, folder: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """The full classifier; with LoRA, a merged copy (the module keeps its adapter, e.g. to go on training).
+        ``state_dict`` is always ``None`` here: the reward model is never sharded (:meth:`configure_model`)."""
         model = copy.deepcopy(self.model).merge_and_unload() if self.uses_lora else self.model
         model.save_pretrained(folder, safe_serialization=True)

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.imports import _RICH_AVAILABLE
 
 from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_precision
+from lightning_modules.sharding import check_strategy
 
 
 class RunNameInProgressBar:
@@ -44,13 +45,15 @@ class StudyTrainer(L.Trainer):
     Args:
         precision: ``auto`` or any of Lightning's precision names (``bf16-mixed``, ``32-true``...).
         **kwargs: every other ``lightning.Trainer`` argument; ``accelerator`` also decides which device the
-            rule looks at.
+            rule looks at, and ``strategy: fsdp`` (FSDP1) off CUDA is refused with what to use instead
+            (:func:`~lightning_modules.sharding.check_strategy`).
     """
 
     def __init__(self, *, precision: str | int | None = AUTO, **kwargs: Any) -> None:
         accelerator = kwargs.get("accelerator", "auto")
         hardware = detect_hardware(accelerator if isinstance(accelerator, str) else "auto")
         self.precision_choice: PrecisionChoice = resolve_precision(precision, hardware)
+        check_strategy(kwargs.get("strategy", "auto"), hardware)
         rank_zero_only(announce)(self.precision_choice, "trainer")
         callbacks = kwargs.get("callbacks")
         callbacks = [] if callbacks is None else list(callbacks) if isinstance(callbacks, list) else [callbacks]

@@ -24,13 +24,16 @@ HERE = Path(__file__).resolve().parent
 
 class KillAtStep(L.Callback):
     """Send ``signal`` to this process when the optimiser step ``step`` is about to start, i.e. after
-    everything of step ``step - 1`` (its checkpoint included) is done."""
+    everything of step ``step - 1`` (its checkpoint included) is done. ``group``: to every process of the run
+    (all ranks: :func:`start_fit` gives each run its own process group), as when the machine goes down."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL") -> None:
-        self.step, self.signal = step, signal
+    def __init__(self, step: int, signal: str = "SIGKILL", group: bool = False) -> None:
+        self.step, self.signal, self.group = step, signal, group
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
         if trainer.global_step == self.step and trainer.is_global_zero:
+            if self.group:
+                os.killpg(os.getpgid(0), getattr(signal, self.signal))
             os.kill(os.getpid(), getattr(signal, self.signal))
 
 
@@ -116,11 +119,18 @@ def start_fit(config: dict, path: Path, *args: str, env: dict[str, str] | None =
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group: finish() can stop every rank it launched
     )
 
 
 def finish(process: subprocess.Popen, timeout: int = 300) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=timeout)
+    """Wait for a :func:`start_fit` run; past ``timeout``, kill it with every rank it started, then raise."""
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 

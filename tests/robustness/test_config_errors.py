@@ -42,6 +42,16 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     qlora_without_lora["model"]["init_args"].update(load_in_4bit=True, lora=None)
     dpo_loss = tiny_config("dpo", root / "dpo_loss", sft_export)
     dpo_loss["model"]["init_args"]["label_smoothing"] = 0.7
+    fsdp_on_cpu = tiny_config("sft", root / "fsdp_on_cpu", model, strategy="fsdp", devices=2)
+    # Lightning's own ModelParallelStrategy: tensor parallelism, and no resume of a LoRA's sharded checkpoint.
+    tensor_parallel = tiny_config(
+        "sft",
+        root / "tensor_parallel",
+        model,
+        strategy={"class_path": "lightning.pytorch.strategies.ModelParallelStrategy"},
+        devices=2,
+        use_distributed_sampler=False,
+    )
     return {
         "bad_row": (
             bad_row,
@@ -61,6 +71,21 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
         "lora_rank": (lora_rank, ["error: lora.r must be a positive integer", "got 0"]),
         "qlora_without_lora": (qlora_without_lora, ["error: load_in_4bit (QLoRA) trains a LoRA", "set model.lora"]),
         "dpo_loss": (dpo_loss, ["error: model: label_smoothing (cDPO eps) must be in [0, 0.5], got 0.7"]),
+        "fsdp_on_cpu": (
+            fsdp_on_cpu,
+            [
+                "error: trainer.strategy: fsdp is Lightning's FSDPStrategy (FSDP1), which runs on CUDA GPUs only",
+                "cpu",
+                "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}",
+            ],
+        ),
+        "tensor_parallel": (
+            tensor_parallel,
+            [
+                "error: trainer.strategy: ModelParallelStrategy is not implemented here",
+                "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}",
+            ],
+        ),
     }
 
 
@@ -88,7 +113,7 @@ def results(tmp_path_factory, tiny_model_dir, tiny_sft_export) -> dict:
     "name",
     [
         "bad_row", "not_a_model", "no_export", "half_export", "four_bit",
-        "prompt_length", "lora_rank", "qlora_without_lora", "dpo_loss",
+        "prompt_length", "lora_rank", "qlora_without_lora", "dpo_loss", "fsdp_on_cpu", "tensor_parallel",
     ],
 )  # fmt: skip
 def test_mistake_stops_with_one_readable_error_line(results, name):

@@ -28,7 +28,10 @@ THREADS = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # side by side on tw
 
 
 def config(out: Path, model: Path, every_n_train_steps: int) -> dict:
-    cfg = tiny_config("sft", out, model, precision="32", max_epochs=-1, max_steps=STEPS, limit_val_batches=2)
+    # max_epochs bounds the run as in the real configs: with it, configure_optimizers' estimated_stepping_batches
+    # builds the training loader before the checkpoint is restored (CausalLMModule.on_train_start); max_steps cuts
+    # epoch 1 short, and the schedule is the same 10 steps as with max_epochs: -1.
+    cfg = tiny_config("sft", out, model, precision="32", max_epochs=2, max_steps=STEPS, limit_val_batches=2)
     cfg["data"]["init_args"].update(num_examples=48, batch_size=8)
     checkpoint_callback(cfg, every_n_train_steps=True)["init_args"]["every_n_train_steps"] = every_n_train_steps
     return add_callback(cfg, "fault_injection.StepLog", path=str(out / "steps.jsonl"))

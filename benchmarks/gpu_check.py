@@ -1,0 +1,372 @@
+"""The study's shapes on one GPU: bf16 LoRA and 4-bit QLoRA, SFT and DPO steps of a Mistral-7B-shaped model.
+
+Builds a randomly initialised model with the architecture in ``configs/models/mistral-7b-v0.1.json`` (all 32
+layers by default) directly on the device, in bf16 (no 14 GB written to disk, no Hub), and trains it for a few
+steps through the project's own ``SFTModule`` / ``DPOModule`` (their LoRA, gradient checkpointing, response-only
+LM head, losses) under a ``lightning.Trainer`` at ``bf16-mixed``. Only the loading is replaced: the modules'
+``from_pretrained`` calls return the in-memory model (for QLoRA, its linear layers quantised to NF4 with double
+quantisation and a bf16 compute dtype, as ``lightning_modules.loading.quantization_config`` asks transformers to).
+
+Per case it prints tokens/s, the peak of ``torch.cuda.max_memory_allocated`` over the timed steps, the MFU
+against the dense bf16 peak of the detected GPU, and the memory planner's prediction (``python -m planner
+plan``) beside it; "planner: not available" when the package is missing.
+
+Batches are packed as the study packs them (``pack: true``): ``batch_size`` rows of ``max_length`` tokens in one
+``(1, N)`` row, half prompt (no loss) and half response; DPO rows are chosen then rejected, with the reference
+log-probs in the batch as the study's ``reference: precomputed`` cache provides them (the reference pass is not
+timed). Model FLOPs per step follow the PaLM definition (Chowdhury et al. 2022, appendix B): ``6 N`` per token
+for the decoder layers (the head only at response positions, where the modules apply it) plus ``12 L d T`` per
+token for attention; gradient-checkpointing recomputation is not counted.
+
+Smoke test on a CPU: ``python benchmarks/gpu_check.py --device cpu --num-layers 1 --max-length 128 --warmup 1
+--steps 1`` (fp32 there: ``32-true``, as the precision rule picks on a CPU without native bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import lightning as L
+import torch
+import yaml
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lightning_modules.dpo import DPOModule  # noqa: E402
+from lightning_modules.loading import SFT_ADAPTER, LoraSettings, add_lora, keep_4bit_layout  # noqa: E402
+from lightning_modules.optim import OptimizerSettings  # noqa: E402
+from lightning_modules.sft import SFTModule  # noqa: E402
+
+MODEL_CONFIG = REPO / "configs" / "models" / "mistral-7b-v0.1.json"
+STAGE_CONFIGS = {"sft": REPO / "configs" / "sft.yaml", "dpo": REPO / "configs" / "dpo.yaml"}
+CASES = ("sft-lora", "sft-qlora", "dpo-lora", "dpo-qlora")
+IN_MEMORY = "in-memory/mistral-7b-shaped"  # what the modules record as their model source
+# Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets; matched in this order.
+DENSE_BF16_PEAKS = (
+    ("H200", 989.4e12),
+    ("H100 PCIe", 756.0e12),
+    ("H100", 989.4e12),  # SXM
+    ("A100", 312.0e12),
+    ("L40S", 362.05e12),
+)
+
+
+def dense_bf16_peak(device_name: str) -> tuple[str, float] | None:
+    """``(name, FLOP/s)`` of the GPU whose name ``device_name`` contains, or ``None`` (a CPU, an unknown GPU)."""
+    for name, peak in DENSE_BF16_PEAKS:
+        if name.lower() in device_name.lower():
+            return name, peak
+    return None
+
+
+@dataclass
+class Case:
+    """One measured configuration: the stage, 4-bit or not, and the study config's batch settings."""
+
+    name: str
+    stage: str
+    four_bit: bool
+    batch_size: int
+    lora: LoraSettings
+    gradient_checkpointing: bool
+
+
+def study_case(name: str) -> Case:
+    """The case ``name`` with the batch size, LoRA and gradient checkpointing of the study config of its stage."""
+    stage, kind = name.split("-")
+    config = yaml.safe_load(STAGE_CONFIGS[stage].read_text())
+    model = config["model"]["init_args"]
+    return Case(
+        name=name,
+        stage=stage,
+        four_bit=kind == "qlora",
+        batch_size=int(config["data"]["init_args"]["batch_size"]),
+        lora=LoraSettings(**{**model["lora"], "dropout": 0.0}),  # no dropout: steps comparable across runs
+        gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
+    )
+
+
+def build_model(model_config: AutoConfig, device: torch.device, dtype: torch.dtype, four_bit: bool) -> nn.Module:
+    """A randomly initialised causal LM of ``model_config``, built on ``device`` in ``dtype``; with ``four_bit``
+    every decoder linear layer replaced by an NF4 ``bnb.nn.Linear4bit`` (the LM head stays, as transformers
+    leaves it)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(model_config, dtype=dtype, attn_implementation="sdpa")
+    if four_bit:
+        quantize_nf4(model.model, dtype)
+        keep_4bit_layout(model)
+        model.is_loaded_in_4bit = True  # what peft reads from a model transformers quantised
+    model.requires_grad_(False)
+    return model
+
+
+def quantize_nf4(module: nn.Module, compute_dtype: torch.dtype) -> None:
+    """Replace every ``nn.Linear`` under ``module`` by an NF4, double-quantised ``Linear4bit``, layer by layer
+    (so only one bf16 weight at a time is held twice)."""
+    import bitsandbytes as bnb
+
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear:
+                continue
+            device = child.weight.device
+            quantized = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=compute_dtype,
+                compress_statistics=True,
+                quant_type="nf4",
+                device="meta",
+            )
+            quantized.weight = bnb.nn.Params4bit(
+                child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
+            )
+            if child.bias is not None:
+                quantized.bias = nn.Parameter(child.bias.data, requires_grad=False)
+            setattr(parent, name, quantized.to(device))  # .to() quantises the weight
+            del child
+
+
+def make_module(case: Case, base: nn.Module, dtype: str) -> L.LightningModule:
+    """The project's module for ``case`` around the in-memory ``base`` (its loaders patched to return it)."""
+    record = {"source": IN_MEMORY, "commit": None}
+    if case.stage == "sft":
+        with mock.patch("lightning_modules.sft.load_trainable_base", return_value=(base, None, record)):
+            return SFTModule(
+                IN_MEMORY,
+                lora=case.lora,
+                dtype=dtype,
+                load_in_4bit=case.four_bit,
+                gradient_checkpointing=case.gradient_checkpointing,
+                optimizer=OptimizerSettings(lr=2e-5, warmup_steps=0),
+            )
+    # DPO starts from the SFT model: merged into the base (bf16), or the SFT adapter stacked frozen (4-bit).
+    policy = add_lora(base, case.lora, adapter_name=SFT_ADAPTER) if case.four_bit else base
+    policy.requires_grad_(False)
+    export = {"kind": "lora_adapter", "base": None, "base_revision": None}
+    with (
+        mock.patch("lightning_modules.dpo.check_sft_export", return_value=export),
+        mock.patch("lightning_modules.dpo.load_sft_model", return_value=policy),
+        mock.patch("lightning_modules.dpo.describe", return_value=record),
+    ):
+        module = DPOModule(
+            IN_MEMORY,
+            lora=case.lora,
+            reference="precomputed",
+            dtype=dtype,
+            load_in_4bit=case.four_bit,
+            gradient_checkpointing=case.gradient_checkpointing,
+            optimizer=OptimizerSettings(lr=5e-7, warmup_steps=0),
+        )
+    # The reference log-probs come with each batch (the cache's job); no reference pass to run at setup.
+    module.setup = lambda stage: None
+    return module
+
+
+def packed_batch(case: Case, max_length: int, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
+    """One packed batch as the collators build it: ``(1, rows * max_length)``, half prompt, half response.
+
+    ``rows`` is ``batch_size`` for SFT and ``2 * batch_size`` for DPO (the chosen rows, then the rejected ones).
+    """
+    rows = case.batch_size * (2 if case.stage == "dpo" else 1)
+    generator = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(3, vocab_size, (1, rows * max_length), generator=generator)  # (1, N)
+    labels = input_ids.clone()
+    prompt = max_length // 2
+    for row in range(rows):
+        labels[0, row * max_length : row * max_length + prompt] = -100
+    batch = {
+        "input_ids": input_ids,
+        "labels": labels,
+        "position_ids": torch.arange(max_length).repeat(rows)[None],  # (1, N): restarts at 0 per row
+        "row_lengths": torch.full((rows,), max_length),
+        "num_loss_tokens": (labels != -100).sum(),
+    }
+    if case.stage == "dpo":
+        pairs = case.batch_size
+        batch["reference_chosen_logps"] = -torch.rand(pairs, generator=generator) * max_length
+        batch["reference_rejected_logps"] = -torch.rand(pairs, generator=generator) * max_length
+    return batch
+
+
+def weight_counts(model_config: AutoConfig) -> tuple[int, int]:
+    """Weights of the decoder layers and of the LM head, counted on a meta-device copy (no memory; 4-bit layers
+    pack two weights per byte, so the built model's own counts would be halved)."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(model_config)
+    return sum(p.numel() for p in model.model.layers.parameters()), model.lm_head.weight.numel()
+
+
+def model_flops_per_step(model_config: AutoConfig, layer_params: int, head_params: int, batch: dict) -> float:
+    """PaLM model FLOPs of one training step (forward + backward) on ``batch`` (see the module doc)."""
+    tokens = batch["input_ids"].numel()
+    response = int((batch["labels"][:, 1:] != -100).sum())
+    sequence = int(batch["row_lengths"][0])
+    attention = 12 * model_config.num_hidden_layers * model_config.hidden_size * sequence
+    return 6.0 * (layer_params * tokens + head_params * response) + attention * tokens
+
+
+class StepTimer(L.Callback):
+    """Wall time and peak device memory of the steps after ``warmup``."""
+
+    def __init__(self, warmup: int, device: torch.device) -> None:
+        self.warmup, self.device = warmup, device
+        self.started = self.elapsed = 0.0
+        self.peak_bytes: int | None = None
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.warmup:
+            self._sync()
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            self.started = time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._sync()
+        self.elapsed = time.perf_counter() - self.started
+        if self.device.type == "cuda":
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device)
+
+
+def planner_prediction(case: Case, model_config_path: Path, max_length: int, gpu: str | None) -> str:
+    """The planner's predicted peak for ``case``, as one short string; it is called through its CLI only."""
+    if importlib.util.find_spec("planner") is None:
+        return "planner: not available"
+    command = [
+        sys.executable, "-m", "planner", "plan",
+        "--config", str(STAGE_CONFIGS[case.stage]),
+        "--model-config", str(model_config_path),
+        "--set", f"data.init_args.max_length={max_length}",
+        "--set", f"model.init_args.load_in_4bit={'true' if case.four_bit else 'false'}",
+        "--json",
+    ]  # fmt: skip
+    if gpu is not None:
+        command += ["--gpu", gpu]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"planner: failed ({last})"
+    try:
+        peak = json.loads(result.stdout)["peak_bytes"]
+    except (ValueError, KeyError) as error:
+        return f"planner: unreadable output ({error})"
+    return f"planner peak {peak / 2**30:.1f} GiB"
+
+
+def run_case(case: Case, args: argparse.Namespace, model_config: AutoConfig, device: torch.device) -> dict:
+    """Build, train ``warmup + steps`` steps, measure; the model is freed before the next case."""
+    on_cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if on_cuda else torch.float32
+    layer_params, head_params = weight_counts(model_config)
+    base = build_model(model_config, device, dtype, case.four_bit)
+    module = make_module(case, base, "bfloat16" if on_cuda else "float32")
+    batch = packed_batch(case, args.max_length, model_config.vocab_size, seed=0)
+    timer = StepTimer(args.warmup, device)
+    trainer = L.Trainer(
+        accelerator=device.type,
+        devices=1,
+        precision="bf16-mixed" if on_cuda else "32-true",
+        max_steps=args.warmup + args.steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[timer],
+    )
+    loader = torch.utils.data.DataLoader([batch] * (args.warmup + args.steps), batch_size=None)
+    trainer.fit(module, train_dataloaders=loader)
+    tokens = batch["input_ids"].numel() * args.steps
+    flops = model_flops_per_step(model_config, layer_params, head_params, batch) * args.steps
+    peak = dense_bf16_peak(torch.cuda.get_device_name(device)) if on_cuda else None
+    result = {
+        "case": case.name,
+        "rows_per_step": int(batch["row_lengths"].numel()),
+        "tokens_per_step": int(batch["input_ids"].numel()),
+        "tokens_per_s": tokens / timer.elapsed,
+        "peak_bytes": timer.peak_bytes,
+        "mfu": None if peak is None else flops / timer.elapsed / peak[1],
+        "planner": planner_prediction(
+            case, args.planner_model_config, args.max_length, args.gpu or (peak or [None])[0]
+        ),
+    }
+    del trainer, module, base
+    if on_cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def describe_result(result: dict) -> str:
+    peak = "n/a (no CUDA)" if result["peak_bytes"] is None else f"{result['peak_bytes'] / 2**30:.1f} GiB"
+    mfu = "n/a" if result["mfu"] is None else f"{100 * result['mfu']:.1f}%"
+    return (
+        f"{result['case']:10s} {result['rows_per_step']} rows x {result['tokens_per_step']} tokens/step  "
+        f"{result['tokens_per_s']:9.0f} tokens/s  peak {peak}  MFU {mfu}  | {result['planner']}"
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-config", type=Path, default=MODEL_CONFIG)
+    parser.add_argument("--num-layers", type=int, default=None, help="decoder layers (default: the config's, 32)")
+    parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when visible)")
+    parser.add_argument("--gpu", default=None, help="the planner's GPU name (default: the detected one)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results to this file")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        sys.exit("error: --device cuda: no CUDA device is visible; use --device cpu for the smoke test.")
+    model_config = AutoConfig.from_pretrained(args.model_config)
+    if args.num_layers is not None:
+        model_config.num_hidden_layers = args.num_layers
+    with contextlib.ExitStack() as stack:
+        # The planner reads the same architecture, layer count included.
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        args.planner_model_config = folder / "config.json"
+        model_config.to_json_file(args.planner_model_config)
+        where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (fp32, 32-true)"
+        print(
+            f"[gpu_check] {where}; {model_config.num_hidden_layers} layers of {args.model_config.name}; "
+            f"max_length {args.max_length}; {args.warmup} warm-up + {args.steps} timed steps",
+            flush=True,
+        )
+        results = []
+        for name in args.cases:
+            result = run_case(study_case(name), args, model_config, device)
+            print(describe_result(result), flush=True)
+            results.append(result)
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
