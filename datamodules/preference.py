@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from datasets import Dataset
+from lightning.pytorch.utilities import rank_zero_info
 
 from common.errors import ConfigError
 from common.provenance import is_local
@@ -88,7 +89,11 @@ def truncate_prompt(prompt_ids: list[int], max_prompt_length: int, bos_token_id:
 def tokenize_preference(
     example: dict, tokenizer, template: TemplateName, max_length: int, max_prompt_length: int
 ) -> dict:
-    """Prompt, chosen and rejected ids; the prompt keeps its end, each response its start."""
+    """Prompt, chosen and rejected ids; the prompt keeps its end, each response its start.
+
+    ``prompt_cut`` (0/1) and ``response_cut`` (0/1: either response lost its end) record the truncation,
+    so the data module can say how many pairs it shortened.
+    """
     prompt = format_prompt(
         example["prompt"],
         template=template,
@@ -96,15 +101,21 @@ def tokenize_preference(
         system=example.get("system"),
         history=example.get("history") or (),
     )
-    prompt_ids = truncate_prompt(encode_prompt(tokenizer, prompt, template), max_prompt_length, tokenizer.bos_token_id)
+    full_prompt_ids = encode_prompt(tokenizer, prompt, template)
+    prompt_ids = truncate_prompt(full_prompt_ids, max_prompt_length, tokenizer.bos_token_id)
     room = max_length - len(prompt_ids)
-    chosen_ids = encode_response(tokenizer, example["chosen"])[:room]
-    rejected_ids = encode_response(tokenizer, example["rejected"])[:room]
+    full_chosen_ids, full_rejected_ids = (
+        encode_response(tokenizer, example["chosen"]),
+        encode_response(tokenizer, example["rejected"]),
+    )
+    chosen_ids, rejected_ids = full_chosen_ids[:room], full_rejected_ids[:room]
     return {
         "prompt_ids": prompt_ids,
         "chosen_ids": chosen_ids,
         "rejected_ids": rejected_ids,
         "length": len(prompt_ids) + max(len(chosen_ids), len(rejected_ids)),
+        "prompt_cut": int(len(prompt_ids) < len(full_prompt_ids)),
+        "response_cut": int(max(len(full_chosen_ids), len(full_rejected_ids)) > room),
         "row": example["_row"],
         "source": example["_source"],
     }
@@ -218,11 +229,19 @@ class PreferenceDataModule(TokenizedDataModule):
             "max_length": max_length,
             "max_prompt_length": max_prompt_length,
             "kind": "preference",
+            "records_truncation": True,  # older caches lack prompt_cut / response_cut
         }
         dataset = self.tokenize(
             examples, lambda ex: tokenize_preference(ex, tokenizer, template, max_length, max_prompt_length), settings
         )
         self.fingerprints[split] = dataset._fingerprint
+        prompts_cut, responses_cut = sum(dataset["prompt_cut"]), sum(dataset["response_cut"])
+        if prompts_cut or responses_cut:
+            rank_zero_info(
+                f"[preference data] {split}: {prompts_cut} of {len(dataset)} prompts longer than max_prompt_length "
+                f"keep their last {max_prompt_length} tokens; {responses_cut} pairs have a response cut to fit "
+                f"max_length ({max_length} tokens, prompt included)"
+            )
         # The position of each pair, so a precomputed reference log-prob can be looked up per pair.
         return dataset.add_column("pair_index", list(range(len(dataset))))
 
