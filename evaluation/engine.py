@@ -194,7 +194,11 @@ def respond(
 ) -> list[dict[str, Any]]:
     """One variant's response to every prompt, with its refusal flag and check outcome."""
     generated = generate_responses(
-        model, tokenizer, [row["prompt"] for row in prompts], config.generation, template,
+        model,
+        tokenizer,
+        [row["prompt"] for row in prompts],
+        config.generation,
+        template,
         inputs=[row["input"] for row in prompts],
     )
     return [
@@ -262,7 +266,12 @@ def training_setting(export: str | None, path: tuple[str, ...]) -> Any:
 
 
 def describe(
-    config: EvaluationConfig, run: Run, judged: dict[str, Any] | None, *, num_prompts: int, num_pairs: int,
+    config: EvaluationConfig,
+    run: Run,
+    judged: dict[str, Any] | None,
+    *,
+    num_prompts: int,
+    num_pairs: int,
     num_examples: int,
 ) -> dict:
     """The results file's ``meta``: what was evaluated, on what, and how (``seconds`` is added at the end).
@@ -275,7 +284,9 @@ def describe(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": run.variants,
         "labels": {name: LABELS[name] for name in run.variants},
-        "sources": {name: text for name, text in run.sources.describe().items() if name in run.variants},
+        "sources": {
+            name: text for name, text in run.sources.describe(run.load.merge_adapters).items() if name in run.variants
+        },
         "template": run.template,
         "beta": run.beta,
         "implicit_reward_reference": REFERENCE_VARIANT,

@@ -58,11 +58,12 @@ class VariantSources:
     dpo: str | None
     base_revision: str | None = None  # the Hub commit SFT trained on (from the SFT export), so base is that one
 
-    def describe(self) -> dict[str, str]:
-        """One line per variant, for the results file and the model card."""
+    def describe(self, merged: bool = True) -> dict[str, str]:
+        """One line per variant, for the results file and the model card (``merged``: the adapters were merged)."""
         described = {"base": self.base, "sft": f"{self.base} + SFT adapter {self.sft}"}
         if self.dpo is not None:
-            described["sft_dpo"] = f"{self.base} + SFT adapter {self.sft} (merged) + DPO adapter {self.dpo}"
+            how = "(merged)" if merged else "(stacked, both active)"
+            described["sft_dpo"] = f"{self.base} + SFT adapter {self.sft} {how} + DPO adapter {self.dpo}"
         return described
 
 
