@@ -12,6 +12,14 @@
         prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
         that judges them) are left where they are.
 
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --overrides DIR [DIR ...]
+        writes the configs with each DIR's ``sft.yaml`` / ``dpo.yaml`` / ``evaluate.yaml`` / ``reward.yaml``
+        deep-merged on top (mappings merged key by key, lists and scalars replaced; later DIRs win) and every
+        path under a folder named in DIR's ``outputs.yaml`` (``{old root: new root}``) moved, into
+        ``<new SFT run's parent>/configs/``; prints every difference from the original configs on stderr and
+        that folder on stdout. The study dry run (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml``
+        this way with ``configs/dryrun/`` (and ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run.
+
 The configs stay the one source of truth: the pipeline never repeats a path they hold.
 """
 
@@ -74,6 +82,73 @@ def seeded(value: Any, seed: int, roots: list[str], shared: list[str]) -> Any:
     return value
 
 
+def moved(value: Any, roots: dict[str, str]) -> Any:
+    """``value`` (a config tree) with each path under a key of ``roots`` moved under its value (longest key first)."""
+    if isinstance(value, dict):
+        return {key: moved(item, roots) for key, item in value.items()}
+    if isinstance(value, list):
+        return [moved(item, roots) for item in value]
+    if not isinstance(value, str):
+        return value
+    path = _clean(value)
+    for old in sorted(roots, key=len, reverse=True):
+        if _under(path, _clean(old)):
+            return str(PurePosixPath(roots[old]) / path[len(_clean(old)) :].lstrip("/"))
+    return value
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``override`` deep-merged onto ``base``: mappings key by key; lists, scalars and ``null`` replace."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merged(base.get(key), item) for key, item in override.items()}}
+    return override
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs (dotted keys, ``[i]`` for list items)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in [*old, *(key for key in new if key not in old)]:
+            lines += differences(
+                old.get(key, "(unset)"), new.get(key, "(removed)"), f"{prefix}{'.' if prefix else ''}{key}"
+            )
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            line for i, (a, b) in enumerate(zip(old, new, strict=True)) for line in differences(a, b, f"{prefix}[{i}]")
+        ]
+    return [] if old == new else [f"{prefix}: {old} -> {new}"]
+
+
+def write_overridden(sources: dict[str, str], directories: list[str]) -> Path:
+    """Merge each of ``directories``' override files onto the configs in ``sources``; return the folder written."""
+    roots: dict[str, str] = {}
+    overrides: dict[str, dict] = {name: {} for name in sources}
+    for directory in directories:
+        if not Path(directory).is_dir():
+            raise SystemExit(f"error: --overrides {directory}: no such folder")
+        if (Path(directory) / "outputs.yaml").is_file():
+            roots.update({str(k): str(v) for k, v in _read(str(Path(directory) / "outputs.yaml")).items()})
+        for name in sources:
+            if (Path(directory) / f"{name}.yaml").is_file():
+                overrides[name] = merged(overrides[name], _read(str(Path(directory) / f"{name}.yaml")))
+    configs = {name: moved(merged(_read(path), overrides[name]), roots) for name, path in sources.items()}
+    try:
+        out = Path(stage_paths(configs["sft"])[2]).parent / "configs"
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise SystemExit(f"error: the SFT config lacks the logger or a callback the pipeline reads ({exc!r})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[overrides] {', '.join(directories)} on {', '.join(sources.values())} -> {out}/", file=sys.stderr)
+    for old, new in roots.items():
+        print(f"[overrides]   every path under {old}/ -> {new}/", file=sys.stderr)
+    for name, path in sources.items():
+        for line in differences(_read(path), merged(_read(path), overrides[name])):
+            print(f"[overrides]   {name}: {line}", file=sys.stderr)
+        header = f"# {path} with the overrides of {', '.join(directories)}, written by scripts/pipeline_configs.py\n"
+        (out / f"{name}.yaml").write_text(header + yaml.safe_dump(configs[name], sort_keys=False))
+    return out
+
+
 def _clean(path: str) -> str:
     return str(PurePosixPath(path)) if path else path
 
@@ -100,9 +175,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reward", help="the reward-model stage's config (its export judges the responses)")
     parser.add_argument("--seed", type=int, help="write per-seed copies of the configs (needs --out)")
     parser.add_argument("--out", help="folder for the per-seed copies")
+    parser.add_argument("--overrides", nargs="+", metavar="DIR", help="merge these folders' override files")
     args = parser.parse_args(argv)
     if (args.seed is None) != (args.out is None):
         parser.error("--seed and --out go together")
+    if args.overrides:
+        if args.seed is not None:
+            parser.error("--overrides writes merged configs; give --seed on a second call, with those")
+        sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate} | (
+            {"reward": args.reward} if args.reward else {}
+        )
+        print(write_overridden(sources, args.overrides))
+        return None
 
     configs = {"sft": _read(args.sft), "dpo": _read(args.dpo), "evaluate": _read(args.evaluate)}
     sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate}

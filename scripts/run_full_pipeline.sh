@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole study, stage by stage: [tiny base -> reward model] -> SFT -> DPO -> evaluate -> report.
 #
-#   bash scripts/run_full_pipeline.sh [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
+#   bash scripts/run_full_pipeline.sh [tiny|study] [--seeds S [S ...]] [--force] [--precision P] [--overrides DIR [DIR ...]]
 #
 #   tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,reward,evaluate}.yaml, results in results/
 #   study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
@@ -11,6 +11,9 @@
 #   --precision P   train (and pre-train the tiny base) in P, e.g. 32-true, instead of the configs'
 #                   `auto` (bf16-mixed where the hardware computes bf16 natively, else 32-true / 16-mixed);
 #                   a complete stage recorded in another precision is redone
+#   --overrides DIR ...  run the set's configs with each DIR's {sft,dpo,evaluate,reward}.yaml merged on top and
+#                   the output folders its outputs.yaml names moved (scripts/pipeline_configs.py prints every
+#                   difference); `make study-dryrun` runs `study --overrides configs/dryrun [configs/dryrun/qlora]`
 #
 # A stage is skipped when its output is complete (the tiny base's weights, an export's
 # export_info.json, evaluation_results.json, report.md), so a rerun after a crash continues where it
@@ -23,13 +26,14 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 SET="tiny"
 FORCE=0
 PRECISION=""
 SEEDS=()
+OVERRIDES=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --force) FORCE=1 ;;
@@ -42,9 +46,13 @@ while [[ $# -gt 0 ]]; do
             while [[ $# -gt 1 && "$2" =~ ^[0-9]+$ ]]; do SEEDS+=("$2"); shift; done
             if [[ ${#SEEDS[@]} -eq 0 ]]; then echo "error: --seeds needs one or more integers, e.g. --seeds 0 1 2" >&2; exit 2; fi
             ;;
+        --overrides)
+            while [[ $# -gt 1 && "$2" != -* && "$2" != tiny && "$2" != study ]]; do OVERRIDES+=("$2"); shift; done
+            if [[ ${#OVERRIDES[@]} -eq 0 ]]; then echo "error: --overrides needs one or more folders, e.g. --overrides configs/dryrun" >&2; exit 2; fi
+            ;;
         -h | --help) usage; exit 0 ;;
         tiny | study) SET="$1" ;;
-        *) echo "error: unknown argument '$1'; expected tiny, study, --seeds S..., --force or --precision P" >&2; usage >&2; exit 2 ;;
+        *) echo "error: unknown argument '$1'; expected tiny, study, --seeds S..., --force, --precision P or --overrides DIR..." >&2; usage >&2; exit 2 ;;
     esac
     shift
 done
@@ -82,6 +90,12 @@ case "$SET" in
         ;;
 esac
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-$OFFLINE_DEFAULT}" HF_DATASETS_OFFLINE="${HF_DATASETS_OFFLINE:-$OFFLINE_DEFAULT}"
+if [[ ${#OVERRIDES[@]} -gt 0 ]]; then # the same stages on merged copies of the configs, written beside their runs
+    MERGED="$("$PYTHON" scripts/pipeline_configs.py "$SFT_CONFIG" "$DPO_CONFIG" "$EVAL_CONFIG" \
+        ${REWARD_CONFIG:+--reward "$REWARD_CONFIG"} --overrides "${OVERRIDES[@]}")"
+    SFT_CONFIG="$MERGED/sft.yaml" DPO_CONFIG="$MERGED/dpo.yaml" EVAL_CONFIG="$MERGED/evaluate.yaml"
+    if [[ -n "$REWARD_CONFIG" ]]; then REWARD_CONFIG="$MERGED/reward.yaml"; fi
+fi
 
 # Where each stage writes, read from its config (the configs stay the one source of truth); with a seed,
 # per-seed copies of the configs are written first and their paths read instead.

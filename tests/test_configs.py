@@ -18,7 +18,10 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
+# configs/dryrun/ holds override files (parts of configs), checked merged onto the study's below.
+CONFIGS = sorted(c for c in REPO.glob("configs/**/*.yaml") if "dryrun" not in c.relative_to(REPO).parts)
+OVERRIDES = sorted(REPO.glob("configs/dryrun/**/*.yaml"))
+DRYRUNS = {"lora": ["configs/dryrun"], "qlora": ["configs/dryrun", "configs/dryrun/qlora"]}
 
 
 def entry_point(config: Path) -> list[str]:
@@ -78,6 +81,46 @@ def test_config_parses_without_loading_the_model(printed, config):
     if "trainer" in parsed:
         assert {"model", "data"} <= set(parsed)
         assert parsed["model"]["init_args"]["model_name_or_path"]
+
+
+@pytest.fixture(scope="module")
+def dryrun_printed(tmp_path_factory) -> dict[tuple[str, str], subprocess.CompletedProcess]:
+    """``--print_config`` of the study configs merged with each dry run's override folders."""
+    cwd = tmp_path_factory.mktemp("dryrun")
+    processes = {}
+    for name, folders in DRYRUNS.items():
+        merged = subprocess.run(
+            [sys.executable, str(REPO / "scripts" / "pipeline_configs.py"),
+             *(str(REPO / "configs" / f"{stage}.yaml") for stage in ("sft", "dpo", "evaluate")),
+             "--overrides", *(str(REPO / folder) for folder in folders)],
+            cwd=cwd, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        folder = cwd / merged.stdout.strip()
+        for stage in ("sft", "dpo", "evaluate"):
+            config = folder / f"{stage}.yaml"
+            processes[name, stage] = start_cli(["--config", str(config), "--print_config"], cwd, entry_point(config))
+    return {key: finish(process) for key, process in processes.items()}
+
+
+@pytest.mark.parametrize("name", DRYRUNS)
+def test_the_dry_run_configs_parse_and_keep_the_studys_setup(dryrun_printed, name):
+    parsed = {}
+    for stage in ("sft", "dpo", "evaluate"):
+        result = dryrun_printed[name, stage]
+        assert result.returncode == 0, result.stderr[-3000:]
+        parsed[stage] = yaml.safe_load(result.stdout)
+    sft, dpo = parsed["sft"], parsed["dpo"]
+    assert sft["trainer"]["accelerator"] == dpo["trainer"]["accelerator"] == "cpu"
+    assert sft["model"]["init_args"]["lora"]["r"] == 16 and dpo["model"]["init_args"]["beta"] == 0.1
+    assert sft["model"]["init_args"]["load_in_4bit"] is dpo["model"]["init_args"]["load_in_4bit"] is (name == "qlora")
+    assert parsed["evaluate"]["load"]["merge_adapters"] is (name == "lora")
+    assert dpo["model"]["init_args"]["model_name_or_path"] == f"outputs/dryrun/{name}/sft"
+
+
+def test_the_dry_run_overrides_hard_code_no_precision():
+    for config in OVERRIDES:
+        text = "\n".join(line.split("#")[0] for line in config.read_text().splitlines())
+        assert "precision" not in text and "bf16" not in text and "float" not in text, config
 
 
 def test_study_sft_config_is_the_studys_setup(printed):

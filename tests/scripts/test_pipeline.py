@@ -362,3 +362,60 @@ def test_a_seed_trained_on_an_earlier_base_is_redone_and_a_current_one_kept(proj
     assert all(states[f"{n} (seed 0)"] == "skipped" for n in SEED_STAGES)
     assert all(states[f"{n} (seed 1)"] == "running" for n in SEED_STAGES)
     assert "SFT (seed 1) was trained on an earlier version of its base model: redoing it" in result.stderr
+
+
+def test_overrides_run_the_study_configs_merged_with_the_dry_run_folders(project):
+    result = pipeline(project, "study", "--overrides", "configs/dryrun", "configs/dryrun/qlora")
+    assert result.returncode == 0, result.stderr
+    merged = project / "runs" / "dryrun" / "qlora" / "configs"
+    commands = calls(project)
+    assert [c.split()[0] for c in commands] == ["train.py", "train.py", "scripts/evaluate.py", "scripts/report.py"]
+    assert f"--config {merged.relative_to(project)}/sft.yaml" in commands[0]
+    assert f"--config {merged.relative_to(project)}/dpo.yaml" in commands[1]
+    sft = yaml.safe_load((merged / "sft.yaml").read_text())
+    dpo = yaml.safe_load((merged / "dpo.yaml").read_text())
+    evaluate = yaml.safe_load((merged / "evaluate.yaml").read_text())
+    # the overrides of both folders, in order (qlora's on top)
+    assert sft["trainer"]["accelerator"] == "cpu" and sft["trainer"]["max_steps"] == 3
+    assert sft["model"]["init_args"]["load_in_4bit"] is True
+    assert sft["model"]["init_args"]["lora"]["r"] == 16  # what no override names is the study's
+    assert evaluate["load"] == {**evaluate["load"], "load_in_4bit": True, "merge_adapters": False}
+    # every output moved, and the stages still chain: DPO starts from the moved SFT export
+    assert dpo["model"]["init_args"]["model_name_or_path"] == "outputs/dryrun/qlora/sft"
+    assert sft["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "runs/dryrun/qlora/sft/checkpoints"
+    assert evaluate["results_dir"] == "results/dryrun/qlora" and evaluate["sft_adapter"] == "outputs/dryrun/qlora/sft"
+    assert (project / "results" / "dryrun" / "qlora" / "report.md").is_file()
+    assert not (project / "runs" / "study").exists() and not (project / "outputs" / "study").exists()
+    # each difference is printed, one per line
+    assert "[overrides]   sft: trainer.accelerator: gpu -> cpu" in result.stderr
+    assert "[overrides]   evaluate: load.merge_adapters: True -> False" in result.stderr
+    assert "[overrides]   every path under runs/study/ -> runs/dryrun/qlora/" in result.stderr
+
+
+def test_the_dry_run_changes_only_paths_amounts_and_what_a_cpu_cannot_do(project):
+    """The issue's rule for configs/dryrun: model and data paths, step counts and sizes, and CPU necessities."""
+    allowed = {
+        "trainer.accelerator", "trainer.max_steps", "trainer.accumulate_grad_batches", "trainer.val_check_interval",
+        "trainer.log_every_n_steps", "model.init_args.model_name_or_path", "data.init_args.train_files",
+        "data.init_args.val_files", "data.init_args.num_examples", "data.init_args.num_val_examples",
+        "data.init_args.val_fraction", "data.init_args.max_length", "data.init_args.max_prompt_length",
+        "data.init_args.num_workers", "preference_data.files", "preference_data.skip", "preference_data.num_examples",
+        "instruction_data.files", "instruction_data.skip", "instruction_data.num_examples", "judge.model",
+        "judge.max_length", "generation.max_new_tokens", "max_length", "max_prompt_length",
+    }  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "scripts/pipeline_configs.py", "configs/sft.yaml", "configs/dpo.yaml", "configs/evaluate.yaml",
+         "--overrides", "configs/dryrun"],
+        cwd=project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    changed = {line.split(": ")[1] for line in result.stderr.splitlines() if line.startswith("[overrides]   ") and
+               not line.startswith("[overrides]   every path")}  # fmt: skip
+    assert changed and changed <= allowed, changed - allowed
+    assert "trainer.accelerator" in changed and "model.init_args.model_name_or_path" in changed
+
+
+def test_overrides_name_a_missing_folder_in_one_error_line(project):
+    result = pipeline(project, "study", "--overrides", "configs/nope")
+    assert result.returncode != 0
+    assert "error: --overrides configs/nope: no such folder" in result.stderr
+    assert "Traceback" not in result.stderr
