@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv tiny demo test test-slow test-all bench gpu-wheels lint clean
+.PHONY: venv tiny demo study-dryrun test test-slow test-all bench gpu-wheels lint clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,16 @@ $(TINY): $(STAMP) scripts/build_tiny_model.py data/tiny/pretrain.txt
 PRECISION ?=
 demo: $(STAMP)
 	bash scripts/run_full_pipeline.sh tiny $(if $(PRECISION),--precision $(PRECISION))
+
+# The real study's configs (configs/{sft,dpo,evaluate}.yaml) on the CPU, offline: a Mistral-7B-v0.1-shaped model
+# with 1 decoder layer and data files in the real datasets' schemas, once with LoRA and once with QLoRA (4-bit);
+# every setting that differs from the GPU run is printed (configs/dryrun/). A rerun skips what is complete.
+DRYRUN := artifacts/study-dryrun/base/model.safetensors
+$(DRYRUN): $(STAMP) scripts/build_study_dryrun.py tiny_world/study_shaped.py configs/models/mistral-7b-v0.1.json
+	$(PY) scripts/build_study_dryrun.py --out artifacts/study-dryrun
+study-dryrun: $(DRYRUN)
+	bash scripts/run_full_pipeline.sh study --overrides configs/dryrun
+	bash scripts/run_full_pipeline.sh study --overrides configs/dryrun configs/dryrun/qlora
 
 # Fast suite (pytest exit code 5 = "no tests collected" is a failure here: something is wrong).
 test: $(STAMP)
