@@ -9,6 +9,8 @@ serves the whole batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,28 @@ class Generated:
     prompt_tokens: int
     response_tokens: int
     finished: bool
+
+
+@contextmanager
+def contiguous_head_input(model: torch.nn.Module) -> Iterator[None]:
+    """While the block runs, the LM head gets a contiguous copy of its input.
+
+    Why: ``generate`` projects only the last position of the prefill, a strided view ``hidden[:, -1:, :]``,
+    and on the CPU (torch 2.13) a linear layer whose weight is frozen (``requires_grad=False``, as in every
+    loaded SFT / SFT+DPO variant) with such an input takes a path ~1000x slower in bf16 (~4x in fp32).
+    Measured on a 2-core Xeon with AMX, bf16: a 32000 x 4096 head took 11.5 s for a (16, 1, 4096) view and
+    12 ms for its contiguous copy; the dry run's SFT generation went from 13.6 s to 0.7 s per 16-prompt batch.
+    A copy of one position per row costs nothing beside the matmul, on any device.
+    """
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    handle = None
+    if head is not None:
+        handle = head.register_forward_pre_hook(lambda module, args: (args[0].contiguous(), *args[1:]))
+    try:
+        yield
+    finally:
+        if handle is not None:
+            handle.remove()
 
 
 def left_pad(rows: list[list[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,15 +120,16 @@ def generate_responses(
     for start in range(0, len(order), settings.batch_size):
         batch = order[start : start + settings.batch_size]
         input_ids, attention_mask = left_pad([encoded[i] for i in batch], tokenizer.pad_token_id)  # (B, T)
-        output = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=settings.max_new_tokens,
-            use_cache=True,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            **sampling,
-        )  # (B, T + new)
+        with contiguous_head_input(model):
+            output = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                max_new_tokens=settings.max_new_tokens,
+                use_cache=True,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )  # (B, T + new)
         new_tokens = output[:, input_ids.shape[1] :].tolist()
         for row, index in enumerate(batch):
             length, finished = response_length(new_tokens[row], tokenizer.eos_token_id)
