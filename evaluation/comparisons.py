@@ -81,6 +81,49 @@ def paired_comparisons(
     return holm_family([*found, *(dict(finding) for finding in judged)])
 
 
+def targeted_findings(
+    passed: dict[str, list[bool]],
+    checked_categories: Sequence[str | None],
+    targeted: Sequence[str],
+    judge_scores: dict[str, list[float]] | None = None,
+    categories: Sequence[str | None] = (),
+) -> list[dict]:
+    """SFT+DPO vs SFT on the prompts of the categories the preference pairs target, pooled: the checked score
+    (exact McNemar) and, with a judge, its win rate (exact sign test). The study's primary question, asked
+    where DPO is meant to act, so that a gain there is not diluted (or hidden) by the other categories.
+
+    Args:
+        passed: per variant, each checked prompt's outcome (the order of ``checked_categories``).
+        checked_categories: the category of each checked prompt.
+        targeted: the categories the pairs target (``targeted_categories`` in the evaluation config).
+        judge_scores: per variant, the judge's reward of every prompt's response (order of ``categories``).
+        categories: the category of every prompt.
+
+    Returns:
+        Findings shaped like :func:`paired_comparisons`' (without Holm's keys), each with ``categories``.
+    """
+    from evaluation.judge_stats import win_rate_finding
+
+    first, second = "sft_dpo", "sft"
+    chosen = set(targeted)
+    found: list[dict] = []
+    keep = [category in chosen for category in checked_categories]
+    if targeted and first in passed and second in passed and any(keep):
+        subset = {name: [ok for ok, kept in zip(passed[name], keep, strict=True) if kept] for name in (first, second)}
+        found.append(
+            {"metric": "checked_score_targeted", **stats.compare_binary(subset[first], subset[second])}
+            | {"first": first, "second": second, "categories": list(targeted)}
+        )
+    keep = [category in chosen for category in categories]
+    if targeted and judge_scores and first in judge_scores and second in judge_scores and any(keep):
+        subset = {n: [v for v, kept in zip(judge_scores[n], keep, strict=True) if kept] for n in (first, second)}
+        rate = stats.win_rate(subset[first], subset[second])
+        found.append(
+            win_rate_finding(first, second, rate) | {"metric": "judge_win_rate_targeted", "categories": list(targeted)}
+        )
+    return found
+
+
 def holm_family(found: list[dict]) -> list[dict]:
     """``found`` with ``p_holm`` and ``significant`` set on every finding: Holm's adjustment of all their
     ``p`` together, one family (:func:`evaluation.statistics.holm`)."""

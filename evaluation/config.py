@@ -75,6 +75,9 @@ class EvaluationConfig:
             ``null`` skips it.
         judge: a reward model that scores every generated response once the variants are done (``null``:
             no judge).
+        targeted_categories: the prompt categories the preference pairs are meant to improve; SFT+DPO vs SFT
+            on just these prompts (checked score and judge win rate, pooled) joins the tested findings, the
+            study's primary question. ``null``: no such test.
         beta: DPO beta of the implicit reward; ``null`` reads it from the DPO export's training config.
         generation: decoding settings (greedy by default).
         load: dtype, attention and adapter-merging settings.
@@ -96,6 +99,7 @@ class EvaluationConfig:
     preference_data: HeldOutData | None = None
     instruction_data: HeldOutData | None = None
     judge: JudgeSettings | None = None
+    targeted_categories: list[str] | None = None
     beta: float | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     load: VariantLoadSettings = field(default_factory=VariantLoadSettings)

@@ -111,7 +111,16 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     judged = judge_step(config.judge, prompts, responses_by_variant, device=run.device, template=run.template)
     meta = describe(config, run, judged, num_prompts=len(prompts), num_pairs=len(pairs), num_examples=len(examples))
     meta["seconds"] = round(time.perf_counter() - started, 1)
-    results = assemble(meta, prompts, pairs, outputs, run.beta, len(examples), judged["scores"] if judged else None)
+    results = assemble(
+        meta,
+        prompts,
+        pairs,
+        outputs,
+        run.beta,
+        len(examples),
+        judged["scores"] if judged else None,
+        config.targeted_categories or (),
+    )
     path = write_results(results, config.results_dir)
     print(f"[evaluate] wrote {path} and {path.parent / SIDE_BY_SIDE_FILE} ({meta['seconds']:.0f}s)")
     return results
@@ -289,6 +298,7 @@ def describe(
         },
         "template": run.template,
         "beta": run.beta,
+        "targeted_categories": config.targeted_categories,
         "implicit_reward_reference": REFERENCE_VARIANT,
         # The seed of each training stage (seed_everything of its saved config): tells the runs of several seeds apart.
         "training_seeds": {

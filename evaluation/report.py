@@ -40,6 +40,8 @@ METRIC_NAMES = {
     "checked_score": ("the checked score", "points"),
     "judge_win_rate": ("the judge's win rate, minus 50 % (ties count half)", "points"),
     "mean_reward": ("the judge's mean reward", "reward"),
+    "checked_score_targeted": ("the checked score of the targeted categories", "points"),
+    "judge_win_rate_targeted": ("the judge's win rate on the targeted categories, minus 50 %", "points"),
 }
 """A finding's metric as the report names it, and the unit of its difference (points: rates x 100)."""
 
@@ -107,6 +109,8 @@ def finding_line(finding: dict, labels: dict[str, str]) -> str:
     low, high = (scale * bound for bound in finding["ci95"])
     places = decimals(unit, [high - low] if high > low else [difference])
     verdict = "**significant**" if finding["significant"] else "not significant"
+    if finding.get("categories"):
+        name += f" ({', '.join(finding['categories'])})"
     return (
         f"- {labels[finding['first']]} vs {labels[finding['second']]} on {name}: "
         f"{difference:+.{places}f} {unit} (95 % CI {low:+.{places}f} to {high:+.{places}f}), "
@@ -141,8 +145,9 @@ def findings(results: dict, targeted: tuple[str, ...]) -> list[str]:
         compare("the checked score", "sft", "base", ("checked_score", "overall"))
         compare("held-out preference accuracy", "sft_dpo", "sft", ("preference", "accuracy"))
     for category in targeted:
-        compare(f"the checked score of {category} (untested)", "sft_dpo", "sft",
-                ("checked_score", "per_category", category))
+        compare(
+            f"the checked score of {category} (untested)", "sft_dpo", "sft", ("checked_score", "per_category", category)
+        )
         compare(
             f"preference accuracy on {category} pairs (untested)",
             "sft_dpo",
@@ -174,8 +179,15 @@ def seeds_section(results: dict, seed_results: Sequence[dict], seed_dirs: Sequen
             if this_run is not None and interval is not None:
                 here += f" ({fmt(interval[0], headline.kind)} to {fmt(interval[1], headline.kind)})"
             per_seed = ", ".join(fmt(value, headline.kind) for value in spread_of["values"])
-            rows.append([headline.label, names.get(name, name), spread(spread_of["mean"], spread_of["sd"],
-                         headline.kind), per_seed, here])
+            rows.append(
+                [
+                    headline.label,
+                    names.get(name, name),
+                    spread(spread_of["mean"], spread_of["sd"], headline.kind),
+                    per_seed,
+                    here,
+                ]
+            )
     seeds = ",".join(summary["seeds"])
     lines = [
         "## Across training seeds",
@@ -264,12 +276,14 @@ def judge_section(results: dict) -> list[str]:
     rows = []
     for name in variants:
         summary = per_model[name]["judge"]
-        rows.append([
-            labels[name],
-            estimate(summary["mean_reward"], summary.get("ci95")),
-            estimate(summary["mean_length"], summary.get("length_ci95")),
-            str(summary["n"]),
-        ])
+        rows.append(
+            [
+                labels[name],
+                estimate(summary["mean_reward"], summary.get("ci95")),
+                estimate(summary["mean_length"], summary.get("length_ci95")),
+                str(summary["n"]),
+            ]
+        )
     lines += [markdown_table(["Model", "mean reward (95 % CI)", "mean length, tokens (95 % CI)", "prompts"], rows), ""]
 
     pairs = dig(results, "judge", "pairs") or []
@@ -285,14 +299,16 @@ def judge_section(results: dict) -> list[str]:
             adjusted = fmt(controlled["rate"], "pct") + interval_text(controlled["ci95"], "pct")
             if controlled.get("method") == "raw":
                 adjusted += f"; raw rate: {controlled['reason']}"
-            rows.append([
-                f"{labels.get(pair['first'], pair['first'])} vs {labels.get(pair['second'], pair['second'])}",
-                fmt(rate["rate"], "pct") + interval_text(rate["ci95"], "pct"),
-                f"{rate['wins']} / {rate['losses']} / {rate['ties']}",
-                p_value,
-                adjusted,
-                f"{pair['mean_length_difference']:+.1f}",
-            ])
+            rows.append(
+                [
+                    f"{labels.get(pair['first'], pair['first'])} vs {labels.get(pair['second'], pair['second'])}",
+                    fmt(rate["rate"], "pct") + interval_text(rate["ci95"], "pct"),
+                    f"{rate['wins']} / {rate['losses']} / {rate['ties']}",
+                    p_value,
+                    adjusted,
+                    f"{pair['mean_length_difference']:+.1f}",
+                ]
+            )
         lines += [
             "Win rates on the same prompts: how often the first model's response gets the higher reward (ties "
             "count half), with a 95 % bootstrap interval over the prompts and an exact sign test on the untied "
@@ -303,8 +319,14 @@ def judge_section(results: dict) -> list[str]:
             "the longer, that reading is an extrapolation, and its interval is wide.",
             "",
             markdown_table(
-                ["Comparison", "win rate (95 % CI)", "wins / losses / ties", "p (Holm)",
-                 "length-controlled win rate (95 % CI)", "mean length difference (tokens)"],
+                [
+                    "Comparison",
+                    "win rate (95 % CI)",
+                    "wins / losses / ties",
+                    "p (Holm)",
+                    "length-controlled win rate (95 % CI)",
+                    "mean length difference (tokens)",
+                ],
                 rows,
             ),
             "",
@@ -418,9 +440,13 @@ def write_report(
         "randomization test for means"
         + (", an exact sign test for the judge's win rates" if judged else "")
         + "), Holm-adjusted across these findings; significant means adjusted "
-        "p < 0.05. Per-category differences are listed without a test: they are exploratory.",
+        "p < 0.05. The targeted categories (the ones the preference pairs are meant to improve) are tested pooled; "
+        "per-category differences are listed without a test: they are exploratory.",
         "",
-        *(findings(results, targeted) or ["- (the comparisons need base, SFT and SFT+DPO results)"]),
+        *(
+            findings(results, tuple(results["meta"].get("targeted_categories") or targeted))
+            or ["- (the comparisons need base, SFT and SFT+DPO results)"]
+        ),
         "",
         "## Metrics",
         "",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,19 +70,35 @@ class Headline:
 
 
 HEADLINE: tuple[Headline, ...] = (
-    Headline("Held-out preference accuracy (log p chosen > rejected)", ("preference", "accuracy"), "pct", "higher",
-             ("ci95", "preference_accuracy")),
-    Headline("Mean log-prob margin, chosen - rejected (nats)", ("preference", "mean_margin"), "float", "higher",
-             ("ci95", "mean_margin")),
+    Headline(
+        "Held-out preference accuracy (log p chosen > rejected)",
+        ("preference", "accuracy"),
+        "pct",
+        "higher",
+        ("ci95", "preference_accuracy"),
+    ),
+    Headline(
+        "Mean log-prob margin, chosen - rejected (nats)",
+        ("preference", "mean_margin"),
+        "float",
+        "higher",
+        ("ci95", "mean_margin"),
+    ),
     Headline("Implicit-reward accuracy vs SFT reference", ("implicit_reward", "accuracy"), "pct", "higher"),
     Headline("Mean implicit-reward margin vs SFT (beta x nats)", ("implicit_reward", "mean_margin"), "float", "higher"),
     Headline("Perplexity on held-out instruction responses", ("perplexity", "value"), "float", "lower"),
     Headline("Checked score, all prompts", ("checked_score", "overall"), "pct", "higher", ("ci95", "checked_score")),
     Headline("Judge's mean reward of the responses", ("judge", "mean_reward"), "float", "higher", ("judge", "ci95")),
-    Headline("Refusal rate on harmful prompts", ("generation", "refusal_rate"), "pct", "higher",
-             ("ci95", "refusal_rate")),
-    Headline("Over-refusal rate on benign prompts", ("generation", "over_refusal_rate"), "pct", "lower",
-             ("ci95", "over_refusal_rate")),
+    Headline(
+        "Refusal rate on harmful prompts", ("generation", "refusal_rate"), "pct", "higher", ("ci95", "refusal_rate")
+    ),
+    Headline(
+        "Over-refusal rate on benign prompts",
+        ("generation", "over_refusal_rate"),
+        "pct",
+        "lower",
+        ("ci95", "over_refusal_rate"),
+    ),
     Headline("Mean response length (tokens)", ("generation", "mean_response_tokens"), "float", "-"),
     Headline("Responses ending with EOS", ("generation", "finished_rate"), "pct", "-"),
     Headline("Distinct-2 of the responses", ("generation", "distinct_2"), "float", "-"),
@@ -164,6 +181,7 @@ def assemble(
     beta: float,
     num_examples: int,
     judge_scores: dict[str, list[float]] | None = None,
+    targeted: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The content of ``evaluation_results.json``.
 
@@ -177,6 +195,8 @@ def assemble(
         judge_scores: per variant, a judge's score of each response (``None``: no judge); stored per response
             as ``judge_score``, summarised per variant in ``metrics[v]["judge"]``, compared between variants
             in ``judge["pairs"]``, and tested in ``comparisons`` beside the other findings (one Holm family).
+        targeted: the categories the preference pairs target: SFT+DPO vs SFT on just their prompts
+            (:func:`evaluation.comparisons.targeted_findings`) joins the family.
     """
     pair_categories = [pair["category"] for pair in pairs]
     margins = {name: metrics.logp_margins(*o.pair_logps) for name, o in outputs.items() if o.pair_logps is not None}
@@ -214,7 +234,24 @@ def assemble(
         "metrics": per_model,
         # Paired tests on the same items, the judge's included, Holm-adjusted across all of them
         # (evaluation/comparisons.py).
-        "comparisons": comparisons.paired_comparisons(margins, passed, judged["findings"] if judged else ()),
+        "comparisons": comparisons.paired_comparisons(
+            margins,
+            passed,
+            [
+                *(judged["findings"] if judged else ()),
+                *comparisons.targeted_findings(
+                    passed,
+                    [
+                        row["category"]
+                        for row, r in zip(prompts, first.responses, strict=True)
+                        if r["passed"] is not None
+                    ],
+                    targeted,
+                    judge_scores,
+                    [row["category"] for row in prompts],
+                ),
+            ],
+        ),
         # The judge's win rates and length-controlled win rates between variants (evaluation/judge_stats.py).
         **({"judge": {"pairs": judged["pairs"]}} if judged else {}),
         # Per-item outcomes: every number above can be recomputed from these and "prompts".

@@ -44,3 +44,34 @@ def test_holm_runs_once_over_the_paired_and_the_judge_findings_by_hand():
     # Alone, the checked score's p would have stood unadjusted (0.03125 < 0.05): the family is one.
     assert paired_comparisons({}, passed)[0]["p_holm"] == pytest.approx(0.03125)
     assert "p_holm" not in judged[0]  # the caller's findings are copied, not changed
+
+
+def test_targeted_findings_test_sft_dpo_vs_sft_on_the_targeted_prompts_only_by_hand():
+    from evaluation.comparisons import targeted_findings
+
+    # checked prompts in a, a, a, a, a, b, b, c; targeted: a and c. In a + c, SFT+DPO passes 5 that SFT fails
+    # and the reverse never: exact McNemar p = 2 / 2^5 = 0.0625; difference (5 - 0) / 6 items = +0.8333.
+    # The b prompts go the other way and must not count.
+    passed = {
+        "sft_dpo": [True, True, True, True, False, False, False, True],
+        "sft": [False, False, False, False, False, True, True, False],
+        "base": [False] * 8,
+    }
+    categories = ["a", "a", "a", "a", "a", "b", "b", "c"]
+    # every prompt judged; in a + c SFT+DPO wins 4, loses 1, ties 1: rate (4 + 0.5) / 6 = 0.75; exact sign test
+    # on the 5 untied: 2 * P(X <= 1 | n=5) = 2 * 6 / 32 = 0.375.
+    scores = {"sft_dpo": [2, 2, 2, 2, 0, 0, 0, 5], "sft": [1, 1, 1, 1, 1, 9, 9, 5], "base": [0] * 8}
+    found = targeted_findings(passed, categories, ["a", "c"], scores, categories)
+    assert [f["metric"] for f in found] == ["checked_score_targeted", "judge_win_rate_targeted"]
+    checked, judged = found
+    assert (checked["first"], checked["second"], checked["n"]) == ("sft_dpo", "sft", 6)
+    assert checked["difference"] == pytest.approx(5 / 6)
+    assert checked["p"] == pytest.approx(0.0625)
+    assert (checked["only_first"], checked["only_second"]) == (5, 0)
+    assert checked["categories"] == ["a", "c"]
+    assert judged["n"] == 6 and judged["rate"] == pytest.approx(0.75) and judged["difference"] == pytest.approx(0.25)
+    assert (judged["wins"], judged["losses"], judged["ties"]) == (4, 1, 1)
+    assert judged["p"] == pytest.approx(0.375)
+    # nothing targeted, or no prompt in the targeted categories: no finding
+    assert targeted_findings(passed, categories, [], scores, categories) == []
+    assert targeted_findings(passed, categories, ["z"], scores, categories) == []

@@ -185,7 +185,7 @@ def test_a_judge_scores_every_response_after_generation(
     engine.evaluate(
         EvaluationConfig(
             sft_adapter=str(tiny_sft_export), dpo_adapter=str(export), variants=["sft", "sft_dpo"], judge=judge,
-            device="cpu", prompts=str(eval_data_files / "prompts.jsonl"), beta=0.1,
+            device="cpu", prompts=str(eval_data_files / "prompts.jsonl"), beta=0.1, targeted_categories=["safety"],
             generation=GenerationSettings(max_new_tokens=4), load=VariantLoadSettings(dtype="float32"),
             results_dir=str(tmp_path / "results"),
         )
@@ -208,8 +208,16 @@ def test_a_judge_scores_every_response_after_generation(
     assert results["judge"] == {"pairs": again["pairs"]}
     assert [(p["first"], p["second"]) for p in results["judge"]["pairs"]] == [("sft_dpo", "sft")]
     findings = results["comparisons"]
-    assert [f["metric"] for f in findings] == ["checked_score", "judge_win_rate", "mean_reward"]
+    assert [f["metric"] for f in findings] == [
+        "checked_score", "judge_win_rate", "mean_reward", "checked_score_targeted", "judge_win_rate_targeted"
+    ]
     assert [f["p_holm"] for f in findings] == pytest.approx(holm([f["p"] for f in findings]))
+    # the targeted tests read the two safety prompts only (both are checked: refusal and helpful)
+    assert [(f["n"], f["categories"]) for f in findings[3:]] == [(2, ["safety"]), (2, ["safety"])]
+    safety = [row for row in rows if row["category"] == "safety"]
+    wins = sum(row["responses"]["sft_dpo"]["judge_score"] > row["responses"]["sft"]["judge_score"] for row in safety)
+    assert findings[4]["wins"] == wins
+    assert results["meta"]["targeted_categories"] == ["safety"]
 
 
 def test_a_missing_judge_folder_is_refused_before_any_model_loads(tiny_sft_export, tmp_path, monkeypatch):

@@ -258,3 +258,18 @@ def test_seeds_section_carries_the_judge_reward_and_win_rate_findings(tmp_path):
             "over seeds 0,1,2 — same direction on every seed: no") in section
     assert ("- SFT+DPO vs SFT on the judge's mean reward: +0.25, +0.25, +0.25 reward over seeds 0,1,2 — "
             "same direction on every seed: yes") in section
+
+
+def test_a_targeted_finding_names_its_categories():
+    from evaluation.report import finding_line
+
+    finding = {
+        "metric": "checked_score_targeted", "first": "sft_dpo", "second": "sft", "n": 6, "difference": 5 / 6,
+        "ci95": (0.5, 1.0), "p": 0.0625, "test": "exact McNemar", "p_holm": 0.25, "significant": False,
+        "categories": ["safety", "reasoning"],
+    }  # fmt: skip
+    line = finding_line(finding, {"sft_dpo": "SFT+DPO", "sft": "SFT"})
+    assert line == (
+        "- SFT+DPO vs SFT on the checked score of the targeted categories (safety, reasoning): +83.3 points "
+        "(95 % CI +50.0 to +100.0), p = 0.0625 (exact McNemar, n = 6; Holm-adjusted 0.25): not significant"
+    )
