@@ -11,30 +11,57 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from evaluation import statistics as stats
-from evaluation.metrics import grouped
+from evaluation.metrics import distinct_n, grouped, perplexity
 
 # (first, second): the report states "first vs second"; the study's question is the middle one.
 COMPARISONS: tuple[tuple[str, str], ...] = (("sft", "base"), ("sft_dpo", "sft"), ("sft_dpo", "base"))
 ALPHA = 0.05
 
 
-def variant_intervals(margins: list[float], passed: list[bool], refusals: dict[str, list[bool]]) -> dict:
-    """95 % intervals of one variant's rates (Wilson) and mean margin (bootstrap over pairs).
+def variant_intervals(
+    margins: list[float],
+    passed: list[bool],
+    refusals: dict[str, list[bool]],
+    *,
+    implicit_margins: Sequence[float] = (),
+    nll: Sequence[tuple[float, int]] = (),
+    responses: Sequence[dict] = (),
+) -> dict:
+    """95 % intervals of one variant's rates (Wilson) and means (bootstrap over the items behind them).
 
     Args:
         margins: each held-out pair's ``log p(chosen) - log p(rejected)`` (empty: no pairs).
         passed: each checked prompt's outcome (empty: no checks).
         refusals: ``{"refusal_rate": [...harmful prompts refused], "over_refusal_rate": [...benign refused]}``.
+        implicit_margins: each pair's implicit-reward margin against the reference (empty: none).
+        nll: each held-out instruction response's ``(summed NLL, tokens)``: the perplexity's interval is
+            ``exp`` of a ratio bootstrap over the examples (tokens of one example are not independent).
+        responses: the generated responses (``text``, ``response_tokens``, ``finished``), one per prompt:
+            intervals of the mean length, the EOS rate and distinct-2 (a bootstrap over responses).
     """
     intervals: dict[str, tuple[float, float]] = {}
     if margins:
         intervals["preference_accuracy"] = stats.wilson_interval(sum(m > 0 for m in margins), len(margins))
         intervals["mean_margin"] = stats.bootstrap_interval(margins)
+    if implicit_margins:
+        wins = sum(m > 0 for m in implicit_margins)
+        intervals["implicit_reward_accuracy"] = stats.wilson_interval(wins, len(implicit_margins))
+        intervals["implicit_reward_margin"] = stats.bootstrap_interval(implicit_margins)
+    if nll:
+        low, high = stats.bootstrap_ratio_interval([n for n, _ in nll], [t for _, t in nll])
+        intervals["perplexity"] = (perplexity(low, 1), perplexity(high, 1))
     if passed:
         intervals["checked_score"] = stats.wilson_interval(sum(passed), len(passed))
     for name, outcomes in refusals.items():
         if outcomes:
             intervals[name] = stats.wilson_interval(sum(outcomes), len(outcomes))
+    if responses:
+        texts = [r["text"] for r in responses]
+        intervals["mean_response_tokens"] = stats.bootstrap_interval([r["response_tokens"] for r in responses])
+        intervals["finished_rate"] = stats.wilson_interval(sum(bool(r["finished"]) for r in responses), len(texts))
+        intervals["distinct_2"] = stats.bootstrap_statistic_interval(
+            lambda picks: distinct_n([texts[i] for i in picks], 2), len(texts)
+        )
     return intervals
 
 

@@ -72,8 +72,13 @@ def headline_table(results: dict) -> str:
         values = [dig(per_model[name], *headline.path) for name in variants]
         if all(value is None for value in values):
             continue
-        rows.append([headline.label] + [fmt(value, headline.kind) for value in values] + [headline.better])
-    return markdown_table(["Metric"] + [labels[name] for name in variants] + ["better"], rows)
+        intervals = [dig(per_model[name], *headline.interval) if headline.interval else None for name in variants]
+        cells = [
+            fmt(value, headline.kind) + (interval_text(interval, headline.kind) if value is not None else "")
+            for value, interval in zip(values, intervals, strict=True)
+        ]
+        rows.append([headline.label, *cells, headline.better])
+    return markdown_table(["Metric (95 % CI)"] + [labels[name] for name in variants] + ["better"], rows)
 
 
 def category_table(results: dict, path: tuple[str, ...], value: Callable[[Any], float | None], kind: str) -> str:

@@ -3,7 +3,8 @@
 
 The JSON holds ``meta`` (what was evaluated, how, where), ``metrics`` (per variant), ``comparisons`` (paired
 tests between variants, :mod:`evaluation.comparisons`, the judge's among them), ``judge`` (with a judge only:
-its win rates between variants, :mod:`evaluation.judge_stats`), ``pairs`` and ``prompts`` (per-item outcomes,
+its win rates between variants, :mod:`evaluation.judge_stats`), ``pairs``, ``instruction_examples`` (each
+held-out response's summed NLL and tokens per variant) and ``prompts`` (per-item outcomes,
 from which every number can be recomputed: a prompt's ``judge_score`` and ``response_tokens`` per variant
 give the judge's numbers). It is written last and atomically: its presence marks a complete
 evaluation (the pipeline checks it).
@@ -35,13 +36,13 @@ class VariantOutput:
     Attributes:
         responses: one per prompt: ``{text, response_tokens, finished, refusal, passed, prompt_tokens}``.
         pair_logps: ``(chosen, rejected)`` summed log-probs of each held-out pair (``None``: no pairs).
-        nll: ``(total_nll, total_tokens)`` of the held-out instruction responses (``None``: none).
+        nll: ``(nll, tokens)`` of each held-out instruction response (``None``: none scored).
         seconds: wall time of the variant (load, generate, score).
     """
 
     responses: list[dict[str, Any]]
     pair_logps: tuple[list[float], list[float]] | None
-    nll: tuple[float, int] | None
+    nll: list[tuple[float, int]] | None
     seconds: float
 
 
@@ -84,9 +85,27 @@ HEADLINE: tuple[Headline, ...] = (
         "higher",
         ("ci95", "mean_margin"),
     ),
-    Headline("Implicit-reward accuracy vs SFT reference", ("implicit_reward", "accuracy"), "pct", "higher"),
-    Headline("Mean implicit-reward margin vs SFT (beta x nats)", ("implicit_reward", "mean_margin"), "float", "higher"),
-    Headline("Perplexity on held-out instruction responses", ("perplexity", "value"), "float", "lower"),
+    Headline(
+        "Implicit-reward accuracy vs SFT reference",
+        ("implicit_reward", "accuracy"),
+        "pct",
+        "higher",
+        ("ci95", "implicit_reward_accuracy"),
+    ),
+    Headline(
+        "Mean implicit-reward margin vs SFT (beta x nats)",
+        ("implicit_reward", "mean_margin"),
+        "float",
+        "higher",
+        ("ci95", "implicit_reward_margin"),
+    ),
+    Headline(
+        "Perplexity on held-out instruction responses",
+        ("perplexity", "value"),
+        "float",
+        "lower",
+        ("ci95", "perplexity"),
+    ),
     Headline("Checked score, all prompts", ("checked_score", "overall"), "pct", "higher", ("ci95", "checked_score")),
     Headline("Judge's mean reward of the responses", ("judge", "mean_reward"), "float", "higher", ("judge", "ci95")),
     Headline(
@@ -99,9 +118,15 @@ HEADLINE: tuple[Headline, ...] = (
         "lower",
         ("ci95", "over_refusal_rate"),
     ),
-    Headline("Mean response length (tokens)", ("generation", "mean_response_tokens"), "float", "-"),
-    Headline("Responses ending with EOS", ("generation", "finished_rate"), "pct", "-"),
-    Headline("Distinct-2 of the responses", ("generation", "distinct_2"), "float", "-"),
+    Headline(
+        "Mean response length (tokens)",
+        ("generation", "mean_response_tokens"),
+        "float",
+        "-",
+        ("ci95", "mean_response_tokens"),
+    ),
+    Headline("Responses ending with EOS", ("generation", "finished_rate"), "pct", "-", ("ci95", "finished_rate")),
+    Headline("Distinct-2 of the responses", ("generation", "distinct_2"), "float", "-", ("ci95", "distinct_2")),
 )
 
 
@@ -148,8 +173,8 @@ def variant_metrics(
                 "beta": implicit["beta"],
                 **metrics.margin_summary(implicit["margins"], pair_categories),
             }
-    if output.nll is not None:
-        total_nll, total_tokens = output.nll
+    if output.nll:
+        total_nll, total_tokens = sum(nll for nll, _ in output.nll), sum(tokens for _, tokens in output.nll)
         result["perplexity"] = {
             "value": metrics.perplexity(total_nll, total_tokens),
             "tokens": total_tokens,
@@ -164,7 +189,14 @@ def variant_metrics(
     }
     checked = [(p["category"], r["passed"]) for p, r in zip(prompts, responses, strict=True) if r["passed"] is not None]
     passed = [outcome for _, outcome in checked]
-    result["ci95"] = comparisons.variant_intervals(margins or [], passed, refusals)
+    result["ci95"] = comparisons.variant_intervals(
+        margins or [],
+        passed,
+        refusals,
+        implicit_margins=implicit["margins"] if implicit is not None else (),
+        nll=output.nll or (),
+        responses=responses,
+    )
     per_category = {
         "checked_score": comparisons.category_intervals(passed, [category for category, _ in checked]),
         "preference_accuracy": comparisons.category_intervals([m > 0 for m in margins or []], pair_categories),
@@ -262,6 +294,11 @@ def assemble(
                 "implicit_reward_margin": {name: implicit[name][index] for name in implicit},
             }
             for index, pair in enumerate(pairs)
+        ],
+        # Each held-out instruction response's summed NLL and token count per variant (the perplexity's items).
+        "instruction_examples": [
+            {name: {"nll": o.nll[index][0], "tokens": o.nll[index][1]} for name, o in outputs.items() if o.nll}
+            for index in range(max((len(o.nll or []) for o in outputs.values()), default=0))
         ],
         "prompts": [
             {

@@ -20,7 +20,7 @@ from datamodules.instruction import parse_instruction_row, tokenize_instruction
 from datamodules.preference import parse_preference_row, tokenize_preference
 from datamodules.sources import PreparationReport, collect
 from datamodules.templates import TemplateName
-from lightning_modules.losses import sequence_logps, sft_loss
+from lightning_modules.losses import sequence_logps
 
 
 @dataclass
@@ -135,13 +135,14 @@ def response_nll(
     template: TemplateName,
     max_length: int,
     batch_size: int,
-) -> tuple[float, int]:
-    """Summed negative log-likelihood of the reference responses, and how many tokens it covers.
+) -> list[tuple[float, int]]:
+    """Each reference response's summed negative log-likelihood and its token count, per example.
 
     Rows whose prompt alone fills ``max_length`` are left out (as the SFT data module does).
 
     Returns:
-        ``(total_nll, total_tokens)``: feed them to :func:`evaluation.metrics.perplexity`.
+        ``[(nll, tokens), ...]`` of the kept examples, in order: the perplexity is
+        :func:`evaluation.metrics.perplexity` of their sums, and its interval a bootstrap over examples.
     """
     collator = SFTCollator(tokenizer.pad_token_id, pack=False)
     device = _device(model)
@@ -150,14 +151,13 @@ def response_nll(
         for i, example in enumerate(examples)
     ]
     rows = [row for row in rows if row["length"] > 0]
-    total_nll, total_tokens = 0.0, 0
+    scored: list[tuple[float, int]] = []
     model.eval()
     for start in range(0, len(rows), batch_size):
         batch = collator(rows[start : start + batch_size])
         logits = model(
             input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
         ).logits  # (B, T, V)
-        # num_tokens=1 turns the mean into the sum over every response token of the batch.
-        total_nll += sft_loss(logits[:, :-1], batch["labels"][:, 1:].to(device), num_tokens=1).item()
-        total_tokens += int(batch["num_loss_tokens"])
-    return total_nll, total_tokens
+        logps, lengths = sequence_logps(logits[:, :-1], batch["labels"][:, 1:].to(device))  # (B,), (B,)
+        scored += [(-float(logp), int(length)) for logp, length in zip(logps.tolist(), lengths.tolist(), strict=True)]
+    return scored

@@ -66,6 +66,27 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def bootstrap_ratio_interval(
+    numerators: Sequence[float],
+    denominators: Sequence[float],
+    *,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of a ratio of sums, ``sum(num) / sum(den)``, resampling the items.
+
+    For a per-token mean over items of different lengths (perplexity: each example's summed NLL over its
+    token count): the items, not the tokens, are the independent draws (:func:`bootstrap_statistic_interval`).
+    """
+    num, den = np.asarray(numerators, dtype=np.float64), np.asarray(denominators, dtype=np.float64)
+    if num.size == 0 or num.size != den.size:
+        raise ValueError("a ratio bootstrap needs one numerator per denominator, at least one of each")
+    return bootstrap_statistic_interval(
+        lambda picks: float(num[picks].sum() / den[picks].sum()), num.size, resamples=resamples, seed=seed, level=level
+    )
+
+
 def sign_flip_p(differences: Sequence[float], *, resamples: int = 10_000, seed: int = SEED) -> float:
     """Two-sided paired randomization test of a mean difference (Fisher's sign-flip test).
 

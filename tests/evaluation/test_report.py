@@ -83,7 +83,7 @@ def test_report_has_the_tables_findings_and_plots(results_dir, tmp_path, write_e
     )
     path = report.write_report(results_dir, tmp_path / "sft", tmp_path / "dpo")
     text = path.read_text()
-    assert "| Metric | base | SFT | SFT+DPO | better |" in text
+    assert "| Metric (95 % CI) | base | SFT | SFT+DPO | better |" in text
     assert "| Held-out preference accuracy (log p chosen > rejected) | 50.0% | 60.0% | 90.0% | higher |" in text
     # The SFT column has no implicit reward: SFT is the reference.
     assert "| Implicit-reward accuracy vs SFT reference | 75.0% | - | 75.0% | higher |" in text
@@ -105,7 +105,7 @@ def test_report_has_the_tables_findings_and_plots(results_dir, tmp_path, write_e
 
 def test_report_without_training_logs_still_has_the_tables(results_dir, tmp_path):
     text = report.write_report(results_dir, tmp_path / "no-sft", None).read_text()
-    assert "| Metric |" in text and "no TensorBoard scalars found" in text
+    assert "| Metric (95 % CI) |" in text and "no TensorBoard scalars found" in text
     assert not (results_dir / "plots" / "sft_training.png").exists()
 
 
@@ -191,7 +191,10 @@ def test_report_with_a_judge_has_its_section_findings_and_plot_panel(tmp_path):
     # Findings are grouped by pair of models, in the study's order: SFT vs base first.
     assert text.index("- SFT vs base on the judge's win rate") < text.index("- SFT+DPO vs SFT on the judge's win")
     assert "an exact sign test for the judge's win rates" in text
-    assert "| Judge's mean reward of the responses | -1.500 | 0.250 | 0.500 | higher |" in lines
+    assert (  # each with its bootstrap interval (the fake's mean +- 0.4)
+        "| Judge's mean reward of the responses | -1.500 (-1.900 to -1.100) | 0.250 (-0.150 to 0.650) | "
+        "0.500 (0.100 to 0.900) | higher |"
+    ) in lines
 
     section = text.split("## Judge: a reward model's scores of the responses")[1].split("\n## ")[0]
     assert ("Judge: `Skywork/Skywork-Reward-V2-Llama-3.1-8B` (revision `main`, commit `c0ffee42`), reading each "
@@ -273,3 +276,17 @@ def test_a_targeted_finding_names_its_categories():
         "- SFT+DPO vs SFT on the checked score of the targeted categories (safety, reasoning): +83.3 points "
         "(95 % CI +50.0 to +100.0), p = 0.0625 (exact McNemar, n = 6; Holm-adjusted 0.25): not significant"
     )
+
+
+def test_the_headline_table_shows_each_value_with_its_interval():
+    from evaluation.report import headline_table
+
+    results = {
+        "meta": {"variants": ["sft", "sft_dpo"], "labels": {"sft": "SFT", "sft_dpo": "SFT+DPO"}},
+        "metrics": {
+            "sft": {"perplexity": {"value": 4.5}, "ci95": {"perplexity": [4.25, 4.75]}},
+            "sft_dpo": {"perplexity": {"value": 5.0}},  # no interval: the value alone
+        },
+    }
+    table = headline_table(results)
+    assert "| Perplexity on held-out instruction responses | 4.500 (4.250 to 4.750) | 5.000 | lower |" in table

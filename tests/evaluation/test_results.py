@@ -33,9 +33,9 @@ def outputs() -> dict[str, VariantOutput]:
     # margins (chosen - rejected): SFT -1, 1, 2; SFT+DPO 1, 1, 1
     return {
         "sft": VariantOutput(responses([True, False, None], [True, True, False]), ([0.0] * 3, [1.0, -1.0, -2.0]),
-                             (6.0, 3), 1.04),
+                             [(2.0, 1), (4.0, 2)], 1.04),
         "sft_dpo": VariantOutput(responses([True, True, None], [True, False, False]), ([1.0] * 3, [0.0] * 3),
-                                 (3.0, 3), 2.0),
+                                 [(1.0, 1), (2.0, 2)], 2.0),
     }
 
 
@@ -61,6 +61,23 @@ def test_metrics_intervals_and_per_item_outcomes(outputs):
     }
     assert results["prompts"][0]["prompt_tokens"] == 9
     assert {(f["first"], f["second"]) for f in results["comparisons"]} == {("sft_dpo", "sft")}
+    # Per-item NLL of the held-out instruction responses, and intervals of every other rate and mean, by hand.
+    assert results["instruction_examples"] == [
+        {"sft": {"nll": 2.0, "tokens": 1}, "sft_dpo": {"nll": 1.0, "tokens": 1}},
+        {"sft": {"nll": 4.0, "tokens": 2}, "sft_dpo": {"nll": 2.0, "tokens": 2}},
+    ]
+    # both SFT examples have 2 nats per token, so does every resample: exp(2) at both ends
+    assert sft["ci95"]["perplexity"] == pytest.approx((7.389056, 7.389056))
+    # implicit reward margins 1.0, 0.0, -0.5: 1 of 3 right; Wilson: 1 / 3 -> (0.061492, 0.792340)
+    assert dpo["ci95"]["implicit_reward_accuracy"] == pytest.approx((0.061492, 0.792340), abs=1e-6)
+    low, high = dpo["ci95"]["implicit_reward_margin"]
+    assert -0.5 <= low <= 1 / 6 <= high <= 1.0
+    # every response ends with EOS: Wilson 3 of 3 -> (3 / (3 + z^2), 1) = (0.438503, 1); all 3 tokens long
+    assert sft["ci95"]["finished_rate"] == pytest.approx((0.438503, 1.0), abs=1e-6)
+    assert sft["ci95"]["mean_response_tokens"] == (3.0, 3.0)
+    # "answer 0/1/2": one bigram each, all different; a resample of 3 holds 1 (p 1/9), 2 (p 2/3) or 3 (p 2/9)
+    # different texts: distinct-2 1/3, 2/3 or 1, and the 2.5 / 97.5 percentiles are the extremes
+    assert sft["ci95"]["distinct_2"] == pytest.approx((1 / 3, 1.0))
 
 
 JUDGE_SCORES = {"sft": [0.5, 1.0, 2.0], "sft_dpo": [1.5, 1.0, 3.0]}

@@ -50,6 +50,30 @@ def test_bootstrap_interval_on_tiny_samples_with_a_fixed_seed():
     assert low == pytest.approx(0.40, abs=0.02) and high == pytest.approx(0.60, abs=0.02)
 
 
+def test_ratio_bootstrap_weights_items_by_their_denominators():
+    # Every item has nll / tokens = 2, so every resample does: the interval is the point.
+    assert stats.bootstrap_ratio_interval([2.0, 6.0], [1, 3]) == (2.0, 2.0)
+    # Items (0 nats, 1 token) and (10, 9): resamples {a,a} 0/2 = 0 (p 1/4), {a,b} 10/10 = 1 (p 1/2), {b,b} 20/18
+    # (p 1/4). The extremes are the 95 % bounds; the median (level 0) is 1.0, the ratio of sums, where a mean
+    # of per-item ratios would give (0 + 10/9) / 2 = 0.556.
+    low, high = stats.bootstrap_ratio_interval([0.0, 10.0], [1, 9])
+    assert (low, high) == pytest.approx((0.0, 20 / 18))
+    assert stats.bootstrap_ratio_interval([0.0, 10.0], [1, 9], level=0.0) == pytest.approx((1.0, 1.0))
+    with pytest.raises(ValueError):
+        stats.bootstrap_ratio_interval([1.0], [1, 2])
+
+
+def test_distinct_2_bootstrap_over_responses_by_hand():
+    from evaluation.metrics import distinct_n
+
+    def interval(texts: list[str]) -> tuple[float, float]:
+        return stats.bootstrap_statistic_interval(lambda picks: distinct_n([texts[i] for i in picks]), len(texts))
+
+    assert interval(["a b", "a b"]) == (0.5, 0.5)  # any resample of two identical texts: 1/2
+    # "a b" and "c d": the same text twice gives 1/2 (p 1/2), one of each gives 1 (p 1/2)
+    assert interval(["a b", "c d"]) == (0.5, 1.0)
+
+
 def test_sign_flip_test_matches_the_exact_value_and_sees_no_effect_in_balanced_data():
     # Ten positive differences: only the all-plus and all-minus flips are as extreme: exact p = 2 / 2^10.
     assert stats.sign_flip_p([1.0] * 10) == pytest.approx(2 / 1024, abs=0.0015)
