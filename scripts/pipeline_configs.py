@@ -17,8 +17,10 @@
         deep-merged on top (mappings merged key by key, lists and scalars replaced; later DIRs win) and every
         path under a folder named in DIR's ``outputs.yaml`` (``{old root: new root}``) moved, into
         ``<new SFT run's parent>/configs/``; prints every difference from the original configs on stderr and
-        that folder on stdout. The study dry run (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml``
-        this way with ``configs/dryrun/`` (and ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run.
+        that folder on stdout. Paths are matched as strings: a TensorBoard run is ``save_dir/name``, so move its
+        ``save_dir`` (e.g. ``runs/study``), not ``runs/study/sft``. The study dry run (``make study-dryrun``) runs
+        ``configs/{sft,dpo,evaluate}.yaml`` this way with ``configs/dryrun/`` (and ``configs/dryrun/qlora/``), so
+        anyone sees what differs from the GPU run.
 
 The configs stay the one source of truth: the pipeline never repeats a path they hold.
 """
