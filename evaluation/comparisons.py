@@ -37,7 +37,7 @@ def variant_intervals(
         nll: each held-out instruction response's ``(summed NLL, tokens)``: the perplexity's interval is
             ``exp`` of a ratio bootstrap over the examples (tokens of one example are not independent).
         responses: the generated responses (``text``, ``response_tokens``, ``finished``), one per prompt:
-            intervals of the mean length, the EOS rate and distinct-2 (a bootstrap over responses).
+            intervals of the mean length (bootstrap), the EOS rate (Wilson) and distinct-2 (jackknife).
     """
     intervals: dict[str, tuple[float, float]] = {}
     if margins:
@@ -59,9 +59,9 @@ def variant_intervals(
         texts = [r["text"] for r in responses]
         intervals["mean_response_tokens"] = stats.bootstrap_interval([r["response_tokens"] for r in responses])
         intervals["finished_rate"] = stats.wilson_interval(sum(bool(r["finished"]) for r in responses), len(texts))
-        intervals["distinct_2"] = stats.bootstrap_statistic_interval(
-            lambda picks: distinct_n([texts[i] for i in picks], 2), len(texts)
-        )
+        if len(texts) > 1:  # a jackknife: a bootstrap's repeated responses would bias distinct-2 down
+            low, high = stats.jackknife_interval(texts, lambda kept: distinct_n(kept, 2))
+            intervals["distinct_2"] = (max(0.0, low), min(1.0, high))
     return intervals
 
 

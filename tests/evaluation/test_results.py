@@ -75,9 +75,9 @@ def test_metrics_intervals_and_per_item_outcomes(outputs):
     # every response ends with EOS: Wilson 3 of 3 -> (3 / (3 + z^2), 1) = (0.438503, 1); all 3 tokens long
     assert sft["ci95"]["finished_rate"] == pytest.approx((0.438503, 1.0), abs=1e-6)
     assert sft["ci95"]["mean_response_tokens"] == (3.0, 3.0)
-    # "answer 0/1/2": one bigram each, all different; a resample of 3 holds 1 (p 1/9), 2 (p 2/3) or 3 (p 2/9)
-    # different texts: distinct-2 1/3, 2/3 or 1, and the 2.5 / 97.5 percentiles are the extremes
-    assert sft["ci95"]["distinct_2"] == pytest.approx((1 / 3, 1.0))
+    # "answer 0/1/2": one bigram each, all different: distinct-2 is 1 with any one left out, so the jackknife's
+    # standard error is 0 and the interval the point
+    assert sft["ci95"]["distinct_2"] == pytest.approx((1.0, 1.0))
 
 
 JUDGE_SCORES = {"sft": [0.5, 1.0, 2.0], "sft_dpo": [1.5, 1.0, 3.0]}

@@ -63,15 +63,18 @@ def test_ratio_bootstrap_weights_items_by_their_denominators():
         stats.bootstrap_ratio_interval([1.0], [1, 2])
 
 
-def test_distinct_2_bootstrap_over_responses_by_hand():
+def test_jackknife_interval_of_a_mean_is_the_textbook_one_and_of_distinct_2_by_hand():
     from evaluation.metrics import distinct_n
 
-    def interval(texts: list[str]) -> tuple[float, float]:
-        return stats.bootstrap_statistic_interval(lambda picks: distinct_n([texts[i] for i in picks]), len(texts))
-
-    assert interval(["a b", "a b"]) == (0.5, 0.5)  # any resample of two identical texts: 1/2
-    # "a b" and "c d": the same text twice gives 1/2 (p 1/2), one of each gives 1 (p 1/2)
-    assert interval(["a b", "c d"]) == (0.5, 1.0)
+    # mean of 0, 1, 3, 7 = 2.75; s^2 = (7.5625 + 3.0625 + 0.0625 + 18.0625) / 3 = 9.58333; se = s / 2 = 1.547848
+    low, high = stats.jackknife_interval([0.0, 1.0, 3.0, 7.0], lambda xs: sum(xs) / len(xs))
+    assert (low, high) == pytest.approx((2.75 - 1.959964 * 1.547848, 2.75 + 1.959964 * 1.547848), abs=1e-5)
+    # "a b", "a b", "c d": distinct-2 2/3; leaving out either "a b" gives 1, leaving out "c d" gives 1/2:
+    # mean 5/6, sum of squares 2 (1/6)^2 + (1/3)^2 = 1/6, se = sqrt(2/3 * 1/6) = 1/3
+    low, high = stats.jackknife_interval(["a b", "a b", "c d"], lambda kept: distinct_n(kept, 2))
+    assert (low, high) == pytest.approx((2 / 3 - 1.959964 / 3, 2 / 3 + 1.959964 / 3), abs=1e-6)
+    with pytest.raises(ValueError):
+        stats.jackknife_interval([1.0], lambda xs: xs[0])
 
 
 def test_sign_flip_test_matches_the_exact_value_and_sees_no_effect_in_balanced_data():
