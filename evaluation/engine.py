@@ -81,6 +81,7 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     run = resolve(config)
     tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
     prompts = read_prompts(config.prompts, config.on_bad_row)
+    check_targeted_categories(config.targeted_categories, prompts)
     pairs = read_preference_pairs(config.preference_data) if config.preference_data is not None else []
     examples = read_instruction_examples(config.instruction_data) if config.instruction_data is not None else []
     print(
@@ -145,6 +146,21 @@ def resolve(config: EvaluationConfig) -> Run:
     if config.judge is not None:
         check_judge_folder(config.judge)
     return Run(variants, sources, template, beta, precision, device, load)
+
+
+def check_targeted_categories(targeted: list[str] | None, prompts: list[dict]) -> None:
+    """Refuse a targeted category no prompt has (a typo would otherwise drop the study's primary test silently).
+
+    Raises:
+        EvaluationError: naming the unknown categories and the prompts' categories.
+    """
+    known = {row["category"] for row in prompts}
+    unknown = sorted(set(targeted or ()) - known)
+    if unknown:
+        raise EvaluationError(
+            f"targeted_categories: no prompt has the category {', '.join(unknown)}; the prompts' categories are "
+            f"{', '.join(sorted(known))}."
+        )
 
 
 def check_judge_folder(judge: JudgeSettings) -> None:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from evaluation import engine
-from evaluation.config import EvaluationConfig, GenerationSettings
+from evaluation.config import EvaluationConfig, EvaluationError, GenerationSettings
 from evaluation.scoring import HeldOutData
 from evaluation.variants import VariantLoadSettings
 
@@ -236,3 +236,18 @@ def test_a_missing_judge_folder_is_refused_before_any_model_loads(tiny_sft_expor
     assert not (tmp_path / "results").exists()
     # A Hub id is not a folder to check here (the judge's loader resolves it).
     engine.check_judge_folder(JudgeSettings(model="Skywork/Skywork-Reward-V2-Llama-3.1-8B"))
+
+
+def test_a_targeted_category_no_prompt_has_is_refused_before_any_model_loads(
+    tiny_sft_export, eval_data_files, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(engine, "load_on_device", lambda *args: pytest.fail("a model was loaded"))
+    config = EvaluationConfig(
+        sft_adapter=str(tiny_sft_export), dpo_adapter=None, variants=["base", "sft"], device="cpu",
+        prompts=str(eval_data_files / "prompts.jsonl"), targeted_categories=["safety", "saftey"],
+        results_dir=str(tmp_path / "results"),
+    )  # fmt: skip
+    with pytest.raises(EvaluationError, match="no prompt has the category saftey; the prompts' categories are "
+                       "creative_writing, reasoning, safety"):  # fmt: skip
+        engine.evaluate(config)
+    assert not (tmp_path / "results").exists()
