@@ -12,6 +12,7 @@ import random
 
 from datamodules.instruction import parse_instruction_row
 from datamodules.preference import parse_preference_row, tokenize_preference
+from datamodules.templates import encode_response
 from tiny_world.base import train_tokenizer
 from tiny_world.study_shaped import MISTRAL_CONFIG, alpaca_rows, mistral_shaped_config, ultrafeedback_rows
 
@@ -69,3 +70,14 @@ def test_the_tokenizer_has_mistrals_special_ids_and_long_prompts_are_cut_and_cou
         assert len(tokens["prompt_ids"]) <= 128 and tokens["prompt_ids"][0] == 1
         cut.append(tokens["prompt_cut"])
     assert cut == [1, 0, 0, 0, 1, 0, 0, 0]
+    # a response longer than the room max_length leaves after the prompt is cut to fit, and flagged
+    flagged = []
+    for number, row in enumerate(rows, start=1):
+        example = parse_preference_row(row) | {"_row": number, "_source": "test"}
+        tokens = tokenize_preference(example, tokenizer, "alpaca", max_length=96, max_prompt_length=32)
+        room = 96 - len(tokens["prompt_ids"])
+        longest = max(len(encode_response(tokenizer, example[key])) for key in ("chosen", "rejected"))
+        assert tokens["response_cut"] == int(longest > room)
+        assert max(len(tokens["chosen_ids"]), len(tokens["rejected_ids"])) == min(longest, room)
+        flagged.append(tokens["response_cut"])
+    assert 0 < sum(flagged) < len(flagged)  # both kinds occur in these rows
