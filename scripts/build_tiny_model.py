@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +19,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
+from common.cli import add_settings_options, settings_from  # noqa: E402
 from common.errors import UserError  # noqa: E402
 
 # corpus_texts, tiny_config, train_tokenizer: benchmarks/bench_vs_trl.py still imports them from this file.
@@ -31,15 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("artifacts/tiny-base"))
     parser.add_argument("--data-dir", type=Path, default=Path("data/tiny"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
-    defaults = TinyBaseSettings()
-    for item in fields(TinyBaseSettings):
-        default = getattr(defaults, item.name)
-        option = "--" + item.name.replace("_", "-")
-        parser.add_argument(option, type=type(default), default=default, help="(default: %(default)s)")
+    add_settings_options(parser, TinyBaseSettings)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = TinyBaseSettings(**{item.name: getattr(args, item.name) for item in fields(TinyBaseSettings)})
+    settings = settings_from(args, TinyBaseSettings)
     try:
         build(args.out, args.data_dir, settings)
     except UserError as error:
