@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -68,31 +69,21 @@ def seeded(value: Any, seed: int, roots: list[str], shared: list[str]) -> Any:
 
     A path under one of ``shared`` (outputs every seed reads, such as the reward model) is kept.
     """
+    return moved(value, {root: f"{root}/seed{seed}" for root in roots}, keep=shared)
+
+
+def moved(value: Any, roots: dict[str, str], keep: Sequence[str] = ()) -> Any:
+    """``value`` (a config tree) with each path under a key of ``roots`` moved under its value (the longest,
+    most specific key wins); a path under one of ``keep`` stays where it is."""
     if isinstance(value, dict):
-        return {key: seeded(item, seed, roots, shared) for key, item in value.items()}
+        return {key: moved(item, roots, keep) for key, item in value.items()}
     if isinstance(value, list):
-        return [seeded(item, seed, roots, shared) for item in value]
+        return [moved(item, roots, keep) for item in value]
     if not isinstance(value, str):
         return value
     path = _clean(value)
-    if any(_under(path, keep) for keep in shared):
+    if any(_under(path, kept) for kept in keep):
         return value
-    for root in roots:  # longest first, so the most specific root wins
-        if _under(path, root):
-            rest = path[len(root) :].lstrip("/")
-            return str(PurePosixPath(root) / f"seed{seed}" / rest) if rest else f"{root}/seed{seed}"
-    return value
-
-
-def moved(value: Any, roots: dict[str, str]) -> Any:
-    """``value`` (a config tree) with each path under a key of ``roots`` moved under its value (longest key first)."""
-    if isinstance(value, dict):
-        return {key: moved(item, roots) for key, item in value.items()}
-    if isinstance(value, list):
-        return [moved(item, roots) for item in value]
-    if not isinstance(value, str):
-        return value
-    path = _clean(value)
     for old in sorted(roots, key=len, reverse=True):
         if _under(path, _clean(old)):
             return str(PurePosixPath(roots[old]) / path[len(_clean(old)) :].lstrip("/"))
@@ -134,7 +125,8 @@ def write_overridden(sources: dict[str, str], directories: list[str]) -> Path:
         for name in sources:
             if (Path(directory) / f"{name}.yaml").is_file():
                 overrides[name] = merged(overrides[name], _read(str(Path(directory) / f"{name}.yaml")))
-    configs = {name: moved(merged(_read(path), overrides[name]), roots) for name, path in sources.items()}
+    originals = {name: _read(path) for name, path in sources.items()}
+    configs = {name: moved(merged(originals[name], overrides[name]), roots) for name in sources}
     try:
         out = Path(stage_paths(configs["sft"])[2]).parent / "configs"
     except (KeyError, StopIteration, TypeError) as exc:
@@ -144,7 +136,7 @@ def write_overridden(sources: dict[str, str], directories: list[str]) -> Path:
     for old, new in roots.items():
         print(f"[overrides]   every path under {old}/ -> {new}/", file=sys.stderr)
     for name, path in sources.items():
-        for line in differences(_read(path), merged(_read(path), overrides[name])):
+        for line in differences(originals[name], merged(originals[name], overrides[name])):
             print(f"[overrides]   {name}: {line}", file=sys.stderr)
         header = f"# {path} with the overrides of {', '.join(directories)}, written by scripts/pipeline_configs.py\n"
         (out / f"{name}.yaml").write_text(header + yaml.safe_dump(configs[name], sort_keys=False))
