@@ -76,7 +76,8 @@ class DPOModule(CausalLMModule):
             (:func:`~lightning_modules.losses.chosen_nll_loss`) to the DPO loss; 0 is plain DPO. TRL: ``rpo_alpha``.
             Under DDP the NLL is normalised by each rank's chosen tokens and the ranks' gradients averaged (as TRL
             does), not by the global token count as the SFT loss is: a 2-process run differs from 1 process in
-            the 5th digit (seen: validation loss 6.81552 vs 6.81501), where plain DPO matches to 1e-5.
+            the 5th digit (seen in fp32 on the tiny model: validation loss 6.81552 vs 6.81501), where plain DPO
+            matches to 1e-5.
         merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
             as a frozen stacked adapter, required with ``load_in_4bit``.
         reference_cache_dir: folder of the precomputed-reference cache.
