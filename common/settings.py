@@ -8,6 +8,7 @@ so a bad value stops the run before any model is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from common.errors import ConfigError
@@ -95,6 +96,8 @@ class OptimizerSettings:
         warmup_steps: warm-up length in steps; overrides ``warmup_ratio`` when set.
         schedule: decay after warm-up: ``cosine``, ``linear`` or ``constant``.
         min_lr_ratio: the learning rate at the last step, as a share of ``lr``.
+        fused: torch's fused AdamW kernel (one pass over all tensors); ``false``: torch's default, on a CPU a loop
+            over tensors, about 6x slower per optimiser step (2.2 s against 0.35 s for 17M weights, 2 cores).
     """
 
     lr: float = 2e-5
@@ -105,3 +108,56 @@ class OptimizerSettings:
     warmup_steps: int | None = None
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     min_lr_ratio: float = 0.0
+    fused: bool = True
+
+
+@dataclass
+class RunSettings:
+    """Where a training run writes; the trainer adds the callbacks every run has (``study.run``).
+
+    One run folder holds everything that belongs to the run, and the export is the one thing later stages read::
+
+        <dir>/checkpoints/last.ckpt       the resume point (``--ckpt_path last``), every
+                                          ``checkpoint_every_n_steps`` steps, after each validation and at the end
+        <dir>/checkpoints/epoch=E-step=S.ckpt   the best by ``monitor`` so far
+        <dir>/tensorboard/                TensorBoard event files and the resolved config.yaml
+        <export_dir>/                     the Hugging Face export at the end of fit (export_info.json last)
+
+    Attributes:
+        dir: the run folder, e.g. ``runs/tiny/sft``; ``null``: none of the run's callbacks, logger or checkpoint
+            plugin is added (give your own under ``trainer``).
+        export_dir: where the trained model is exported at the end of ``fit``; ``null``: no export.
+        checkpoint_every_n_steps: optimiser steps between two writes of ``last.ckpt`` (SIGKILL loses at most these;
+            SIGTERM writes it at once).
+        monitor: the logged metric that picks the best checkpoint (lower is better).
+        max_consecutive_nonfinite: NaN/Inf steps are skipped; this many in a row stop the run.
+    """
+
+    dir: str | None = None
+    export_dir: str | None = None
+    checkpoint_every_n_steps: int = 100
+    monitor: str = "val/loss"
+    max_consecutive_nonfinite: int = 5
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every_n_steps < 1:
+            raise ConfigError(f"run.checkpoint_every_n_steps must be at least 1, got {self.checkpoint_every_n_steps}.")
+        if self.max_consecutive_nonfinite < 1:
+            raise ConfigError(
+                f"run.max_consecutive_nonfinite must be at least 1, got {self.max_consecutive_nonfinite}."
+            )
+        if self.export_dir is not None and self.dir is None:
+            raise ConfigError("run.export_dir is set but run.dir is not: name the run folder as well.")
+
+    def paths(self) -> dict[str, str | None]:
+        """Every path the run writes, by name: ``dir``, ``checkpoints``, ``last``, ``tensorboard``, ``export``."""
+        if self.dir is None:
+            return {"dir": None, "checkpoints": None, "last": None, "tensorboard": None, "export": self.export_dir}
+        root = PurePosixPath(self.dir)
+        return {
+            "dir": str(root),
+            "checkpoints": str(root / "checkpoints"),
+            "last": str(root / "checkpoints" / "last.ckpt"),
+            "tensorboard": str(root / "tensorboard"),
+            "export": self.export_dir,
+        }

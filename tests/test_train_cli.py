@@ -59,6 +59,25 @@ def test_last_checkpoint_is_written_and_lean(run_dir):
                             map_location="cpu", weights_only=False)
     assert checkpoint["global_step"] == STEPS
     assert checkpoint["state_dict"] and all("lora_" in key for key in checkpoint["state_dict"])
+    # One resume point (no last-v1.ckpt beside it) and the best by val/loss, from the config's run: section.
+    names = sorted(p.name for p in (run_dir / "runs" / "tiny" / "sft" / "checkpoints").iterdir())
+    assert names == [f"epoch=0-step={STEPS}.ckpt", "last.ckpt"]
+
+
+def test_print_paths_says_where_the_run_writes_and_loads_nothing(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "tiny" / "dpo.yaml"),
+         "--run.dir", "elsewhere/dpo", "--print_paths"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "dir": "elsewhere/dpo", "checkpoints": "elsewhere/dpo/checkpoints",
+        "last": "elsewhere/dpo/checkpoints/last.ckpt", "tensorboard": "elsewhere/dpo/tensorboard",
+        "export": "outputs/tiny/dpo", "model": "outputs/tiny/sft",
+    }  # fmt: skip
+    assert list(tmp_path.iterdir()) == [tmp_path / "hf"] or not (tmp_path / "elsewhere").exists()
 
 
 def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
@@ -148,13 +167,13 @@ def test_the_progress_bar_names_the_run_instead_of_a_truncated_version():
 )
 def test_model_dtype_auto_follows_the_trainer_precision(tiny_model_dir, tmp_path, monkeypatch, precision, lora,
                                                          expected):
-    import train
     from lightning_modules.trainer import StudyTrainer
+    from study.cli import StudyCLI
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["train.py"])  # the arguments come from `args`, not pytest's command line
     data = REPO / "data" / "tiny"
-    cli = train.StudyCLI(
+    cli = StudyCLI(
         trainer_class=StudyTrainer, subclass_mode_model=True, subclass_mode_data=True, save_config_callback=None,
         run=False,
         args=[

@@ -88,17 +88,14 @@ def tiny_config(stage: str, out: Path, model: Path, **trainer: Any) -> dict:
 
 
 def add_callback(config: dict, class_path: str, **init_args: Any) -> dict:
-    config["trainer"]["callbacks"].append({"class_path": class_path, "init_args": init_args})
+    config["trainer"].setdefault("callbacks", []).append({"class_path": class_path, "init_args": init_args})
     return config
 
 
-def checkpoint_callback(config: dict, *, every_n_train_steps: bool) -> dict:
-    """The ModelCheckpoint entry of ``config`` that saves every N steps (or the one that monitors val/loss)."""
-    for callback in config["trainer"]["callbacks"]:
-        if callback["class_path"].endswith("ModelCheckpoint"):
-            if ("every_n_train_steps" in callback["init_args"]) == every_n_train_steps:
-                return callback
-    raise AssertionError("no such ModelCheckpoint in the config")
+def checkpoint_every(config: dict, steps: int) -> dict:
+    """``config`` with ``last.ckpt`` written every ``steps`` optimiser steps (its ``run:`` section)."""
+    config["run"]["checkpoint_every_n_steps"] = steps
+    return config
 
 
 def start_fit(config: dict, path: Path, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None):

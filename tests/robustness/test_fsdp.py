@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_injection import add_callback, checkpoint_callback, finish, read_log, start_fit, tiny_config
+from fault_injection import add_callback, checkpoint_every, finish, read_log, start_fit, tiny_config
 from peft import PeftModel
 from safetensors.torch import load_file
 from torch.distributed.checkpoint import FileSystemReader
@@ -64,7 +64,7 @@ def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
         "fsdp": config(folders["fsdp"], tiny_model_dir, 8, **fsdp(sharded_checkpoint=False)),
         "killed": config(folders["killed"], tiny_model_dir, 8, **fsdp(sharded_checkpoint=True)),
     }
-    checkpoint_callback(configs["killed"], every_n_train_steps=True)["init_args"]["every_n_train_steps"] = KILL_AT
+    checkpoint_every(configs["killed"], KILL_AT)
     killed = add_callback(copy.deepcopy(configs["killed"]), "fault_injection.KillAtStep", step=KILL_AT, group=True)
     killed["trainer"]["callbacks"][-2]["init_args"]["path"] = str(folders["killed"] / "steps_before_kill.jsonl")
     first = {

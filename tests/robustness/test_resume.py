@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fault_injection import add_callback, checkpoint_callback, finish, read_log, start_fit, tiny_config
+from fault_injection import add_callback, checkpoint_every, finish, read_log, start_fit, tiny_config
 
 from callbacks.checkpoint_io import AtomicCheckpointIO
 
@@ -33,7 +33,7 @@ def config(out: Path, model: Path, every_n_train_steps: int) -> dict:
     # epoch 1 short, and the schedule is the same 10 steps as with max_epochs: -1.
     cfg = tiny_config("sft", out, model, precision="32", max_epochs=2, max_steps=STEPS, limit_val_batches=2)
     cfg["data"]["init_args"].update(num_examples=48, batch_size=8)
-    checkpoint_callback(cfg, every_n_train_steps=True)["init_args"]["every_n_train_steps"] = every_n_train_steps
+    checkpoint_every(cfg, every_n_train_steps)
     return add_callback(cfg, "fault_injection.StepLog", path=str(out / "steps.jsonl"))
 
 

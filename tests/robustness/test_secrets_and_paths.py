@@ -125,17 +125,29 @@ def test_remote_code_is_off_unless_set():
 
 @pytest.mark.parametrize("config", TRAINING_CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_training_config_carries_the_guards(config):
-    trainer = yaml.safe_load(config.read_text())["trainer"]
+    """The guards come from the config's ``run:`` section (``callbacks.run``), not from a list each YAML repeats."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from callbacks.checkpoint_io import AtomicCheckpointIO
+    from callbacks.checkpoints import ResumeCheckpoint
+    from callbacks.nan_guard import NaNGuard
+    from callbacks.resume import RandomStateCheckpoint
+    from callbacks.run import run_callbacks, run_plugins
+    from callbacks.signals import SigtermCheckpoint
+    from common.settings import RunSettings
+
+    parsed = yaml.safe_load(config.read_text())
+    trainer = parsed["trainer"]
     assert trainer.get("gradient_clip_val"), "gradient clipping must be on"
-    callbacks = {c["class_path"]: c.get("init_args", {}) for c in trainer["callbacks"]}
-    for needed in (
-        "callbacks.nan_guard.NaNGuard",
-        "callbacks.signals.SigtermCheckpoint",
-        "callbacks.resume.RandomStateCheckpoint",
-    ):
-        assert needed in callbacks, needed
-    assert [p["class_path"] for p in trainer.get("plugins", [])] == ["callbacks.checkpoint_io.AtomicCheckpointIO"]
-    checkpoints = [c["init_args"] for c in trainer["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
-    assert any(c.get("save_last") and c.get("every_n_train_steps") for c in checkpoints), "no mid-epoch resume point"
+    assert not {"callbacks", "logger", "plugins"} & set(trainer), "the run: section adds these"
+    run = RunSettings(**parsed["run"])
+    assert run.dir and run.export_dir
+    callbacks = run_callbacks(run)
+    for needed in (NaNGuard, SigtermCheckpoint, RandomStateCheckpoint):
+        assert sum(isinstance(c, needed) for c in callbacks) == 1, needed
+    writers_of_last = [c for c in callbacks if isinstance(c, ModelCheckpoint) and c.save_last]
+    assert len(writers_of_last) == 1 and isinstance(writers_of_last[0], ResumeCheckpoint)  # no last-v1.ckpt
+    assert writers_of_last[0]._every_n_train_steps == run.checkpoint_every_n_steps  # a mid-epoch resume point
+    assert [type(p) for p in run_plugins()] == [AtomicCheckpointIO]
     if trainer.get("devices", 1) not in (1, "1") or "strategy" in trainer:
         assert trainer.get("use_distributed_sampler") is False  # the DataModule shards by rank itself

@@ -44,16 +44,15 @@ if script.endswith("build_tiny_model.py"):
     (out / "build_args.json").write_text(json.dumps({{"precision": precision}}))
 elif script == "train.py":
     config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
-    logger = config["trainer"]["logger"]["init_args"]
-    run = Path(logger["save_dir"]) / logger["name"] / "tensorboard"
+    run = Path(config["run"]["dir"]) / "tensorboard"
     run.mkdir(parents=True, exist_ok=True)
     (run / f"events.out.tfevents.{{len(list(run.iterdir()))}}").write_text("event")
-    checkpoints = Path(config["trainer"]["callbacks"][0]["init_args"]["dirpath"])
+    checkpoints = Path(config["run"]["dir"]) / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     (checkpoints / "last.ckpt").write_text("checkpoint")
     if failing:  # a crash mid-training: the checkpoint is there, the export is not
         sys.exit("stage failed on purpose")
-    export = next(c["init_args"]["dirpath"] for c in config["trainer"]["callbacks"] if "HFExport" in c["class_path"])
+    export = config["run"]["export_dir"]
     Path(export).mkdir(parents=True, exist_ok=True)
     precision = args[args.index("--trainer.precision") + 1] if "--trainer.precision" in args else "bf16-mixed (auto)"
     (Path(export) / "export_info.json").write_text(json.dumps({{"precision": precision}}))
@@ -272,11 +271,8 @@ def test_seeds_train_each_seed_into_its_own_folders_and_report_them_together(pro
     assert commands[6] == "train.py fit --config runs/tiny/seed1/configs/sft.yaml"
     config = yaml.safe_load(sft_1.read_text())
     assert config["seed_everything"] == 1
-    callbacks = {
-        c["class_path"].rsplit(".", 1)[1]: c["init_args"] for c in config["trainer"]["callbacks"] if "init_args" in c
-    }
-    assert callbacks["HFExportCallback"]["dirpath"] == "outputs/tiny/seed1/sft"
-    assert callbacks["ModelCheckpoint"]["dirpath"] == "runs/tiny/seed1/sft/checkpoints"
+    assert config["run"]["export_dir"] == "outputs/tiny/seed1/sft"
+    assert config["run"]["dir"] == "runs/tiny/seed1/sft"  # its checkpoints and TensorBoard run with it
     assert config["model"]["init_args"]["model_name_or_path"] == "artifacts/tiny-base"  # shared input
     dpo_1 = yaml.safe_load((sft_1.parent / "dpo.yaml").read_text())["model"]["init_args"]
     assert dpo_1["model_name_or_path"] == "outputs/tiny/seed1/sft"
@@ -382,7 +378,7 @@ def test_overrides_run_the_study_configs_merged_with_the_dry_run_folders(project
     assert evaluate["load"] == {**evaluate["load"], "load_in_4bit": True, "merge_adapters": False}
     # every output moved, and the stages still chain: DPO starts from the moved SFT export
     assert dpo["model"]["init_args"]["model_name_or_path"] == "outputs/dryrun/qlora/sft"
-    assert sft["trainer"]["callbacks"][0]["init_args"]["dirpath"] == "runs/dryrun/qlora/sft/checkpoints"
+    assert sft["run"]["dir"] == "runs/dryrun/qlora/sft"
     assert evaluate["results_dir"] == "results/dryrun/qlora" and evaluate["sft_adapter"] == "outputs/dryrun/qlora/sft"
     assert (project / "results" / "dryrun" / "qlora" / "report.md").is_file()
     assert not (project / "runs" / "study").exists() and not (project / "outputs" / "study").exists()

@@ -1,0 +1,218 @@
+"""Where each stage of ``run_full_pipeline.sh`` writes, read from the stage configs; per-seed copies of them.
+
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward REWARD.yaml]
+        prints, on one line: base model, SFT export, SFT run dir, SFT last.ckpt, DPO export, DPO run dir,
+        DPO last.ckpt, results dir, reward export, reward run dir, reward last.ckpt ("-" without --reward)
+
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
+        also writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with
+        ``seed_everything: 1`` (the training configs) and every output path moved into a ``seed1/`` folder
+        (runs/tiny/sft -> runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
+        each training seed has its own checkpoints, exports, TensorBoard run and results; the paths it
+        prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
+        that judges them) are left where they are.
+
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --overrides DIR [DIR ...]
+        writes the configs with each DIR's ``sft.yaml`` / ``dpo.yaml`` / ``evaluate.yaml`` / ``reward.yaml``
+        deep-merged on top (mappings merged key by key, lists and scalars replaced; later DIRs win) and every
+        path under a folder named in DIR's ``outputs.yaml`` (``{old root: new root}``) moved, into
+        ``<new SFT run's parent>/configs/``; prints every difference from the original configs on stderr and
+        that folder on stdout. Paths are matched as strings, by whole folder names. The study dry run
+        (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml`` this way with ``configs/dryrun/`` (and
+        ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run.
+
+The configs stay the one source of truth: the pipeline never repeats a path they hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from common.settings import RunSettings
+
+NONE = "-"
+
+
+def stage_paths(config: dict) -> tuple[str, str, str, str]:
+    """``(model, export dir, run dir, last.ckpt)`` of a training config, from its ``run:`` section.
+
+    The paths are those the trainer uses (``RunSettings.paths``); ``train.py fit --config C --print_paths``
+    prints the same, but costs the CLI's imports (seconds) per call.
+    """
+    paths = RunSettings(**config["run"]).paths()
+    if paths["dir"] is None or paths["export"] is None:
+        raise KeyError("run.dir and run.export_dir")
+    return config["model"]["init_args"]["model_name_or_path"], paths["export"], paths["dir"], paths["last"]
+
+
+def output_roots(sft: dict, dpo: dict, evaluate: dict) -> list[str]:
+    """The folders the seeded stages write under: the run folders' and exports' parents, the results dir."""
+    roots = {evaluate.get("results_dir", "results")}
+    for config in (sft, dpo):
+        _, export, run, _ = stage_paths(config)
+        roots.update({str(PurePosixPath(export).parent), str(PurePosixPath(run).parent)})
+    return sorted((_clean(root) for root in roots if _clean(root) not in ("", ".")), key=len, reverse=True)
+
+
+def seeded(value: Any, seed: int, roots: list[str], shared: list[str]) -> Any:
+    """``value`` (a config tree) with each path under one of ``roots`` moved into ``<root>/seed<seed>``.
+
+    A path under one of ``shared`` (outputs every seed reads, such as the reward model) is kept.
+    """
+    return moved(value, {root: f"{root}/seed{seed}" for root in roots}, keep=shared)
+
+
+def moved(value: Any, roots: dict[str, str], keep: Sequence[str] = ()) -> Any:
+    """``value`` (a config tree) with each path under a key of ``roots`` moved under its value (the longest,
+    most specific key wins); a path under one of ``keep`` stays where it is."""
+    if isinstance(value, dict):
+        return {key: moved(item, roots, keep) for key, item in value.items()}
+    if isinstance(value, list):
+        return [moved(item, roots, keep) for item in value]
+    if not isinstance(value, str):
+        return value
+    path = _clean(value)
+    if any(_under(path, kept) for kept in keep):
+        return value
+    for old in sorted(roots, key=len, reverse=True):
+        if _under(path, _clean(old)):
+            return str(PurePosixPath(roots[old]) / path[len(_clean(old)) :].lstrip("/"))
+    return value
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``override`` deep-merged onto ``base``: mappings key by key; lists, scalars and ``null`` replace."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merged(base.get(key), item) for key, item in override.items()}}
+    return override
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs (dotted keys, ``[i]`` for list items)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in [*old, *(key for key in new if key not in old)]:
+            lines += differences(
+                old.get(key, "(unset)"), new.get(key, "(removed)"), f"{prefix}{'.' if prefix else ''}{key}"
+            )
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [
+            line for i, (a, b) in enumerate(zip(old, new, strict=True)) for line in differences(a, b, f"{prefix}[{i}]")
+        ]
+    return [] if old == new else [f"{prefix}: {old} -> {new}"]
+
+
+def write_overridden(sources: dict[str, str], directories: list[str]) -> Path:
+    """Merge each of ``directories``' override files onto the configs in ``sources``; return the folder written."""
+    roots: dict[str, str] = {}
+    overrides: dict[str, dict] = {name: {} for name in sources}
+    for directory in directories:
+        if not Path(directory).is_dir():
+            raise SystemExit(f"error: --overrides {directory}: no such folder")
+        if (Path(directory) / "outputs.yaml").is_file():
+            roots.update({str(k): str(v) for k, v in _read(str(Path(directory) / "outputs.yaml")).items()})
+        for name in sources:
+            if (Path(directory) / f"{name}.yaml").is_file():
+                overrides[name] = merged(overrides[name], _read(str(Path(directory) / f"{name}.yaml")))
+    originals = {name: _read(path) for name, path in sources.items()}
+    configs = {name: moved(merged(originals[name], overrides[name]), roots) for name in sources}
+    try:
+        out = Path(stage_paths(configs["sft"])[2]).parent / "configs"
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise SystemExit(f"error: the SFT config lacks {exc} (its run: section)") from None
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"[overrides] {', '.join(directories)} on {', '.join(sources.values())} -> {out}/", file=sys.stderr)
+    for old, new in roots.items():
+        print(f"[overrides]   every path under {old}/ -> {new}/", file=sys.stderr)
+    for name, path in sources.items():
+        for line in differences(originals[name], merged(originals[name], overrides[name])):
+            print(f"[overrides]   {name}: {line}", file=sys.stderr)
+        header = f"# {path} with the overrides of {', '.join(directories)}, written by scripts/pipeline_configs.py\n"
+        (out / f"{name}.yaml").write_text(header + yaml.safe_dump(configs[name], sort_keys=False))
+    return out
+
+
+def _clean(path: str) -> str:
+    return str(PurePosixPath(path)) if path else path
+
+
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _read(path: str) -> dict:
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SystemExit(f"error: cannot read the config {path}: {exc}") from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"error: {path} is not a YAML mapping")
+    return config
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sft")
+    parser.add_argument("dpo")
+    parser.add_argument("evaluate")
+    parser.add_argument("--reward", help="the reward-model stage's config (its export judges the responses)")
+    parser.add_argument("--seed", type=int, help="write per-seed copies of the configs (needs --out)")
+    parser.add_argument("--out", help="folder for the per-seed copies")
+    parser.add_argument("--overrides", nargs="+", metavar="DIR", help="merge these folders' override files")
+    args = parser.parse_args(argv)
+    if (args.seed is None) != (args.out is None):
+        parser.error("--seed and --out go together")
+    if args.overrides:
+        if args.seed is not None:
+            parser.error("--overrides writes merged configs; give --seed on a second call, with those")
+        sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate} | (
+            {"reward": args.reward} if args.reward else {}
+        )
+        print(write_overridden(sources, args.overrides))
+        return None
+
+    configs = {"sft": _read(args.sft), "dpo": _read(args.dpo), "evaluate": _read(args.evaluate)}
+    sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate}
+    try:
+        reward = stage_paths(_read(args.reward)) if args.reward else None
+        base = stage_paths(configs["sft"])[0]
+        if args.seed is not None:
+            roots = output_roots(configs["sft"], configs["dpo"], configs["evaluate"])
+            shared = [_clean(path) for path in (reward[1], reward[2]) if path] if reward else []
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            for name, config in configs.items():
+                copy = seeded(config, args.seed, roots, shared)
+                if "trainer" in copy:  # a training config (the evaluation has no seed: it decodes greedily)
+                    copy["seed_everything"] = args.seed
+                header = (
+                    f"# {sources[name]} for training seed {args.seed}, written by scripts/pipeline_configs.py:\n"
+                    f"# seed_everything: {args.seed}; outputs under {', '.join(roots)} moved into seed{args.seed}/.\n"
+                )
+                (out / f"{name}.yaml").write_text(header + yaml.safe_dump(copy, sort_keys=False))
+                configs[name] = copy
+        _, sft_export, sft_run, sft_last = stage_paths(configs["sft"])
+        _, dpo_export, dpo_run, dpo_last = stage_paths(configs["dpo"])
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise SystemExit(
+            f"error: a stage config lacks {exc} (its run: section)"
+        ) from None
+    results = configs["evaluate"].get("results_dir", "results")
+    fields = [base, sft_export, sft_run, sft_last, dpo_export, dpo_run, dpo_last, results]
+    fields += list(reward[1:]) if reward else [NONE, NONE, NONE]
+    if any(not str(item) or " " in str(item) for item in fields):
+        raise SystemExit(
+            f"error: an output path is empty or holds a space, which the pipeline cannot pass on: {fields}"
+        )
+    print(" ".join(str(item) for item in fields))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
