@@ -23,6 +23,9 @@ class SFTModule(CausalLMModule):
             ``trainer.precision`` implies, the compute dtype for a LoRA's frozen base and fp32 for weights
             trained under mixed precision; elsewhere the same for ``precision: auto`` on this machine).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
+            default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
+            slower; the benchmark's baseline for this choice). Only with ``attn_implementation: sdpa``.
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
         load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (bitsandbytes >= 0.46.1; on a GPU or the CPU).
         gradient_checkpointing: recompute activations in the backward pass to save memory.
@@ -39,6 +42,7 @@ class SFTModule(CausalLMModule):
         lora: LoraSettings | None = None,
         dtype: str = "float32",
         attn_implementation: str | None = "sdpa",
+        packed_sdpa: bool = True,
         trust_remote_code: bool = False,
         load_in_4bit: bool = False,
         gradient_checkpointing: bool = False,
@@ -48,6 +52,7 @@ class SFTModule(CausalLMModule):
         super().__init__()
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
+        self.packed_sdpa = packed_sdpa
         if load_in_4bit and lora is None:
             raise ConfigError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
         self.model_name_or_path = model_name_or_path
