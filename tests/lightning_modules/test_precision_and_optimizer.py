@@ -92,3 +92,10 @@ def test_configured_adamw_is_fused_and_steps_like_the_default(tiny_model_dir):
     for p, q in zip(params, reference_params, strict=True):
         assert_close(p.detach(), q.detach(), atol=1e-6, rtol=1e-5)
     assert any(not torch.equal(p, p0) for p, p0 in zip(params, start, strict=True))
+
+
+def test_the_fused_lever_off_gives_torchs_default_adamw(tiny_model_dir):
+    module = SFTModule(str(tiny_model_dir), lora=None, optimizer=OptimizerSettings(fused=False))
+    module.trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert not any(group["fused"] for group in optimizer.param_groups)

@@ -45,6 +45,23 @@ def test_sft_packed_and_padded_give_the_same_per_row_nll(tiny_model_dir, repo):
     assert_close(per_row_nll(out[True]), per_row_nll(out[False]), atol=1e-5, rtol=0)
 
 
+def test_the_packed_sdpa_lever_off_keeps_stock_sdpa_and_the_same_losses(tiny_model_dir, repo):
+    """``packed_sdpa: false`` (the benchmark's baseline): transformers' sdpa with its block-diagonal mask."""
+    data = InstructionDataModule(
+        str(tiny_model_dir), train_files=str(repo / "data/tiny/sft_train.jsonl"), val_fraction=0.0, max_length=256
+    )
+    data.setup("fit")
+    rows = [data.train_dataset[i] for i in range(ROWS)]
+    batch = SFTCollator(data.tokenizer.pad_token_id, pack=True)(rows)
+    out = {}
+    for kernel in (True, False):
+        module = SFTModule(str(tiny_model_dir), lora=None, packed_sdpa=kernel).eval()
+        with torch.no_grad():
+            out[kernel] = module.response_forward(module.model, batch)
+        assert module.model.config._attn_implementation == (PACKED_SDPA if kernel else "sdpa")
+    assert_close(per_row_nll(out[True]), per_row_nll(out[False]), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])
 def test_dpo_sequence_stats_packed_equal_padded(lora, tiny_sft_export, repo, tmp_path):
     reference = "adapter" if lora else "separate"
