@@ -22,7 +22,6 @@ from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableEr
 from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import describe, is_local, resolve_revision
 from common.settings import LoraSettings
-from datamodules.tokenizer import load_tokenizer  # noqa: F401 (benchmarks/bench_vs_trl.py imports it from here)
 
 BITSANDBYTES_MIN_VERSION = "0.46.1"
 """The oldest bitsandbytes that runs QLoRA on the CPU as well as on CUDA. Its CPU NF4 kernels (quantise,

@@ -21,9 +21,7 @@ import torch  # noqa: E402
 
 from common.cli import add_settings_options, settings_from  # noqa: E402
 from common.errors import UserError  # noqa: E402
-
-# corpus_texts, tiny_config, train_tokenizer: benchmarks/bench_vs_trl.py still imports them from this file.
-from tiny_world.base import TinyBaseSettings, build, corpus_texts, tiny_config, train_tokenizer  # noqa: E402, F401
+from tiny_world.base import TinyBaseSettings, build  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

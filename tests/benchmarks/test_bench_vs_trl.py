@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,18 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.vs_trl.flops import step_flops
+from benchmarks.vs_trl.table import precision_check, summarise
+from benchmarks.vs_trl.workload import log_uniform_length
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_vs_trl", REPO / "benchmarks" / "bench_vs_trl.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = load_bench()
 SETUP = {"decoder_parameters": 100, "vocab_size": 10, "hidden": 4, "query_width": 4, "layers": 2, "lora_parameters": 7}
 # One step: two rows of 2 and 3 tokens (5 real tokens), 2 of them response tokens.
 RESULT = {"step_tokens": [5], "step_loss_tokens": [2], "step_row_lengths": [[2, 3]]}
@@ -33,12 +25,12 @@ ATTENTION = 6 * (2**2 + 3**2) * 4 * 2
 
 def test_full_fine_tuning_flops_are_6n_per_token_plus_head_on_responses_plus_attention():
     expected = 6 * 100 * 5 + 6 * (10 * 4) * 2 + ATTENTION
-    assert bench.step_flops(RESULT, SETUP, "sft", False, 0) == expected
+    assert step_flops(RESULT, SETUP, "sft", False, 0) == expected
 
 
 def test_lora_flops_skip_the_frozen_weight_gradients():
     expected = 4 * 100 * 5 + 4 * (10 * 4) * 2 + 6 * 7 * 5 + ATTENTION
-    assert bench.step_flops(RESULT, SETUP, "sft", True, 0) == expected
+    assert step_flops(RESULT, SETUP, "sft", True, 0) == expected
 
 
 def fake_result(impl: str, seconds: list[float], tokens: list[int], **extra) -> dict:
@@ -63,7 +55,7 @@ def test_summary_excludes_warm_up_steps_and_amortises_the_reference_pass():
         # 3 steps, 2 timed; a 3 s reference pass over the pairs of all 3 steps: 2 s falls on the timed ones.
         fake_result("ours", [9.0, 0.5, 0.5], [100, 100, 100], reference_pass_s=3.0),
     ]
-    trl, ours = bench.summarise(results, "dpo_full", dict(SETUP, decoder_parameters=1), args, peak=1.0)
+    trl, ours = summarise(results, "dpo_full", dict(SETUP, decoder_parameters=1), args, peak=1.0)
     assert trl["tokens_per_s"] == pytest.approx(100.0)  # 200 tokens in 2 s, the 9 s warm-up step left out
     assert ours["tokens_per_s"] == pytest.approx(200.0)
     assert ours["tokens_per_s_ratio"] == pytest.approx(2.0)
@@ -76,7 +68,7 @@ def test_precision_check_reports_the_largest_loss_difference():
         {"case": "precision", "impl": "ours_fp32", "losses": [2.0, 1.5], "tokens_per_s": 100.0},
         {"case": "precision", "impl": "ours", "losses": [2.001, 1.497], "tokens_per_s": 300.0},
     ]
-    check = bench.precision_check(rows)
+    check = precision_check(rows)
     assert check["max_abs_diff"] == pytest.approx(0.003)
     assert check["bf16_speedup"] == pytest.approx(3.0)
 
@@ -85,7 +77,7 @@ def test_generated_lengths_spread_between_the_bounds():
     import random
 
     rng = random.Random(0)
-    lengths = [bench.log_uniform_length(rng, 16, 400) for _ in range(2000)]
+    lengths = [log_uniform_length(rng, 16, 400) for _ in range(2000)]
     assert 16 <= min(lengths) < 20 and 380 < max(lengths) <= 400
     # Log-uniform: the median sits near the geometric mean, not the middle.
     assert abs(sorted(lengths)[1000] - math.sqrt(16 * 400)) < 15

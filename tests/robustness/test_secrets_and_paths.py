@@ -103,6 +103,7 @@ def test_no_code_of_ours_reads_the_whole_environment():
 def test_remote_code_is_off_unless_set():
     from datamodules.instruction import InstructionDataModule
     from datamodules.preference import PreferenceDataModule
+    from datamodules.tokenizer import load_tokenizer
     from lightning_modules import loading
     from lightning_modules.dpo import DPOModule
     from lightning_modules.sft import SFTModule
@@ -112,7 +113,7 @@ def test_remote_code_is_off_unless_set():
         DPOModule,
         InstructionDataModule,
         PreferenceDataModule,
-        loading.load_tokenizer,
+        load_tokenizer,
         loading.load_causal_lm,
         loading.load_sft_model,
     ):

@@ -1,0 +1,1 @@
+"""Side-by-side runs against the anchors (entry points: ``bench_vs_trl.py``, ``gpu_check.sh``); see README.md."""

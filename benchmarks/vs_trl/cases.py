@@ -1,0 +1,28 @@
+"""What runs: the cases, their implementations, and the task each trains."""
+
+from __future__ import annotations
+
+# Each case lists its implementations; the first is the reference of the ratio column (TRL's default).
+CASES: dict[str, list[str]] = {
+    "sft_full": ["trl", "trl_packing", "ours"],
+    "sft_lora": ["trl", "trl_packing", "ours"],
+    "dpo_full": ["trl", "ours", "trl_gc", "ours_gc"],
+    "dpo_lora": ["trl", "ours", "ours_adapter"],
+    "precision": ["ours_fp32", "ours"],
+}
+# Measured once to choose the defaults; not part of the default run. Each lever is a public option of ours.
+LEVER_CASES: dict[str, list[str]] = {
+    "sft_full_levers": ["ours_padded", "ours_dense_packed", "ours_unfused", "ours"],
+    "dpo_full_levers": ["ours_separate", "ours"],
+}
+DEFAULT_CASES = list(CASES)
+TASK = {
+    "sft_full": ("sft", False),
+    "sft_lora": ("sft", True),
+    "dpo_full": ("dpo", False),
+    "dpo_lora": ("dpo", True),
+    "precision": ("sft", False),
+    "sft_full_levers": ("sft", False),
+    "dpo_full_levers": ("dpo", False),
+}
+"""Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""

@@ -1,0 +1,156 @@
+"""Our side: ``SFTModule`` / ``DPOModule`` with their DataModules under a Lightning Trainer.
+
+The lever variants each undo one optimisation of the default (``ours``) through a public option: ``ours_padded``
+(``pack=False``), ``ours_dense_packed`` (``packed_sdpa=False``), ``ours_unfused`` (``OptimizerSettings.fused``),
+``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``), ``ours_fp32``
+(the Trainer's precision).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+
+from benchmarks.vs_trl.protocol import CpuWindow, Gate
+from benchmarks.vs_trl.workload import lora_settings
+
+
+class StepTimer(L.Callback):
+    """Each training step between ``gate.begin()`` (batch in hand) and ``gate.end()`` (after the optimiser step)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.gate.begin()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if "row_lengths" in batch:
+            lengths = batch["row_lengths"].tolist()
+        else:
+            lengths = batch["attention_mask"].sum(-1).tolist()
+        loss_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        self.gate.end(int(batch["num_real_tokens"]), loss_tokens, lengths)
+        self.gate.log.losses.append(float(trainer.callback_metrics["train/loss"]))
+
+
+class ReferencePassLoad(L.Callback):
+    """The cores other processes kept busy while ``DPOModule`` precomputed its reference log-probs.
+
+    The pass runs in the module's ``setup``; a callback's hook runs before the module's hook of the same name, so
+    this window opens just before the pass (``setup``, after the DataModule's) and closes at ``on_fit_start``.
+    Between the pass and ``on_fit_start`` the Trainer only builds the optimiser and places the model, milliseconds
+    against a pass of seconds. The pass's own duration is the module's ``reference_pass_seconds``.
+    """
+
+    def __init__(self) -> None:
+        self._window: CpuWindow | None = None
+        self.others_cores: float | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._window = CpuWindow()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        _, self.others_cores = self._window.close()
+
+
+def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
+    """Our LightningModule + DataModule under a Lightning Trainer; returns the trained HF model."""
+    import torch
+
+    from common.settings import OptimizerSettings
+    from datamodules import InstructionDataModule, PreferenceDataModule
+
+    task, lora, impl, files = spec["task"], spec["lora"], spec["impl"], spec["files"]
+    base = str(Path(spec["workdir"]) / "base")
+    L.seed_everything(spec["seed"], verbose=False)
+    # ours_unfused: torch's default AdamW (a loop over tensors on CPU) instead of the fused kernel.
+    optimizer = OptimizerSettings(
+        lr=spec["lr"], weight_decay=0.0, warmup_steps=1, schedule="constant", fused=impl != "ours_unfused"
+    )
+    pack = impl != "ours_padded"
+    # ours_dense_packed: transformers' own sdpa, an (N, N) block-diagonal mask per packed batch.
+    packed_sdpa = impl != "ours_dense_packed"
+    checkpointing = impl == "ours_gc"
+    callbacks: list[L.Callback] = [StepTimer(gate)]
+    reference_load: ReferencePassLoad | None = None
+    if task == "sft":
+        from lightning_modules.sft import SFTModule
+
+        module = SFTModule(
+            base,
+            lora=lora_settings() if lora else None,
+            packed_sdpa=packed_sdpa,
+            optimizer=optimizer,
+            gradient_checkpointing=checkpointing,
+        )
+        data = InstructionDataModule(
+            base,
+            train_files=files["sft"],
+            val_fraction=0.0,
+            max_length=spec["max_length"],
+            batch_size=spec["batch_size"],
+            pack=pack,
+            seed=spec["seed"],
+        )
+    else:
+        from lightning_modules.dpo import DPOModule
+
+        reference = {"ours_adapter": "adapter", "ours_separate": "separate"}.get(impl, "precomputed")
+        module = DPOModule(
+            base,
+            lora=lora_settings() if lora else None,
+            reference=reference,
+            beta=0.1,
+            reference_cache_dir=str(Path(spec["workdir"]) / f"reference-{spec['case']}-{impl}"),
+            packed_sdpa=packed_sdpa,
+            optimizer=optimizer,
+            gradient_checkpointing=checkpointing,
+        )
+        data = PreferenceDataModule(
+            base,
+            train_files=files["prefs"],
+            max_length=spec["max_length"],
+            max_prompt_length=spec["max_length"] // 2,
+            batch_size=spec["batch_size"],
+            pack=pack,
+            seed=spec["seed"],
+        )
+        if reference == "precomputed":
+            reference_load = ReferencePassLoad()
+            callbacks.append(reference_load)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true" if impl == "ours_fp32" else spec["precision"],
+        max_steps=spec["total_steps"],
+        gradient_clip_val=1.0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, datamodule=data)
+    extra: dict = {}
+    if reference_load is not None and "train" in module.reference_pass_seconds:
+        extra["reference_pass_s"] = module.reference_pass_seconds["train"]
+        extra["reference_pass_others_cores"] = reference_load.others_cores
+    extra["threads_in_training"] = torch.get_num_threads()
+    extra["dataset_tokens"] = dataset_tokens(data.train_dataset, task)
+    return module.model, extra
+
+
+def dataset_tokens(dataset, task: str) -> int:
+    """Tokens of one epoch: both rows of every pair for DPO."""
+    if task == "sft":
+        return sum(len(ids) for ids in dataset["input_ids"])
+    if "prompt_ids" in dataset.column_names:
+        return sum(
+            2 * len(p) + len(c) + len(r)
+            for p, c, r in zip(dataset["prompt_ids"], dataset["chosen_ids"], dataset["rejected_ids"], strict=True)
+        )
+    return sum(len(ids) for ids in dataset["input_ids"])

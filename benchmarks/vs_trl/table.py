@@ -1,0 +1,118 @@
+"""The result rows of a case (throughput on quiet steps, memory, losses, ratios), the table, the bf16 check."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+from pathlib import Path
+
+from benchmarks.vs_trl.cases import TASK
+from benchmarks.vs_trl.flops import throughput
+from benchmarks.vs_trl.protocol import QUIET_CORES
+
+MIN_QUIET_STEPS = 3
+"""Throughput is read from the quiet steps when every implementation of a case has at least this many."""
+
+
+def summarise(results: list[dict], case: str, setup: dict, args: argparse.Namespace, peak: float) -> list[dict]:
+    """Per implementation: throughput over the quiet timed steps when every implementation of the case has
+    at least ``MIN_QUIET_STEPS`` of them, else over all timed steps; memory; losses; ratios to the first."""
+    task, lora = TASK[case]
+    stats = []
+    for result in results:
+        timed = list(range(args.warmup_steps, len(result["step_seconds"])))
+        others = result.get("step_others_cores") or [0.0] * len(result["step_seconds"])
+        quiet = [i for i in timed if others[i] < QUIET_CORES]
+        stats.append(
+            {
+                "all": throughput(result, timed, setup, task, lora, peak),
+                "quiet": throughput(result, quiet, setup, task, lora, peak) if len(quiet) >= MIN_QUIET_STEPS else None,
+            }
+        )
+    basis = "quiet" if all(s["quiet"] for s in stats) else "all"
+    rows = []
+    for result, stat in zip(results, stats, strict=True):
+        chosen = stat[basis]
+        row = {
+            "case": case,
+            "impl": result["impl"],
+            "basis": basis,
+            "tokens_per_s": chosen["tokens_per_s"],
+            "s_per_step": chosen["s_per_step"],
+            "mfu": chosen["mfu"],
+            "timed_steps": stat["all"]["steps"],
+            "quiet_steps": stat["quiet"]["steps"] if stat["quiet"] else 0,
+            "tokens_per_s_all_steps": stat["all"]["tokens_per_s"],
+            "tokens_per_s_quiet_steps": stat["quiet"]["tokens_per_s"] if stat["quiet"] else None,
+            "tokens_per_step": stat["all"]["tokens"] / stat["all"]["steps"],
+            "peak_rss_mib": result["peak_rss_bytes"] / 2**20,
+            "rss_increase_mib": (result["peak_rss_bytes"] - result["baseline_rss_bytes"]) / 2**20,
+            "final_train_loss": result["losses"][-1] if result["losses"] else float("nan"),
+            "held_out_loss": result["held_out_loss"],
+            "losses": result["losses"],
+            "threads_in_training": result.get("threads_in_training"),
+            "dataset_tokens": result.get("dataset_tokens"),
+        }
+        if "reference_pass_s" in result:
+            # One epoch over exactly these pairs: each pair carries its share of the one-off pass.
+            share = result["reference_pass_s"] * chosen["tokens"] / sum(result["step_tokens"])
+            row["reference_pass_s"] = result["reference_pass_s"]
+            row["reference_pass_others_cores"] = result.get("reference_pass_others_cores")
+            row["amortised_tokens_per_s"] = chosen["tokens"] / (chosen["seconds"] + share)
+        rows.append(row)
+    first = rows[0]
+    for row in rows:
+        row["tokens_per_s_ratio"] = row["tokens_per_s"] / first["tokens_per_s"]
+        row["tokens_per_s_all_steps_ratio"] = row["tokens_per_s_all_steps"] / first["tokens_per_s_all_steps"]
+        row["peak_rss_ratio"] = row["peak_rss_mib"] / first["peak_rss_mib"]
+        row["rss_increase_ratio"] = row["rss_increase_mib"] / first["rss_increase_mib"]
+    return rows
+
+
+def print_table(rows: list[dict]) -> str:
+    header = (
+        "| case | impl | tokens/s | x first | s/step | all steps: tokens/s (x first) | quiet steps "
+        "| peak RSS MiB (x first) | MFU | final train loss | held-out loss |"
+    )
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for r in rows:
+        tps = f"{r['tokens_per_s']:.0f}"
+        if "amortised_tokens_per_s" in r:
+            tps += f" ({r['amortised_tokens_per_s']:.0f} amortised over a {r['reference_pass_s']:.1f} s reference pass)"
+        lines.append(
+            f"| {r['case']} | {r['impl']} | {tps} | {r['tokens_per_s_ratio']:.2f} | {r['s_per_step']:.2f} "
+            f"| {r['tokens_per_s_all_steps']:.0f} ({r['tokens_per_s_all_steps_ratio']:.2f}) "
+            f"| {r['quiet_steps']}/{r['timed_steps']} | {r['peak_rss_mib']:.0f} ({r['peak_rss_ratio']:.2f}) "
+            f"| {100 * r['mfu']:.0f}% | {r['final_train_loss']:.4f} | {r['held_out_loss']:.4f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+def device_name() -> str:
+    cores = os.cpu_count()
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{cores}-core {model}"
+
+
+def precision_check(rows: list[dict]) -> dict | None:
+    by_impl = {r["impl"]: r for r in rows if r["case"] == "precision"}
+    if {"ours", "ours_fp32"} - set(by_impl):
+        return None
+    bf16, fp32 = by_impl["ours"]["losses"], by_impl["ours_fp32"]["losses"]
+    diffs = [abs(a - b) for a, b in zip(bf16, fp32, strict=True)]
+    return {
+        "bf16": bf16,
+        "fp32": fp32,
+        "max_abs_diff": max(diffs),
+        "max_rel_diff": max(d / abs(b) for d, b in zip(diffs, fp32, strict=True)),
+        "bf16_speedup": by_impl["ours"]["tokens_per_s"] / by_impl["ours_fp32"]["tokens_per_s"],
+    }

@@ -1,0 +1,62 @@
+"""The worker process: one implementation of one case, stepped by the parent (``bench_vs_trl.py --worker SPEC``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.vs_trl.held_out import held_out_loss
+from benchmarks.vs_trl.protocol import Gate
+
+
+def worker(spec_path: str) -> None:
+    """One implementation of one case, in its own process."""
+    import psutil
+    import torch
+
+    # Protocol lines go to the real stdout; everything libraries print goes to stderr.
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    spec = json.loads(Path(spec_path).read_text())
+    torch.set_num_threads(spec["threads"])
+    # Only the side's own libraries are imported before the baseline RSS: TRL's process never loads Lightning.
+    if spec["impl"].startswith("ours"):
+        import lightning  # noqa: F401
+
+        import lightning_modules.causal_lm  # noqa: F401
+        from benchmarks.vs_trl.ours import run_ours as runner
+    else:
+        import trl  # noqa: F401
+
+        from benchmarks.vs_trl.trl_runner import run_trl as runner
+    baseline_rss = psutil.Process().memory_info().rss
+    if sys.stdin.readline().strip() != "start":
+        raise SystemExit("benchmark parent went away")
+    gate = Gate(proto)
+    start = time.perf_counter()
+    model, extra = runner(spec, gate)
+    total = time.perf_counter() - start
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    result = {
+        "case": spec["case"],
+        "impl": spec["impl"],
+        "step_seconds": gate.log.seconds,
+        "step_tokens": gate.log.tokens,
+        "step_loss_tokens": gate.log.loss_tokens,
+        "step_row_lengths": gate.log.row_lengths,
+        "step_others_cores": gate.log.others_cores,
+        "losses": gate.log.losses,
+        "peak_rss_bytes": peak_rss,
+        "baseline_rss_bytes": baseline_rss,
+        "rss_at_first_step_bytes": gate.rss_at_first_step,
+        "wall_s": total,
+        **extra,
+    }
+    result["held_out_loss"] = held_out_loss(model, spec)
+    Path(spec["result_path"]).write_text(json.dumps(result))
+    proto.write("finished\n")
+    proto.flush()
