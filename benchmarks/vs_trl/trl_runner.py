@@ -94,7 +94,25 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
 
         dataset = load_dataset("json", data_files=files["trl_prefs"], split="train")
         config = DPOConfig(**common, max_length=spec["max_length"], beta=0.1, loss_type=["sigmoid"])
-        trainer = DPOTrainer(
+
+        class CountingDPOTrainer(DPOTrainer):
+            """TRL's DPOTrainer, counting each step's tokens through the public ``compute_loss`` (the completion
+            mask marks the responses)."""
+
+            def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+                mask = inputs["completion_mask"]
+                count_tokens(
+                    None,
+                    (),
+                    {
+                        "input_ids": inputs["input_ids"],
+                        "attention_mask": inputs["attention_mask"],
+                        "labels": inputs["input_ids"].masked_fill(mask == 0, -100),
+                    },
+                )
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+        trainer = CountingDPOTrainer(
             model=model,
             args=config,
             train_dataset=dataset,
@@ -103,25 +121,8 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
             callbacks=[Timer()],
         )
 
-    # DPO: the completion mask marks the response; SFT: labels are -100 outside it. Wrap the model
-    # call so the policy forward of each step is counted once.
-    trained = trainer.model
-    if task == "dpo":
-        original_compute = trainer._compute_loss
-
-        def compute_with_labels(model, inputs, return_outputs):
-            mask = inputs["completion_mask"]
-            inputs_for_count = {
-                "input_ids": inputs["input_ids"],
-                "attention_mask": inputs["attention_mask"],
-                "labels": inputs["input_ids"].masked_fill(mask == 0, -100),
-            }
-            count_tokens(None, (), inputs_for_count)
-            return original_compute(model, inputs, return_outputs)
-
-        trainer._compute_loss = compute_with_labels
-    else:
-        trained.register_forward_pre_hook(count_tokens, with_kwargs=True)
+    if task == "sft":  # SFT: labels are -100 outside the response; the policy forward of each step, once
+        trainer.model.register_forward_pre_hook(count_tokens, with_kwargs=True)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     gate.log.losses = losses[: spec["total_steps"]]
