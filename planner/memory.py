@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 
 from common.precision import PrecisionChoice, resolve_dtype, resolve_precision
 from planner.devices import Device
-from planner.settings import Lora, RunSettings
+from planner.settings import Lora, PlannedRun
 from planner.shapes import Architecture
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -101,7 +101,7 @@ class Dtypes:
     mixed: bool
 
     @classmethod
-    def of(cls, settings: RunSettings, device: Device) -> Dtypes:
+    def of(cls, settings: PlannedRun, device: Device) -> Dtypes:
         choice = resolve_precision(settings.precision, device.hardware)
         base = DTYPE_BYTES[resolve_dtype(settings.dtype, choice, frozen=settings.lora is not None)]
         trained = LORA_BYTES if settings.lora is not None else base
@@ -117,7 +117,7 @@ class Batch:
     response_positions: int  # R
 
     @classmethod
-    def of(cls, settings: RunSettings) -> Batch:
+    def of(cls, settings: PlannedRun) -> Batch:
         rows = settings.batch_size * settings.rows_per_example
         tokens = rows * settings.max_length
         return cls(rows, tokens, tokens - rows)
@@ -165,7 +165,7 @@ class MemoryPlan:
         return self.peak_bytes <= self.device.memory_bytes
 
 
-def base_weight_bytes(arch: Architecture, settings: RunSettings, dtypes: Dtypes) -> int:
+def base_weight_bytes(arch: Architecture, settings: PlannedRun, dtypes: Dtypes) -> int:
     """The frozen (or fully trained) model's weights; a reward model has a 1-wide score head, no LM head."""
     head = 0 if settings.stage == "reward" else arch.head_params
     unquantised = arch.embedding_params + head + arch.norm_params
@@ -176,7 +176,7 @@ def base_weight_bytes(arch: Architecture, settings: RunSettings, dtypes: Dtypes)
     return (arch.body_linear_params + unquantised) * dtypes.base_bytes + score
 
 
-def trainable_params(arch: Architecture, settings: RunSettings) -> int:
+def trainable_params(arch: Architecture, settings: PlannedRun) -> int:
     if settings.lora is not None:
         return arch.lora_params(settings.lora)
     head = arch.hidden if settings.stage == "reward" else arch.head_params
@@ -237,7 +237,7 @@ def per_token_extra_bytes(arch: Architecture, dtypes: Dtypes) -> int:
 
 def saved_activation_bytes(
     arch: Architecture,
-    settings: RunSettings,
+    settings: PlannedRun,
     dtypes: Dtypes,
     device: Device,
     checkpointing: bool,
@@ -258,7 +258,7 @@ def saved_activation_bytes(
 
 
 def plan_memory(
-    arch: Architecture, settings: RunSettings, device: Device, sft_adapter: Lora | None = None
+    arch: Architecture, settings: PlannedRun, device: Device, sft_adapter: Lora | None = None
 ) -> MemoryPlan:
     """The predicted peak of one training step of ``settings`` on ``device`` (per device when sharded).
 

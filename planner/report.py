@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from planner.memory import Dtypes, MemoryPlan
-from planner.settings import RunSettings
+from planner.settings import PlannedRun
 from planner.shapes import ResolvedModel
 from planner.timing import TimePlan
 
@@ -18,7 +18,7 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
 
 
-def as_text(settings: RunSettings, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> str:
+def as_text(settings: PlannedRun, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> str:
     arch, dtypes, batch = model.architecture, memory.dtypes, memory.batch
     lines = [
         f"plan: {settings.config_path} ({settings.stage}) on {memory.device.name}",
@@ -66,7 +66,7 @@ def time_lines(time: TimePlan) -> list[str]:
     return lines
 
 
-def as_dict(settings: RunSettings, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> dict:
+def as_dict(settings: PlannedRun, model: ResolvedModel, memory: MemoryPlan, time: TimePlan | None) -> dict:
     """The plan for scripts: bytes, the verdict, seconds per stage."""
     return {
         "config": str(settings.config_path),
@@ -92,13 +92,13 @@ def as_dict(settings: RunSettings, model: ResolvedModel, memory: MemoryPlan, tim
     }
 
 
-def _weights(settings: RunSettings, dtypes: Dtypes) -> str:
+def _weights(settings: PlannedRun, dtypes: Dtypes) -> str:
     if settings.load_in_4bit:
         return f"4-bit NF4 (double quantisation), embeddings, head and norms in {dtypes.precision.compute_dtype}"
     return {4: "float32", 2: dtypes.precision.compute_dtype}[dtypes.base_bytes]
 
 
-def _training(settings: RunSettings) -> str:
+def _training(settings: PlannedRun) -> str:
     if settings.lora is None:
         return "full fine-tuning"
     lora = settings.lora

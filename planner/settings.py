@@ -32,7 +32,7 @@ class Lora:
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class PlannedRun:
     """The settings of one training run that decide its memory and time.
 
     Attributes:
@@ -138,8 +138,8 @@ def apply_override(config: dict, override: str) -> None:
         raise PlanError(f"--set {override!r}: the value is not valid YAML ({error}).") from None
 
 
-def parse_settings(config: dict, config_path: str | Path) -> RunSettings:
-    """Pick the settings of :class:`RunSettings` out of a (possibly overridden) training config."""
+def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
+    """Pick the settings of :class:`PlannedRun` out of a (possibly overridden) training config."""
     model_section = config["model"]
     class_name = str(model_section.get("class_path", "")).rsplit(".", 1)[-1]
     stage = STAGES.get(class_name)
@@ -158,7 +158,7 @@ def parse_settings(config: dict, config_path: str | Path) -> RunSettings:
     devices = trainer.get("devices", 1)
     if not isinstance(devices, int):
         raise PlanError(f"{config_path}: trainer.devices {devices!r}: the planner needs a number of devices.")
-    return RunSettings(
+    return PlannedRun(
         config_path=Path(config_path),
         stage=stage,
         model=str(model["model_name_or_path"]),
@@ -208,13 +208,17 @@ def as_tuple(value: Any) -> tuple[str, ...]:
     return (str(value),) if isinstance(value, str) else tuple(str(item) for item in value)
 
 
-def load_settings(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunSettings:
+def load_settings(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PlannedRun:
     """:func:`read_config` then :func:`parse_settings`."""
     return parse_settings(read_config(path, overrides), path)
 
 
 def export_dir(config: dict) -> str | None:
-    """Where a training config's ``HFExportCallback`` writes its export (``None``: it has none)."""
+    """Where a training config exports its model: ``run.export_dir``, or an ``HFExportCallback`` listed under
+    ``trainer.callbacks`` (``None``: neither)."""
+    run = config.get("run") or {}
+    if isinstance(run, dict) and run.get("export_dir"):
+        return run["export_dir"]
     for callback in (config.get("trainer") or {}).get("callbacks") or []:
         if isinstance(callback, dict) and str(callback.get("class_path", "")).endswith("HFExportCallback"):
             return (callback.get("init_args") or {}).get("dirpath")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from planner.settings import Lora, PlanError, RunSettings, export_dir, parse_lora
+from planner.settings import Lora, PlanError, PlannedRun, export_dir, parse_lora
 
 SHIPPED_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "models"
 REQUIRED_KEYS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -138,7 +138,7 @@ class ResolvedModel:
     sft_adapter: Lora | None = None
 
 
-def resolve_model(settings: RunSettings, model_config: str | Path | None = None) -> ResolvedModel:
+def resolve_model(settings: PlannedRun, model_config: str | Path | None = None) -> ResolvedModel:
     """Find and read the ``config.json`` of ``settings.model`` (see the module docstring for the order).
 
     Raises:

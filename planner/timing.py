@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from planner.settings import PlanError, RunSettings
+from planner.settings import PlanError, PlannedRun
 from planner.shapes import Architecture
 
 
@@ -113,7 +113,7 @@ class TimePlan:
         return sum(stage.seconds for stage in self.stages)
 
 
-def token_stats(settings: RunSettings, mean_tokens: float | None = None) -> TokenStats:
+def token_stats(settings: PlannedRun, mean_tokens: float | None = None) -> TokenStats:
     """Token statistics of the run's training data: the table, or ``--mean-tokens`` and counted rows."""
     name = settings.train_files[0] if len(settings.train_files) == 1 else None
     known = DATASETS.get(name or "")
@@ -140,7 +140,7 @@ def _count_rows(files: tuple[str, ...]) -> int:
     return rows
 
 
-def split_rows(settings: RunSettings, stats: TokenStats) -> tuple[int, int]:
+def split_rows(settings: PlannedRun, stats: TokenStats) -> tuple[int, int]:
     """``(train rows, validation rows)`` as the DataModules select them."""
     if settings.stage == "sft" and stats.val_rows is None:
         kept = min(settings.num_examples or stats.rows, stats.rows)
@@ -152,7 +152,7 @@ def split_rows(settings: RunSettings, stats: TokenStats) -> tuple[int, int]:
     return train, val
 
 
-def validations_per_run(settings: RunSettings, train_batches: int) -> int:
+def validations_per_run(settings: PlannedRun, train_batches: int) -> int:
     """How many times validation runs: ``val_check_interval`` as a share of an epoch or a number of batches."""
     interval = settings.val_check_interval
     if isinstance(interval, float) and interval <= 1.0:
@@ -164,7 +164,7 @@ def validations_per_run(settings: RunSettings, train_batches: int) -> int:
 
 def plan_time(
     arch: Architecture,
-    settings: RunSettings,
+    settings: PlannedRun,
     peak_flops: float,
     mfu: float,
     mean_tokens: float | None = None,

@@ -11,7 +11,7 @@ import torch
 from common.precision import Hardware
 from planner.devices import GB, Device, gpu
 from planner.memory import Batch, Dtypes, nf4_bytes, plan_memory, saved_activation_bytes
-from planner.settings import Lora, RunSettings
+from planner.settings import Lora, PlannedRun
 from planner.shapes import Architecture
 
 # A small Mistral: h 64, MLP 224, 4 query / 2 key-value heads of 16, vocabulary 128.
@@ -19,7 +19,7 @@ SMALL = Architecture(hidden=64, intermediate=224, layers=2, heads=4, kv_heads=2,
 CPU = Device("test CPU", Hardware(device="cpu", cpu_capability="AVX2"), None, 64 * GB, 0, 0.0, None)
 
 
-def settings(**overrides) -> RunSettings:
+def settings(**overrides) -> PlannedRun:
     values = dict(
         config_path=Path("configs/sft.yaml"),
         stage="sft",
@@ -31,7 +31,7 @@ def settings(**overrides) -> RunSettings:
         max_length=32,
         pack=True,
     )
-    return RunSettings(**(values | overrides))
+    return PlannedRun(**(values | overrides))
 
 
 def test_parameter_counts_by_hand():
