@@ -1,16 +1,11 @@
-"""Where each stage of ``run_full_pipeline.sh`` writes, read from the stage configs; per-seed copies of them.
-
-    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward REWARD.yaml]
-        prints, on one line: base model, SFT export, SFT run dir, SFT last.ckpt, DPO export, DPO run dir,
-        DPO last.ckpt, results dir, reward export, reward run dir, reward last.ckpt ("-" without --reward)
+"""Where each stage of the pipeline (``study/pipeline.py``) writes; per-seed and overridden copies of the configs.
 
     python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
-        also writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with
-        ``seed_everything: 1`` (the training configs) and every output path moved into a ``seed1/`` folder
-        (runs/tiny/sft -> runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so
-        each training seed has its own checkpoints, exports, TensorBoard run and results; the paths it
-        prints are the copies'. Inputs shared by every seed (the base model, the data, the reward model
-        that judges them) are left where they are.
+        writes DIR/sft.yaml, DIR/dpo.yaml, DIR/evaluate.yaml: the same configs with ``seed_everything: 1``
+        (the training configs) and every output path moved into a ``seed1/`` folder (runs/tiny/sft ->
+        runs/tiny/seed1/sft, outputs/tiny/sft -> outputs/tiny/seed1/sft, results -> results/seed1), so each
+        training seed has its own checkpoints, exports, TensorBoard run and results. Inputs shared by every
+        seed (the base model, the data, the reward model that judges them) are left where they are.
 
     python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --overrides DIR [DIR ...]
         writes the configs with each DIR's ``sft.yaml`` / ``dpo.yaml`` / ``evaluate.yaml`` / ``reward.yaml``
@@ -21,7 +16,8 @@
         (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml`` this way with ``configs/dryrun/`` (and
         ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run.
 
-The configs stay the one source of truth: the pipeline never repeats a path they hold.
+A stage's paths come from its ``run:`` section through ``RunSettings.paths``, as the trainer's own do
+(``train.py fit --config C --print_paths`` prints them): the pipeline never repeats a path the configs hold.
 """
 
 from __future__ import annotations
@@ -35,8 +31,6 @@ from typing import Any
 import yaml
 
 from common.settings import RunSettings
-
-NONE = "-"
 
 
 def stage_paths(config: dict) -> tuple[str, str, str, str]:
@@ -117,11 +111,11 @@ def write_overridden(sources: dict[str, str], directories: list[str]) -> Path:
         if not Path(directory).is_dir():
             raise SystemExit(f"error: --overrides {directory}: no such folder")
         if (Path(directory) / "outputs.yaml").is_file():
-            roots.update({str(k): str(v) for k, v in _read(str(Path(directory) / "outputs.yaml")).items()})
+            roots.update({str(k): str(v) for k, v in read_config(str(Path(directory) / "outputs.yaml")).items()})
         for name in sources:
             if (Path(directory) / f"{name}.yaml").is_file():
-                overrides[name] = merged(overrides[name], _read(str(Path(directory) / f"{name}.yaml")))
-    originals = {name: _read(path) for name, path in sources.items()}
+                overrides[name] = merged(overrides[name], read_config(str(Path(directory) / f"{name}.yaml")))
+    originals = {name: read_config(path) for name, path in sources.items()}
     configs = {name: moved(merged(originals[name], overrides[name]), roots) for name in sources}
     try:
         out = Path(stage_paths(configs["sft"])[2]).parent / "configs"
@@ -147,7 +141,7 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _read(path: str) -> dict:
+def read_config(path: str) -> dict:
     try:
         config = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -155,6 +149,35 @@ def _read(path: str) -> dict:
     if not isinstance(config, dict):
         raise SystemExit(f"error: {path} is not a YAML mapping")
     return config
+
+
+def write_seeded(sources: dict[str, str], seed: int, out: Path) -> dict[str, str]:
+    """Per-seed copies of the ``sft`` / ``dpo`` / ``evaluate`` configs in ``out``; returns the configs to run.
+
+    The copies have ``seed_everything: seed`` (training configs) and every output path moved into a
+    ``seed<seed>/`` folder; what every seed shares (the base model, the data, the reward model that judges them:
+    ``sources["reward"]``, returned unchanged) stays where it is.
+    """
+    configs = {name: read_config(sources[name]) for name in ("sft", "dpo", "evaluate")}
+    try:
+        reward = stage_paths(read_config(sources["reward"])) if "reward" in sources else None
+        roots = output_roots(configs["sft"], configs["dpo"], configs["evaluate"])
+    except (KeyError, StopIteration, TypeError) as exc:
+        raise SystemExit(f"error: a stage config lacks {exc} (its run: section)") from None
+    shared = [_clean(path) for path in (reward[1], reward[2]) if path] if reward else []
+    out.mkdir(parents=True, exist_ok=True)
+    written = dict(sources)
+    for name, config in configs.items():
+        copy = seeded(config, seed, roots, shared)
+        if "trainer" in copy:  # a training config (the evaluation has no seed: it decodes greedily)
+            copy["seed_everything"] = seed
+        header = (
+            f"# {sources[name]} for training seed {seed}, written by study/pipeline_configs.py:\n"
+            f"# seed_everything: {seed}; outputs under {', '.join(roots)} moved into seed{seed}/.\n"
+        )
+        (out / f"{name}.yaml").write_text(header + yaml.safe_dump(copy, sort_keys=False))
+        written[name] = str(out / f"{name}.yaml")
+    return written
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -167,51 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="folder for the per-seed copies")
     parser.add_argument("--overrides", nargs="+", metavar="DIR", help="merge these folders' override files")
     args = parser.parse_args(argv)
-    if (args.seed is None) != (args.out is None):
-        parser.error("--seed and --out go together")
+    if (args.seed is None) != (args.out is None) or (args.seed is None) == (args.overrides is None):
+        parser.error("give either --overrides DIR... or --seed S --out DIR")
+    sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate} | (
+        {"reward": args.reward} if args.reward else {}
+    )
     if args.overrides:
-        if args.seed is not None:
-            parser.error("--overrides writes merged configs; give --seed on a second call, with those")
-        sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate} | (
-            {"reward": args.reward} if args.reward else {}
-        )
         print(write_overridden(sources, args.overrides))
-        return None
-
-    configs = {"sft": _read(args.sft), "dpo": _read(args.dpo), "evaluate": _read(args.evaluate)}
-    sources = {"sft": args.sft, "dpo": args.dpo, "evaluate": args.evaluate}
-    try:
-        reward = stage_paths(_read(args.reward)) if args.reward else None
-        base = stage_paths(configs["sft"])[0]
-        if args.seed is not None:
-            roots = output_roots(configs["sft"], configs["dpo"], configs["evaluate"])
-            shared = [_clean(path) for path in (reward[1], reward[2]) if path] if reward else []
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            for name, config in configs.items():
-                copy = seeded(config, args.seed, roots, shared)
-                if "trainer" in copy:  # a training config (the evaluation has no seed: it decodes greedily)
-                    copy["seed_everything"] = args.seed
-                header = (
-                    f"# {sources[name]} for training seed {args.seed}, written by scripts/pipeline_configs.py:\n"
-                    f"# seed_everything: {args.seed}; outputs under {', '.join(roots)} moved into seed{args.seed}/.\n"
-                )
-                (out / f"{name}.yaml").write_text(header + yaml.safe_dump(copy, sort_keys=False))
-                configs[name] = copy
-        _, sft_export, sft_run, sft_last = stage_paths(configs["sft"])
-        _, dpo_export, dpo_run, dpo_last = stage_paths(configs["dpo"])
-    except (KeyError, StopIteration, TypeError) as exc:
-        raise SystemExit(
-            f"error: a stage config lacks {exc} (its run: section)"
-        ) from None
-    results = configs["evaluate"].get("results_dir", "results")
-    fields = [base, sft_export, sft_run, sft_last, dpo_export, dpo_run, dpo_last, results]
-    fields += list(reward[1:]) if reward else [NONE, NONE, NONE]
-    if any(not str(item) or " " in str(item) for item in fields):
-        raise SystemExit(
-            f"error: an output path is empty or holds a space, which the pipeline cannot pass on: {fields}"
-        )
-    print(" ".join(str(item) for item in fields))
+    else:
+        write_seeded(sources, args.seed, Path(args.out))
+        print(args.out)
 
 
 if __name__ == "__main__":

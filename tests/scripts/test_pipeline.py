@@ -26,7 +26,7 @@ import json, os, sys
 from pathlib import Path
 
 args = sys.argv[1:]
-if not args or args[0] in ("-", "-c") or args[0].endswith("pipeline_configs.py"):  # reading the configs: real
+if not args or args[0] in ("-", "-c", "-m") or args[0].endswith("pipeline_configs.py"):  # the pipeline itself: real
     os.execv({sys.executable!r}, [{sys.executable!r}, *args])
 import yaml
 
