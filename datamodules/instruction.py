@@ -4,7 +4,7 @@ examples."""
 from __future__ import annotations
 
 import random
-from typing import Literal
+from typing import Any, Literal
 
 from common.constants import IGNORE_INDEX
 from common.errors import ConfigError
@@ -190,30 +190,10 @@ class InstructionDataModule(TokenizedDataModule):
         template: TemplateName = "alpaca",
         assistant_turns: AssistantTurns = "last",
         on_bad_row: BadRowPolicy = "error",
-        batch_size: int = 8,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 42,
-        group_by_length: bool = True,
-        pack: bool = True,
-        cache_dir: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        tokenizer_revision: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer_name_or_path,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            group_by_length=group_by_length,
-            pack=pack,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-            tokenizer_revision=tokenizer_revision,
-        )
+        # The batching options (batch_size, pack, seed, ...) are TokenizedDataModule's; the CLI reads them from there.
+        super().__init__(tokenizer_name_or_path, **kwargs)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data: val_fraction must be in [0, 1), got {val_fraction}.")
         self.train_files = as_list(train_files)

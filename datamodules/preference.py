@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
@@ -153,29 +154,10 @@ class PreferenceDataModule(TokenizedDataModule):
         template: TemplateName = "alpaca",
         on_bad_row: BadRowPolicy = "skip",
         batch_size: int = 4,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        seed: int = 42,
-        group_by_length: bool = True,
-        pack: bool = True,
-        cache_dir: str | None = None,
-        trust_remote_code: bool = False,
-        revision: str | None = None,
-        tokenizer_revision: str | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(
-            tokenizer_name_or_path,
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            seed=seed,
-            group_by_length=group_by_length,
-            pack=pack,
-            cache_dir=cache_dir,
-            trust_remote_code=trust_remote_code,
-            revision=revision,
-            tokenizer_revision=tokenizer_revision,
-        )
+        # Pairs per batch default lower than rows; the other batching options are TokenizedDataModule's.
+        super().__init__(tokenizer_name_or_path, batch_size=batch_size, **kwargs)
         if max_prompt_length >= max_length:
             raise ConfigError(
                 f"data: max_prompt_length ({max_prompt_length}) must be below max_length ({max_length}), which holds "

@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
@@ -189,7 +188,7 @@ def test_evaluation_results_become_a_model_index_skipping_what_is_missing():
     assert all(r.task_type == "text-generation" for r in found.values())
 
 
-def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, repo, tmp_path):
+def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, repo, tmp_path, cpu_trainer):
     """A real fit through HFExportCallback: the README.md peft writes is replaced by our card, which
     reads the copied training_config.yaml, inherits the tiny base's license, and its snippet loads."""
     from common.settings import LoraSettings
@@ -214,10 +213,7 @@ def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, 
         max_length=256,
         batch_size=4,
     )
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=str(run), callbacks=[HFExportCallback(str(out))],
-    )
+    trainer = cpu_trainer(max_steps=1, default_root_dir=str(run), callbacks=[HFExportCallback(str(out))])
     trainer.fit(module, datamodule=data)
 
     text = (out / "README.md").read_text()

@@ -25,7 +25,7 @@ class Losses(L.Callback):
         self.values.append(float(trainer.callback_metrics["train/loss"]))
 
 
-def sft_losses(tiny_model_dir, repo, precision: str) -> list[float]:
+def sft_losses(cpu_trainer, tiny_model_dir, repo, precision: str) -> list[float]:
     L.seed_everything(0, verbose=False)
     module = SFTModule(
         str(tiny_model_dir), lora=None, optimizer=OptimizerSettings(lr=2e-3, warmup_steps=1, schedule="constant")
@@ -39,36 +39,27 @@ def sft_losses(tiny_model_dir, repo, precision: str) -> list[float]:
         batch_size=8,
     )
     losses = Losses()
-    L.Trainer(
-        accelerator="cpu",
-        precision=precision,
-        max_steps=STEPS,
-        gradient_clip_val=1.0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[losses],
+    cpu_trainer(
+        precision=precision, max_steps=STEPS, gradient_clip_val=1.0, limit_val_batches=0, callbacks=[losses]
     ).fit(module, datamodule=data)
     return losses.values
 
 
-def test_bf16_mixed_loss_curve_matches_fp32(tiny_model_dir, repo):
-    fp32 = sft_losses(tiny_model_dir, repo, "32-true")
-    bf16 = sft_losses(tiny_model_dir, repo, "bf16-mixed")
+def test_bf16_mixed_loss_curve_matches_fp32(tiny_model_dir, repo, cpu_trainer):
+    fp32 = sft_losses(cpu_trainer, tiny_model_dir, repo, "32-true")
+    bf16 = sft_losses(cpu_trainer, tiny_model_dir, repo, "bf16-mixed")
     assert len(fp32) == len(bf16) == STEPS
     assert fp32[-1] < fp32[0] - 0.1  # the curve moves, so agreeing along it means something
     assert_close(torch.tensor(bf16), torch.tensor(fp32), atol=LOSS_TOLERANCE, rtol=0)
 
 
-def test_configured_adamw_is_fused_and_steps_like_the_default(tiny_model_dir):
+def test_configured_adamw_is_fused_and_steps_like_the_default(tiny_model_dir, cpu_trainer):
     module = SFTModule(
         str(tiny_model_dir),
         lora=None,
         optimizer=OptimizerSettings(lr=1e-2, weight_decay=0.1, warmup_steps=1, schedule="constant"),
     )
-    module.trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False)
+    module.trainer = cpu_trainer(max_steps=3)
     optimizer = module.configure_optimizers()["optimizer"]
     assert all(group["fused"] for group in optimizer.param_groups)
     # The same update as torch's default AdamW with the same groups.
@@ -94,8 +85,8 @@ def test_configured_adamw_is_fused_and_steps_like_the_default(tiny_model_dir):
     assert any(not torch.equal(p, p0) for p, p0 in zip(params, start, strict=True))
 
 
-def test_the_fused_lever_off_gives_torchs_default_adamw(tiny_model_dir):
+def test_the_fused_lever_off_gives_torchs_default_adamw(tiny_model_dir, cpu_trainer):
     module = SFTModule(str(tiny_model_dir), lora=None, optimizer=OptimizerSettings(fused=False))
-    module.trainer = L.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_progress_bar=False)
+    module.trainer = cpu_trainer(max_steps=3)
     optimizer = module.configure_optimizers()["optimizer"]
     assert not any(group["fused"] for group in optimizer.param_groups)

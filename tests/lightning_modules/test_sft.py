@@ -50,13 +50,9 @@ def data_module(tiny_model_dir: Path, repo: Path) -> InstructionDataModule:
     return dm
 
 
-def fit(module: SFTModule, dm: InstructionDataModule, steps: int) -> LossRecorder:
+def fit(cpu_trainer, module: SFTModule, dm: InstructionDataModule, steps: int) -> LossRecorder:
     recorder = LossRecorder()
-    trainer = L.Trainer(
-        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder],
-    )
-    trainer.fit(module, datamodule=dm)
+    cpu_trainer(max_steps=steps, callbacks=[recorder]).fit(module, datamodule=dm)
     return recorder
 
 
@@ -84,7 +80,7 @@ def lora_module(tiny_model_dir: Path) -> SFTModule:
 
 
 @pytest.fixture(scope="module")
-def trained_lora(tiny_model_dir, repo):
+def trained_lora(tiny_model_dir, repo, cpu_trainer):
     """One LoRA run of STEPS steps, shared by the tests that inspect its result."""
     L.seed_everything(0)
     module = lora_module(tiny_model_dir)
@@ -92,7 +88,7 @@ def trained_lora(tiny_model_dir, repo):
     before = snapshot(module)
     fixed = collate(dm, 8, pack=False)
     loss_before = batch_loss(module, fixed)
-    recorder = fit(module, dm, STEPS)
+    recorder = fit(cpu_trainer, module, dm, STEPS)
     return {"module": module, "dm": dm, "before": before, "recorder": recorder,
             "fixed_batch_losses": (loss_before, batch_loss(module, fixed))}
 
@@ -123,11 +119,11 @@ def test_lora_changes_only_the_adapter_weights(trained_lora):
             assert torch.equal(value, after[key]), f"base weight {key} changed"
 
 
-def test_full_fine_tuning_changes_the_base_weights(tiny_model_dir, repo, tmp_path):
+def test_full_fine_tuning_changes_the_base_weights(tiny_model_dir, repo, tmp_path, cpu_trainer):
     L.seed_everything(0)
     module = SFTModule(str(tiny_model_dir), lora=None, optimizer=OptimizerSettings(lr=5e-3, warmup_steps=2))
     before = snapshot(module)
-    fit(module, data_module(tiny_model_dir, repo), steps=3)
+    fit(cpu_trainer, module, data_module(tiny_model_dir, repo), steps=3)
     after = snapshot(module)
     assert not any("lora_" in k for k in after)
     unchanged = [k for k in before if torch.equal(before[k], after[k])]

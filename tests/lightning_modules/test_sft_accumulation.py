@@ -1,6 +1,5 @@
 """Gradient accumulation gives exactly the gradient of one bigger batch (token-level averaging)."""
 
-import lightning as L
 import torch
 from torch.testing import assert_close
 from torch.utils.data import DataLoader
@@ -35,31 +34,23 @@ def examples(tokenizer) -> list[dict]:
     ]
 
 
-def applied_gradient(tiny_model_dir, batches, accumulate: int) -> dict:
+def applied_gradient(cpu_trainer, tiny_model_dir, batches, accumulate: int) -> dict:
     torch.manual_seed(0)
     module = GradientRecordingSFT(
         str(tiny_model_dir),
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
         optimizer=OptimizerSettings(lr=1e-3, warmup_steps=1),
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=1,
-        accumulate_grad_batches=accumulate,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = cpu_trainer(max_steps=1, accumulate_grad_batches=accumulate)
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
     return module.applied
 
 
-def test_two_accumulated_micro_batches_equal_one_batch(tiny_model_dir, tiny_tokenizer):
+def test_two_accumulated_micro_batches_equal_one_batch(tiny_model_dir, tiny_tokenizer, cpu_trainer):
     rows = examples(tiny_tokenizer)
     collate = SFTCollator(tiny_tokenizer.pad_token_id)
-    one_batch = applied_gradient(tiny_model_dir, [collate(rows)], accumulate=1)
-    two_micro = applied_gradient(tiny_model_dir, [collate(rows[:1]), collate(rows[1:])], accumulate=2)
+    one_batch = applied_gradient(cpu_trainer, tiny_model_dir, [collate(rows)], accumulate=1)
+    two_micro = applied_gradient(cpu_trainer, tiny_model_dir, [collate(rows[:1]), collate(rows[1:])], accumulate=2)
     assert one_batch.keys() == two_micro.keys() and one_batch
     for name in one_batch:
         assert_close(two_micro[name], one_batch[name], rtol=1e-4, atol=1e-7)

@@ -55,7 +55,8 @@ def trainable(module: L.LightningModule) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
 
 
-def fit(tiny_model_dir: Path, repo: Path, tmp_path: Path, injector: NaNAtSteps, guard: NaNGuard, steps: int):
+def fit(cpu_trainer, tiny_model_dir: Path, repo: Path, tmp_path: Path, injector: NaNAtSteps, guard: NaNGuard,
+        steps: int):
     L.seed_everything(0, verbose=False)
     module = SFTModule(
         str(tiny_model_dir),
@@ -70,12 +71,9 @@ def fit(tiny_model_dir: Path, repo: Path, tmp_path: Path, injector: NaNAtSteps, 
         max_length=256,
         batch_size=8,
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
         max_steps=steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+        enable_checkpointing=True,
         gradient_clip_val=1.0,
         plugins=[AtomicCheckpointIO()],
         callbacks=[
@@ -99,9 +97,9 @@ def last_checkpoint_weights(tmp_path: Path) -> tuple[int, dict[str, torch.Tensor
     return checkpoint["global_step"], checkpoint["state_dict"]
 
 
-def test_nan_steps_are_skipped_and_counted(tiny_model_dir, repo, tmp_path):
+def test_nan_steps_are_skipped_and_counted(tiny_model_dir, repo, tmp_path, cpu_trainer):
     injector, guard = NaNAtSteps(steps={2, 4}), NaNGuard(max_consecutive=2)
-    trainer = fit(tiny_model_dir, repo, tmp_path, injector, guard, steps=7)
+    trainer = fit(cpu_trainer, tiny_model_dir, repo, tmp_path, injector, guard, steps=7)
     assert trainer.global_step == 7  # the run went on
     assert (guard.skipped, guard.skipped_steps) == (2, [2, 4])
     assert float(trainer.callback_metrics["train/skipped_steps"]) == 2.0
@@ -112,20 +110,22 @@ def test_nan_steps_are_skipped_and_counted(tiny_model_dir, repo, tmp_path):
     assert all(torch.isfinite(p).all() for p in injector.after[6].values())
 
 
-def test_consecutive_nan_steps_stop_the_run_and_the_last_checkpoint_stays_good(tiny_model_dir, repo, tmp_path):
+def test_consecutive_nan_steps_stop_the_run_and_the_last_checkpoint_stays_good(
+    tiny_model_dir, repo, tmp_path, cpu_trainer
+):
     injector, guard = NaNAtSteps(steps=range(3, 100)), NaNGuard(max_consecutive=3)
     message = r"NaN/Inf for 3 consecutive steps \(3-5; NaNGuard max_consecutive=3\)"
     with pytest.raises(NonFiniteLossError, match=message):
-        fit(tiny_model_dir, repo, tmp_path, injector, guard, steps=20)
+        fit(cpu_trainer, tiny_model_dir, repo, tmp_path, injector, guard, steps=20)
     step, weights = last_checkpoint_weights(tmp_path)
     assert step == 5  # written after the skipped steps 3 and 4, not after step 5 (the run stopped first)
     assert_same(weights, injector.after[2])  # the weights of the last good step, finite
 
 
-def test_poisoned_weights_stop_at_once_without_a_checkpoint_of_them(tiny_model_dir, repo, tmp_path):
+def test_poisoned_weights_stop_at_once_without_a_checkpoint_of_them(tiny_model_dir, repo, tmp_path, cpu_trainer):
     injector, guard = NaNAtSteps(poison_step=3), NaNGuard(max_consecutive=5)
     with pytest.raises(NonFiniteLossError, match="trainable weights hold NaN/Inf at step 3"):
-        fit(tiny_model_dir, repo, tmp_path, injector, guard, steps=20)
+        fit(cpu_trainer, tiny_model_dir, repo, tmp_path, injector, guard, steps=20)
     step, weights = last_checkpoint_weights(tmp_path)
     assert step == 3
     assert all(torch.isfinite(w).all() for w in weights.values())
