@@ -5,6 +5,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from preference_helpers import first_batch, preference_data
 from torch.testing import assert_close
 
 from common.errors import ModelLoadError
@@ -13,25 +14,6 @@ from datamodules import PreferenceDataModule
 from lightning_modules.dpo import DPOModule
 
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
-
-
-def preference_data(export, repo, tmp_path, **kwargs) -> PreferenceDataModule:
-    options = dict(
-        train_files=str(repo / "data/tiny/prefs_train.jsonl"),
-        val_files=str(repo / "data/tiny/prefs_val.jsonl"),
-        max_length=128,
-        max_prompt_length=64,
-        batch_size=8,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    options.update(kwargs)
-    data = PreferenceDataModule(str(export), **options)
-    data.setup("fit")
-    return data
-
-
-def first_batch(data: PreferenceDataModule) -> dict:
-    return next(iter(data.val_dataloader()))
 
 
 def step_zero(module: DPOModule, data: PreferenceDataModule, cpu_trainer) -> dict:

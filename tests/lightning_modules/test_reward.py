@@ -7,32 +7,13 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
+from preference_helpers import first_batch, preference_data
 from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from common.errors import ModelLoadError
 from common.settings import LoraSettings, OptimizerSettings
-from datamodules import PreferenceDataModule
 from lightning_modules.reward import RewardModule, last_token_mask, reward_pad_token
-
-
-def preference_data(model_dir, repo, tmp_path, **kwargs) -> PreferenceDataModule:
-    options = dict(
-        train_files=str(repo / "data/tiny/prefs_train.jsonl"),
-        val_files=str(repo / "data/tiny/prefs_val.jsonl"),
-        max_length=128,
-        max_prompt_length=64,
-        batch_size=8,
-        cache_dir=str(tmp_path / "cache"),
-    )
-    options.update(kwargs)
-    data = PreferenceDataModule(str(model_dir), **options)
-    data.setup("fit")
-    return data
-
-
-def first_batch(data: PreferenceDataModule) -> dict:
-    return next(iter(data.val_dataloader()))
 
 
 def nudge(module: RewardModule, scale: float = 0.05) -> RewardModule:

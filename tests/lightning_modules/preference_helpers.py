@@ -1,0 +1,29 @@
+"""The tiny preference data of the DPO and reward-model tests (imported by them, as robustness/ imports
+fault_injection)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from datamodules import PreferenceDataModule
+
+
+def preference_data(model_dir: Path | str, repo: Path, tmp_path: Path, **kwargs) -> PreferenceDataModule:
+    """The shipped tiny pairs, short rows, batch 8, set up for fit; ``kwargs`` override any option."""
+    options = dict(
+        train_files=str(repo / "data/tiny/prefs_train.jsonl"),
+        val_files=str(repo / "data/tiny/prefs_val.jsonl"),
+        max_length=128,
+        max_prompt_length=64,
+        batch_size=8,
+        cache_dir=str(tmp_path / "cache"),
+    )
+    options.update(kwargs)
+    data = PreferenceDataModule(str(model_dir), **options)
+    data.setup("fit")
+    return data
+
+
+def first_batch(data: PreferenceDataModule) -> dict:
+    """The first validation batch (in order: the same rows every time)."""
+    return next(iter(data.val_dataloader()))
