@@ -1,4 +1,5 @@
-"""The study pipeline (study/pipeline.py, through scripts/run_full_pipeline.sh): stages skipped when complete, resumed after a deletion, --force.
+"""The study pipeline (study/pipeline.py, run through scripts/run_full_pipeline.sh): stages skipped when
+complete, resumed after a deletion, --force.
 
 The heavy commands are replaced by a stand-in interpreter (``PYTHON``) that records each call and
 writes the outputs the real stage would (an export's ``export_info.json``, the results files). The
