@@ -101,6 +101,7 @@ def test_no_code_of_ours_reads_the_whole_environment():
 
 
 def test_remote_code_is_off_unless_set():
+    from datamodules.base import TokenizedDataModule
     from datamodules.instruction import InstructionDataModule
     from datamodules.preference import PreferenceDataModule
     from datamodules.tokenizer import load_tokenizer
@@ -111,13 +112,14 @@ def test_remote_code_is_off_unless_set():
     for thing in (
         SFTModule,
         DPOModule,
-        InstructionDataModule,
-        PreferenceDataModule,
+        TokenizedDataModule,  # the data modules take it through **kwargs
         load_tokenizer,
         loading.load_causal_lm,
         loading.load_sft_model,
     ):
         assert inspect.signature(thing).parameters["trust_remote_code"].default is False, thing
+    for data_module in (InstructionDataModule, PreferenceDataModule):  # built without loading anything
+        assert data_module("any/tokenizer").trust_remote_code is False, data_module
     for config in TRAINING_CONFIGS:
         parsed = yaml.safe_load(config.read_text())
         for section in ("model", "data"):
