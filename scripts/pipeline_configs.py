@@ -1,10 +1,9 @@
-"""Where each stage of ``run_full_pipeline.sh`` writes; per-seed and overridden copies of the stage configs.
+"""Per-seed and overridden copies of the stage configs, as the pipeline writes them (to read before a run).
 
 The work and the full usage are in :mod:`study.pipeline_configs`::
 
-    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml]     # the paths, one line
-    python scripts/pipeline_configs.py ... --seed 1 --out DIR                                # per-seed copies
-    python scripts/pipeline_configs.py ... --overrides DIR [DIR ...]                        # merged copies
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --seed 1 --out DIR
+    python scripts/pipeline_configs.py SFT.yaml DPO.yaml EVALUATE.yaml [--reward R.yaml] --overrides DIR [DIR ...]
 """
 
 import sys
