@@ -100,16 +100,8 @@ def lora_settings():
 
 
 def peft_lora_config():
-    from peft import LoraConfig
-
-    lora = lora_settings()
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    """The same adapter for TRL's side: the ``peft.LoraConfig`` our settings build."""
+    return lora_settings().peft_config()
 
 
 def lora_parameter_count(workdir: Path, setup: dict) -> int:
