@@ -24,7 +24,7 @@ Smoke test on a CPU: ``python benchmarks/gpu_check.py --device cpu --num-layers 
 
 from __future__ import annotations
 
-import argparse
+import argparse  # not jsonargparse: this runs on a GPU image that has only torch, lightning, transformers, peft
 import contextlib
 import importlib.util
 import json

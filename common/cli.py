@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import fields
 from typing import Any, TypeVar
+
+from jsonargparse import ArgumentParser, Namespace
 
 Settings = TypeVar("Settings")
 
 
-def add_settings_options(parser: argparse.ArgumentParser, settings_class: type) -> None:
+def add_settings_options(parser: ArgumentParser, settings_class: type) -> None:
     """One ``--field-name`` option per field of ``settings_class``, typed and defaulted as the field."""
     defaults = settings_class()
     for item in fields(settings_class):
@@ -18,7 +19,7 @@ def add_settings_options(parser: argparse.ArgumentParser, settings_class: type) 
         parser.add_argument(option, type=type(default), default=default, help="(default: %(default)s)")
 
 
-def settings_from(args: argparse.Namespace, settings_class: type[Settings]) -> Settings:
+def settings_from(args: Namespace, settings_class: type[Settings]) -> Settings:
     """``settings_class`` built from the options :func:`add_settings_options` added."""
     values: dict[str, Any] = {item.name: getattr(args, item.name) for item in fields(settings_class)}
     return settings_class(**values)

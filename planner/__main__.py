@@ -11,9 +11,10 @@ Several ``--config`` plan the stages one after the other and add up their time (
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
+
+from jsonargparse import ArgumentParser, Namespace
 
 from planner.devices import GPU_SPECS, gpu, this_cpu
 from planner.memory import plan_memory
@@ -25,10 +26,9 @@ from planner.timing import plan_time
 DEFAULT_MFU = 0.4
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m planner", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    plan = commands.add_parser("plan", help="peak memory and time of training configs")
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m planner", description=__doc__.split("\n\n")[0])
+    plan = ArgumentParser(description="peak memory and time of training configs")
     plan.add_argument("--config", action="append", required=True, help="a training YAML (repeat: stages in order)")
     plan.add_argument("--model-config", help="the model's config.json, when the config's model cannot be followed")
     plan.add_argument("--gpu", choices=sorted(GPU_SPECS), default="H100", help="the GPU (SXM; dense bf16 peak)")
@@ -40,10 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key (dotted, YAML value)"
     )
     plan.add_argument("--json", action="store_true", help="print a machine-readable dict")
+    parser.add_subcommands(required=True).add_subcommand("plan", plan, help="peak memory and time of training configs")
     return parser
 
 
-def plan_one(config: str, args: argparse.Namespace):
+def plan_one(config: str, args: Namespace):
     settings = load_settings(config, args.set)
     model = resolve_model(settings, args.model_config)
     device = this_cpu(args.gpu_memory_gb) if args.cpu else gpu(args.gpu, args.gpu_memory_gb)
@@ -57,7 +58,7 @@ def plan_one(config: str, args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv).plan  # the one subcommand
     try:
         plans = [plan_one(config, args) for config in args.config]
     except PlanError as error:

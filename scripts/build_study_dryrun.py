@@ -8,9 +8,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from jsonargparse import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -21,7 +22,7 @@ from tiny_world.study_shaped import StudyShapedSettings, build  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/study-dryrun"))
     add_settings_options(parser, StudyShapedSettings)
     args = parser.parse_args(argv)

@@ -9,9 +9,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from jsonargparse import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -25,7 +26,7 @@ from tiny_world.base import TinyBaseSettings, build  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("artifacts/tiny-base"))
     parser.add_argument("--data-dir", type=Path, default=Path("data/tiny"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")

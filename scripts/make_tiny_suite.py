@@ -12,10 +12,11 @@ with the same arguments rewrites identical files.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import fields
 from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -28,9 +29,9 @@ from tiny_world.files import file_summary, write_suite  # noqa: E402
 from tiny_world.suite import DEFAULT_FLAWED_FRACTION, SuiteSizes, generate_suite  # noqa: E402
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> Namespace:
     """The command line: output folder, seed, split sizes, flawed fraction, study prompts path."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/tiny"), help="folder for the suite's files")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
     defaults = SuiteSizes()

@@ -13,9 +13,10 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from jsonargparse import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -26,7 +27,7 @@ from evaluation.results import ResultsError  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", default="results", help="folder of evaluation_results.json")
     parser.add_argument(
         "--out",

@@ -14,10 +14,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from jsonargparse import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -27,7 +28,7 @@ from evaluation.publish import SETS, UploadError, check_repo_id, listing, previe
 
 
 def main(argv: list[str] | None = None, api: Any = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repo-id", help="Hub repository, owner/name (required: nothing is guessed)")
     parser.add_argument("--set", choices=sorted(SETS), default="tiny", help="default export and results folders")
     parser.add_argument("--sft", type=Path, help="SFT export folder (default: the set's)")

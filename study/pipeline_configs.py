@@ -22,13 +22,13 @@ A stage's paths come from its ``run:`` section through ``RunSettings.paths``, as
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
+from jsonargparse import ArgumentParser
 
 from common.settings import RunSettings
 
@@ -181,7 +181,7 @@ def write_seeded(sources: dict[str, str], seed: int, out: Path) -> dict[str, str
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sft")
     parser.add_argument("dpo")
     parser.add_argument("evaluate")

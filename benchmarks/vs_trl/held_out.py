@@ -3,10 +3,11 @@ initial model (the DPO reference log-probs, the losses before training)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from pathlib import Path
+
+from jsonargparse import Namespace
 
 from benchmarks.vs_trl.flops import compute_dtype
 
@@ -66,7 +67,7 @@ def held_out_loss(model, spec: dict) -> float:
     return float(losses.mean())
 
 
-def reference_eval_logps(workdir: Path, args: argparse.Namespace, files: dict) -> list[float]:
+def reference_eval_logps(workdir: Path, args: Namespace, files: dict) -> list[float]:
     """Log-probs of the held-out pairs under the initial model (the DPO reference), computed once."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -95,7 +96,7 @@ def reference_eval_logps(workdir: Path, args: argparse.Namespace, files: dict) -
     return logps.tolist()
 
 
-def initial_held_out_losses(workdir: Path, args: argparse.Namespace, setup: dict) -> dict:
+def initial_held_out_losses(workdir: Path, args: Namespace, setup: dict) -> dict:
     """The held-out losses before any step (the same model for every implementation)."""
     from transformers import AutoModelForCausalLM
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -11,7 +10,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from argparse import SUPPRESS
 from pathlib import Path
+
+from jsonargparse import ArgumentParser, Namespace
 
 import benchmarks.vs_trl as vs_trl
 from benchmarks.vs_trl import REPO
@@ -33,7 +35,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def run_case(
-    case: str, impls: list[str], setup: dict, args: argparse.Namespace, workdir: Path, waiting: QuietWait
+    case: str, impls: list[str], setup: dict, args: Namespace, workdir: Path, waiting: QuietWait
 ) -> list[dict]:
     """Start one process per implementation, then step them in turn; return their results."""
     task, lora = TASK[case]
@@ -100,8 +102,8 @@ def run_case(
     return [json.loads((workdir / f"result-{case}-{impl}.json").read_text()) for impl in impls]
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=vs_trl.__doc__.split("\n\n")[0])
+def parse_args(argv: list[str] | None) -> Namespace:
+    parser = ArgumentParser(description=vs_trl.__doc__.split("\n\n")[0])
     parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, choices=[*CASES, *LEVER_CASES])
     # Mistral's shape in small: head size 128, 4 query heads per key/value head; wide enough for the matmuls
     # to dominate as they do at 7B (a narrower model spends relatively more time in attention and casts).
@@ -130,11 +132,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="result JSON (default results/<date>-<device>.json)")
     parser.add_argument("--keep-workdir", action="store_true")
-    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", default=None, help=SUPPRESS)
     return parser.parse_args(argv)
 
 
-def shared_setup(workdir: Path, args: argparse.Namespace) -> dict:
+def shared_setup(workdir: Path, args: Namespace) -> dict:
     """What every case shares, built once in the parent: the model and data (``build_workdir``), the SFT rows'
     token lengths, the LoRA parameter count, the held-out DPO reference log-probs and the losses before training."""
     from datamodules.instruction import tokenize_instruction

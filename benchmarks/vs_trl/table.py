@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import platform
 from pathlib import Path
+
+from jsonargparse import Namespace
 
 from benchmarks.vs_trl.cases import TASK
 from benchmarks.vs_trl.flops import throughput
@@ -16,7 +17,7 @@ MIN_QUIET_STEPS = 3
 """Throughput is read from the quiet steps when every implementation of a case has at least this many."""
 
 
-def summarise(results: list[dict], case: str, setup: dict, args: argparse.Namespace, peak: float) -> list[dict]:
+def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak: float) -> list[dict]:
     """Per implementation: throughput over the quiet timed steps when every implementation of the case has
     at least ``MIN_QUIET_STEPS`` of them, else over all timed steps; memory; losses; ratios to the first."""
     task, lora = TASK[case]

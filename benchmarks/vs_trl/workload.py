@@ -5,11 +5,12 @@ The tokenizer and the model's shape come from the tiny base (``tiny_world.base``
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import random
 from pathlib import Path
+
+from jsonargparse import Namespace
 
 from benchmarks.vs_trl import REPO
 
@@ -19,7 +20,7 @@ def log_uniform_length(rng: random.Random, low: int, high: int) -> int:
     return int(round(math.exp(rng.uniform(math.log(low), math.log(high)))))
 
 
-def build_workdir(workdir: Path, args: argparse.Namespace) -> dict:
+def build_workdir(workdir: Path, args: Namespace) -> dict:
     """Tokenizer, randomly initialised Mistral, and generated SFT / preference data in ``workdir``."""
     import torch
     from transformers import MistralForCausalLM
