@@ -81,14 +81,7 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
             # Packing fills rows of max_length tokens: fewer rows per step carry about as many tokens as ours.
             options.update(packing=True, per_device_train_batch_size=spec["packing_batch_size"])
         config = SFTConfig(**{**common, **options})
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[Timer()],
-        )
+        trainer_class = SFTTrainer
     else:
         from trl import DPOConfig, DPOTrainer
 
@@ -112,14 +105,16 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
                 )
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
-        trainer = CountingDPOTrainer(
-            model=model,
-            args=config,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=[Timer()],
-        )
+        trainer_class = CountingDPOTrainer
+
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[Timer()],
+    )
 
     if task == "sft":  # SFT: labels are -100 outside the response; the policy forward of each step, once
         trainer.model.register_forward_pre_hook(count_tokens, with_kwargs=True)
