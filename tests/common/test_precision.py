@@ -8,12 +8,17 @@ import pytest
 import torch
 
 from common import precision as rule
-from common.precision import Hardware, PrecisionError, resolve_dtype, resolve_precision
+from common.precision import BF16_MIN_SPEEDUP, Hardware, PrecisionError, resolve_dtype, resolve_precision
 
 H100 = Hardware(device="cuda", name="NVIDIA H100", cuda_bf16=True, cuda_capability=(9, 0))
 T4 = Hardware(device="cuda", name="Tesla T4", cuda_bf16=False, cuda_capability=(7, 5))
 SAPPHIRE_RAPIDS = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True, cpu_amx=True)
 ZEN4 = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True)
+# bf16 flag, no AMX, bf16 matmuls measured at 0.55x fp32 (the Intel Xeon of the 2026-12-02 sessions)
+XEON_NO_AMX = Hardware(device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True, cpu_bf16_speedup=0.55)
+AMX_MEASURED = Hardware(
+    device="cpu", cpu_capability="AVX512", cpu_avx512_bf16=True, cpu_amx=True, cpu_bf16_speedup=BF16_MIN_SPEEDUP
+)
 GRAVITON3 = Hardware(device="cpu", cpu_capability="SVE256", cpu_arm_bf16=True)
 ZEN3 = Hardware(device="cpu", cpu_capability="AVX2")
 SKYLAKE_X = Hardware(device="cpu", cpu_capability="AVX512")  # AVX512 without its BF16 extension
@@ -26,6 +31,15 @@ TABLE = [
     (SAPPHIRE_RAPIDS, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: AMX, AVX512_BF16"),
     (ZEN4, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: AVX512_BF16"),
     (GRAVITON3, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: BF16"),
+    (AMX_MEASURED, "bf16-mixed", "bfloat16", "bfloat16", "float32", "CPU with native bf16: AMX, AVX512_BF16"),
+    (
+        XEON_NO_AMX,
+        "32-true",
+        "float32",
+        "float32",
+        "float32",
+        "CPU with native bf16 (AVX512_BF16) but bf16 matmuls measured slower than fp32",
+    ),
     (ZEN3, "32-true", "float32", "float32", "float32", "CPU without native bf16: AVX2"),
     (SKYLAKE_X, "32-true", "float32", "float32", "float32", "CPU without native bf16: AVX512"),
     (PLAIN, "32-true", "float32", "float32", "float32", "CPU without native bf16: DEFAULT"),
@@ -102,6 +116,7 @@ def test_the_cpu_is_read_from_torchs_flags(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.setattr(rule, "_arm_bf16", lambda: False)
+    monkeypatch.setattr(rule, "cpu_bf16_speedup", lambda: 3.0)
     cases = [(False, False, "32-true"), (True, False, "bf16-mixed"), (False, True, "bf16-mixed")]
     for avx512_bf16, amx, expected in cases:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
@@ -109,6 +124,46 @@ def test_the_cpu_is_read_from_torchs_flags(monkeypatch):
         hardware = rule.detect_hardware("auto")
         assert hardware.device == "cpu"
         assert resolve_precision("auto", hardware).precision == expected
+
+
+@pytest.mark.parametrize(
+    ("speedup", "expected"),
+    [(0.55, "32-true"), (BF16_MIN_SPEEDUP - 0.01, "32-true"), (BF16_MIN_SPEEDUP, "bf16-mixed"), (3.9, "bf16-mixed")],
+)
+def test_a_bf16_flag_is_trusted_only_where_bf16_measured_faster(monkeypatch, speedup, expected):
+    """An Intel Xeon with AVX512_BF16 and no AMX ran bf16 matmuls at 0.49-0.60x fp32: the timing decides."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(rule, "cpu_bf16_speedup", lambda: speedup)
+    hardware = rule.detect_hardware("cpu")
+    assert hardware.cpu_bf16_speedup == speedup
+    assert resolve_precision("auto", hardware).precision == expected
+    # Asked for explicitly, bf16 is honoured without the emulation warning: the CPU does have the instructions.
+    assert resolve_precision("bf16-mixed", hardware).slowdown_warning() is None
+
+
+def test_the_timing_runs_only_where_a_bf16_flag_is_set(monkeypatch):
+    """Where bf16 is emulated its matmul alone would take seconds: no flag, no timing."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    monkeypatch.setattr(rule, "_arm_bf16", lambda: False)
+
+    def refuse() -> float:
+        raise AssertionError("timed bf16 on a CPU without a bf16 flag")
+
+    monkeypatch.setattr(rule, "cpu_bf16_speedup", refuse)
+    hardware = rule.detect_hardware("cpu")
+    assert hardware.cpu_bf16_speedup is None
+    assert resolve_precision("auto", hardware).precision == "32-true"
+
+
+def test_the_bf16_timing_is_a_ratio_of_real_matmuls():
+    """The uncached measurement at a small size, on any CPU: a finite positive ratio (AMX ~4, the Xeon without
+    AMX ~0.5, emulated bf16 on AVX2 ~0.01; at 256x256 the emulated matmul takes ~40 ms)."""
+    ratio = rule.cpu_bf16_speedup.__wrapped__(size=256, repeats=2)
+    assert 0.001 < ratio < 50
 
 
 def test_a_gpu_is_read_from_torchs_cuda_queries(monkeypatch):
