@@ -3,7 +3,7 @@
 One command runs every case, each implementation in its own fresh process (so peak memory is per run),
 and prints one table::
 
-    python benchmarks/bench_vs_trl.py                  # every case, about 10 minutes on a 2-core CPU
+    python benchmarks/bench_vs_trl.py                  # every case, about 20 minutes on a 2-core CPU
     python benchmarks/bench_vs_trl.py --cases sft_full --steps 6
     python benchmarks/bench_vs_trl.py --cases sft_full_levers dpo_full_levers   # each optimisation undone
 
@@ -12,9 +12,13 @@ Cases (the first implementation of each is the reference of its ratios):
 * ``sft_full`` / ``sft_lora``: TRL's ``SFTTrainer`` (default: padded batches; ``trl_packing``: its BFD packing,
   padding-free) against ours (``SFTModule`` + ``InstructionDataModule``, defaults).
 * ``dpo_full``: TRL's ``DPOTrainer`` with its default separate reference against ours (reference
-  precomputed); ``_gc`` variants turn gradient checkpointing on for both (TRL's own default).
+  precomputed, or ``separate`` like TRL's); ``_gc`` variants turn gradient checkpointing on for both (TRL's own
+  default).
 * ``dpo_lora``: TRL + peft (reference = adapter disabled) against ours, reference precomputed or ``adapter``.
 * ``precision``: ours in bf16-mixed against fp32, same batches: the loss curves must agree.
+* ``sft_same_order`` / ``dpo_same_order``: the same training. Ours with TRL's default batches (padded, not grouped)
+  and TRL fed our loader's order: every step's loss and the held-out loss must agree within a tolerance
+  (``same_order``).
 
 Settings shared by both sides: the model (a randomly initialised Mistral built here), the generated rows
 (prompts and responses of 16 to 400 tokens, log-uniform; TRL gets our Alpaca prompt text already rendered),
@@ -55,8 +59,9 @@ Results go to ``benchmarks/results/<date>-<device>.json``; ``benchmarks/README.m
 The modules, one job each: ``cases`` (what runs), ``workload`` (generated data, model, LoRA settings),
 ``protocol`` (the parent/worker lock-step and the CPU-load readings), ``ours`` and ``trl_runner`` (one
 implementation each), ``held_out`` (the common held-out loss), ``worker`` (the subprocess),
-``flops`` (model FLOPs, matmul peak, throughput), ``table`` (summary and table), ``run`` (arguments, the cases,
-the result file). ``benchmarks/bench_vs_trl.py`` is the entry point, also of each worker process.
+``flops`` (model FLOPs, matmul peak, throughput), ``table`` (summary and table), ``same_order`` (TRL's rows in
+our order, the agreement check), ``run`` (arguments, the cases, the result file). ``benchmarks/bench_vs_trl.py``
+is the entry point, also of each worker process.
 """
 
 from __future__ import annotations

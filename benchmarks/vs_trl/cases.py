@@ -6,9 +6,12 @@ from __future__ import annotations
 CASES: dict[str, list[str]] = {
     "sft_full": ["trl", "trl_packing", "ours"],
     "sft_lora": ["trl", "trl_packing", "ours"],
-    "dpo_full": ["trl", "ours", "trl_gc", "ours_gc"],
+    "dpo_full": ["trl", "ours", "ours_separate", "trl_gc", "ours_gc"],
     "dpo_lora": ["trl", "ours", "ours_adapter"],
     "precision": ["ours_fp32", "ours"],
+    # The same training: ours with TRL's default batches, TRL in our order (benchmarks/vs_trl/same_order.py).
+    "sft_same_order": ["trl_same_order", "ours_same_order"],
+    "dpo_same_order": ["trl_same_order", "ours_same_order"],
 }
 # Measured once to choose the defaults; not part of the default run. Each lever is a public option of ours.
 LEVER_CASES: dict[str, list[str]] = {
@@ -22,6 +25,8 @@ TASK = {
     "dpo_full": ("dpo", False),
     "dpo_lora": ("dpo", True),
     "precision": ("sft", False),
+    "sft_same_order": ("sft", False),
+    "dpo_same_order": ("dpo", False),
     "sft_full_levers": ("sft", False),
     "dpo_full_levers": ("dpo", False),
 }

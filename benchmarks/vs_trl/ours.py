@@ -3,7 +3,7 @@
 The lever variants each undo one optimisation of the default (``ours``) through a public option: ``ours_padded``
 (``pack=False``), ``ours_dense_packed`` (``packed_sdpa=False``), ``ours_unfused`` (``OptimizerSettings.fused``),
 ``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``), ``ours_fp32``
-(the Trainer's precision).
+(the Trainer's precision), ``ours_same_order`` (TRL's default batches, for the same-training check).
 """
 
 from __future__ import annotations
@@ -60,16 +60,14 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     import torch
 
     from common.settings import OptimizerSettings
-    from datamodules import InstructionDataModule, PreferenceDataModule
 
-    task, lora, impl, files = spec["task"], spec["lora"], spec["impl"], spec["files"]
+    task, lora, impl = spec["task"], spec["lora"], spec["impl"]
     base = str(Path(spec["workdir"]) / "base")
     L.seed_everything(spec["seed"], verbose=False)
     # ours_unfused: torch's default AdamW (a loop over tensors on CPU) instead of the fused kernel.
     optimizer = OptimizerSettings(
         lr=spec["lr"], weight_decay=0.0, warmup_steps=1, schedule="constant", fused=impl != "ours_unfused"
     )
-    pack = impl != "ours_padded"
     # ours_dense_packed: transformers' own sdpa, an (N, N) block-diagonal mask per packed batch.
     packed_sdpa = impl != "ours_dense_packed"
     checkpointing = impl == "ours_gc"
@@ -85,15 +83,6 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             optimizer=optimizer,
             gradient_checkpointing=checkpointing,
         )
-        data = InstructionDataModule(
-            base,
-            train_files=files["sft"],
-            val_fraction=0.0,
-            max_length=spec["max_length"],
-            batch_size=spec["batch_size"],
-            pack=pack,
-            seed=spec["seed"],
-        )
     else:
         from lightning_modules.dpo import DPOModule
 
@@ -108,18 +97,10 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             optimizer=optimizer,
             gradient_checkpointing=checkpointing,
         )
-        data = PreferenceDataModule(
-            base,
-            train_files=files["prefs"],
-            max_length=spec["max_length"],
-            max_prompt_length=spec["max_length"] // 2,
-            batch_size=spec["batch_size"],
-            pack=pack,
-            seed=spec["seed"],
-        )
         if reference == "precomputed":
             reference_load = ReferencePassLoad()
             callbacks.append(reference_load)
+    data = data_module(spec, base)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -142,6 +123,31 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     extra["threads_in_training"] = torch.get_num_threads()
     extra["dataset_tokens"] = dataset_tokens(data.train_dataset, task)
     return module.model, extra
+
+
+def data_module(spec: dict, base: Path):
+    """Our DataModule for ``spec``: defaults (packed, length-grouped batches) but for ``ours_padded`` (``pack=False``)
+    and ``ours_same_order`` (TRL's default batches: padded, not grouped; ``same_order`` hands TRL their order)."""
+    from datamodules import InstructionDataModule, PreferenceDataModule
+
+    same_order = spec["impl"] == "ours_same_order"
+    batching = {
+        "batch_size": spec["batch_size"],
+        "pack": spec["impl"] not in ("ours_padded", "ours_same_order"),
+        "group_by_length": not same_order,
+        "seed": spec["seed"],
+    }
+    if spec["task"] == "sft":
+        return InstructionDataModule(
+            str(base), train_files=spec["files"]["sft"], val_fraction=0.0, max_length=spec["max_length"], **batching
+        )
+    return PreferenceDataModule(
+        str(base),
+        train_files=spec["files"]["prefs"],
+        max_length=spec["max_length"],
+        max_prompt_length=spec["max_length"] // 2,
+        **batching,
+    )
 
 
 def dataset_tokens(dataset, task: str) -> int:

@@ -21,6 +21,7 @@ from benchmarks.vs_trl.cases import CASES, DEFAULT_CASES, LEVER_CASES, TASK
 from benchmarks.vs_trl.flops import matmul_peak_gflops
 from benchmarks.vs_trl.held_out import initial_held_out_losses, reference_eval_logps
 from benchmarks.vs_trl.protocol import QUIET_CORES, QuietWait, read_line
+from benchmarks.vs_trl.same_order import agreement, describe, write_trl_order
 from benchmarks.vs_trl.table import device_name, precision_check, print_table, summarise
 from benchmarks.vs_trl.worker import worker
 from benchmarks.vs_trl.workload import build_workdir, lora_parameter_count
@@ -155,6 +156,19 @@ def shared_setup(workdir: Path, args: Namespace) -> dict:
     if any(TASK[c][0] == "dpo" for c in args.cases):
         setup["reference_eval_logps"] = reference_eval_logps(workdir, args, setup["files"])
     setup["initial_held_out_loss"] = initial_held_out_losses(workdir, args, setup)
+    for case in args.cases:
+        if case.endswith("_same_order"):
+            task = TASK[case][0]
+            spec = {
+                "task": task,
+                "files": setup["files"],
+                "workdir": str(workdir),
+                "max_length": args.max_length,
+                "batch_size": args.batch_size if task == "sft" else args.dpo_batch_size,
+                "seed": args.seed,
+            }
+            name = "trl_sft_same_order" if task == "sft" else "trl_prefs_same_order"
+            setup["files"][name] = write_trl_order(workdir, spec)
     return setup
 
 
@@ -203,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
             {**row, **case_info[case]} for case in args.cases for row in summarise(raw[case], case, setup, args, peak)
         ]
         precision = precision_check(rows)
+        same_training = agreement(rows, args.resolved_precision)
         print()
         table = print_table(rows)
         print(
@@ -214,6 +229,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"\nbf16-mixed vs fp32 (ours, SFT full, {len(precision['bf16'])} steps): max |loss difference| "
                 f"{precision['max_abs_diff']:.4f} (largest relative {precision['max_rel_diff']:.2%})"
             )
+        if same_training:
+            print("\n" + describe(same_training))
         wall = time.perf_counter() - started
         print(
             f"\nwall time {wall / 60:.1f} min, of which {waiting.waited:.0f} s waiting for idle CPUs; "
@@ -237,6 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                     "precision": str(choice),
                     "rows": rows,
                     "precision_check": precision,
+                    "same_training_check": same_training,
                     "table": table,
                     "wall_s": wall,
                     "quiet_wait_s": waiting.waited,

@@ -44,6 +44,9 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
         seed=spec["seed"],
         disable_tqdm=True,
     )
+    same_order = impl == "trl_same_order"
+    if same_order:  # the rows come in our loader's order (benchmarks/vs_trl/same_order.py): keep it
+        common["train_sampling_strategy"] = "sequential"
     counted: list[int] = []
 
     class Timer(TrainerCallback):
@@ -75,7 +78,9 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
     if task == "sft":
         from trl import SFTConfig, SFTTrainer
 
-        dataset = load_dataset("json", data_files=files["trl_sft"], split="train")
+        dataset = load_dataset(
+            "json", data_files=files["trl_sft_same_order" if same_order else "trl_sft"], split="train"
+        )
         options = {"max_length": spec["max_length"]}
         if impl == "trl_packing":
             # Packing fills rows of max_length tokens: fewer rows per step carry about as many tokens as ours.
@@ -85,7 +90,9 @@ def run_trl(spec: dict, gate: Gate) -> tuple[object, dict]:
     else:
         from trl import DPOConfig, DPOTrainer
 
-        dataset = load_dataset("json", data_files=files["trl_prefs"], split="train")
+        dataset = load_dataset(
+            "json", data_files=files["trl_prefs_same_order" if same_order else "trl_prefs"], split="train"
+        )
         config = DPOConfig(**common, max_length=spec["max_length"], beta=0.1, loss_type=["sigmoid"])
 
         class CountingDPOTrainer(DPOTrainer):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.vs_trl.flops import step_flops
+from benchmarks.vs_trl.same_order import agreement, describe
 from benchmarks.vs_trl.table import precision_check, summarise
 from benchmarks.vs_trl.workload import log_uniform_length
 
@@ -73,6 +74,25 @@ def test_precision_check_reports_the_largest_loss_difference():
     assert check["bf16_speedup"] == pytest.approx(3.0)
 
 
+def test_same_training_check_takes_the_largest_step_or_held_out_difference():
+    rows = [
+        {"case": "sft_same_order", "impl": "trl_same_order", "losses": [8.5, 7.25], "held_out_loss": 6.0},
+        {"case": "sft_same_order", "impl": "ours_same_order", "losses": [8.5, 7.25003], "held_out_loss": 6.00001},
+        {"case": "sft_full", "impl": "ours", "losses": [1.0], "held_out_loss": 1.0},
+    ]
+    check = agreement(rows, "32-true")
+    assert list(check) == ["sft_same_order"]
+    case = check["sft_same_order"]
+    assert case["max_abs_train_loss_diff"] == pytest.approx(3e-5)
+    assert case["held_out_loss_diff"] == pytest.approx(1e-5)
+    assert case["within"] is True  # 3e-5 <= 1e-4
+    rows[1]["held_out_loss"] = 6.001
+    assert agreement(rows, "32-true")["sft_same_order"]["within"] is False
+    assert "NOT within" in describe(agreement(rows, "32-true"))
+    assert agreement(rows, "16-mixed")["sft_same_order"]["within"] is None  # no tolerance stated for fp16
+    assert agreement(rows[2:], "32-true") is None
+
+
 def test_generated_lengths_spread_between_the_bounds():
     import random
 
@@ -93,19 +113,29 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         *("--hidden", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--vocab-size", "512"),
         *("--batch-size", "2", "--dpo-batch-size", "2", "--warmup-steps", "1", "--steps", "1"),
         *("--precision-steps", "1", "--eval-rows", "2", "--max-text-tokens", "40", "--max-length", "256"),
-        *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "--out", str(out)),
+        *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "sft_same_order", "dpo_same_order"),
+        *("--out", str(out)),
     ]
     subprocess.run(command, check=True, cwd=REPO, timeout=900)
-    rows = json.loads(out.read_text())["rows"]
+    result = json.loads(out.read_text())
+    rows = result["rows"]
     assert {(r["case"], r["impl"]) for r in rows} == {
         ("sft_lora", "trl"),
         ("sft_lora", "trl_packing"),
         ("sft_lora", "ours"),
         ("dpo_full", "trl"),
         ("dpo_full", "ours"),
+        ("dpo_full", "ours_separate"),
         ("dpo_full", "trl_gc"),
         ("dpo_full", "ours_gc"),
+        ("sft_same_order", "trl_same_order"),
+        ("sft_same_order", "ours_same_order"),
+        ("dpo_same_order", "trl_same_order"),
+        ("dpo_same_order", "ours_same_order"),
     }
+    # The same batches in the same order: the same training, within the precision's tolerance.
+    for case in ("sft_same_order", "dpo_same_order"):
+        assert result["same_training_check"][case]["within"] is True, result["same_training_check"][case]
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0 and math.isfinite(row["held_out_loss"])
     assert "amortised_tokens_per_s" in next(r for r in rows if r["impl"] == "ours" and r["case"] == "dpo_full")
