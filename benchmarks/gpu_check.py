@@ -47,7 +47,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from lightning_modules.dpo import DPOModule  # noqa: E402
-from lightning_modules.loading import SFT_ADAPTER, LoraSettings, add_lora, keep_4bit_layout  # noqa: E402
+from lightning_modules.loading import SFT_ADAPTER, LoadSettings, LoraSettings, add_lora, keep_4bit_layout  # noqa: E402
 from lightning_modules.optim import OptimizerSettings  # noqa: E402
 from lightning_modules.sft import SFTModule  # noqa: E402
 
@@ -154,8 +154,7 @@ def make_module(case: Case, base: nn.Module, dtype: str) -> L.LightningModule:
             return SFTModule(
                 IN_MEMORY,
                 lora=case.lora,
-                dtype=dtype,
-                load_in_4bit=case.four_bit,
+                load=LoadSettings(dtype=dtype, load_in_4bit=case.four_bit),
                 gradient_checkpointing=case.gradient_checkpointing,
                 optimizer=OptimizerSettings(lr=2e-5, warmup_steps=0),
             )
@@ -172,8 +171,7 @@ def make_module(case: Case, base: nn.Module, dtype: str) -> L.LightningModule:
             IN_MEMORY,
             lora=case.lora,
             reference="precomputed",
-            dtype=dtype,
-            load_in_4bit=case.four_bit,
+            load=LoadSettings(dtype=dtype, load_in_4bit=case.four_bit),
             gradient_checkpointing=case.gradient_checkpointing,
             optimizer=OptimizerSettings(lr=5e-7, warmup_steps=0),
         )
@@ -260,7 +258,7 @@ def planner_prediction(case: Case, model_config_path: Path, max_length: int, gpu
         "--config", str(STAGE_CONFIGS[case.stage]),
         "--model-config", str(model_config_path),
         "--set", f"data.init_args.max_length={max_length}",
-        "--set", f"model.init_args.load_in_4bit={'true' if case.four_bit else 'false'}",
+        "--set", f"model.init_args.load.load_in_4bit={'true' if case.four_bit else 'false'}",
         "--set", f"model.init_args.gradient_checkpointing={'true' if case.gradient_checkpointing else 'false'}",
         "--json",
     ]  # fmt: skip

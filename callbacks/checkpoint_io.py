@@ -11,9 +11,9 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from common.atomic import atomic_torch_save
 from common.errors import NonFiniteCheckpointError
-from common.settings import LoraSettings, OptimizerSettings
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 
-SAFE_GLOBALS = [LoraSettings, OptimizerSettings]
+SAFE_GLOBALS = [LoadSettings, LoraSettings, OptimizerSettings]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -50,7 +50,7 @@ SFT_KEYS = {
     "LoRA alpha": ("model", "init_args", "lora", "alpha"),
     "LoRA dropout": ("model", "init_args", "lora", "dropout"),
     "LoRA target modules": ("model", "init_args", "lora", "target_modules"),
-    "4-bit base (QLoRA)": ("model", "init_args", "load_in_4bit"),
+    "4-bit base (QLoRA)": ("model", "init_args", "load", "load_in_4bit"),  # absent with no load: section
     "seed": ("seed_everything",),
 }
 DPO_KEYS = {

@@ -14,7 +14,6 @@ from torch import nn
 
 from common.atomic import atomic_torch_save
 from common.errors import ConfigError
-from common.precision import resolve_dtype
 from common.provenance import describe
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
@@ -25,6 +24,7 @@ from lightning_modules.loading import (
     add_lora,
     check_sft_export,
     load_sft_model,
+    training_load_settings,
 )
 from lightning_modules.losses import DPOLossType, chosen_nll_loss, dpo_loss, token_logps
 
@@ -80,15 +80,14 @@ class DPOModule(CausalLMModule):
             the 5th digit (seen in fp32 on the tiny model: validation loss 6.81552 vs 6.81501), where plain DPO
             matches to 1e-5.
         merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
-            as a frozen stacked adapter, required with ``load_in_4bit``.
+            as a frozen stacked adapter, required with ``load.load_in_4bit``.
         reference_cache_dir: folder of the precomputed-reference cache.
-        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (as in ``SFTModule``).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        load: how the weights are loaded, as in ``SFTModule`` (``load_in_4bit``: a QLoRA base, 4-bit NF4, under the
+            SFT adapter kept stacked); ``null``: float32 weights, ``sdpa``, no 4-bit, no remote code (the same
+            numbers on any machine).
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
-            slower; the benchmark's baseline for this choice). Only with ``attn_implementation: sdpa``.
-        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
-        load_in_4bit: QLoRA base, 4-bit NF4 (bitsandbytes >= 0.46.1; on a GPU or the CPU).
+            slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and schedule (the study: lr 5e-7).
     """
@@ -106,11 +105,8 @@ class DPOModule(CausalLMModule):
         nll_weight: float = 0.0,
         merge_sft_adapter: bool | None = None,
         reference_cache_dir: str = "runs/reference_cache",
-        dtype: str = "float32",
-        attn_implementation: str | None = "sdpa",
+        load: LoadSettings | None = None,
         packed_sdpa: bool = True,
-        trust_remote_code: bool = False,
-        load_in_4bit: bool = False,
         gradient_checkpointing: bool = False,
         optimizer: OptimizerSettings | None = None,
     ) -> None:
@@ -120,8 +116,9 @@ class DPOModule(CausalLMModule):
         self.packed_sdpa = packed_sdpa
         if reference == "adapter" and lora is None:
             raise ConfigError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
-        if load_in_4bit and lora is None:
-            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
+        load = training_load_settings(load, lora)
+        if load.load_in_4bit and lora is None:
+            raise ConfigError("load.load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
         # Validate the loss settings now rather than at the first step.
         try:
             dpo_loss(
@@ -149,13 +146,7 @@ class DPOModule(CausalLMModule):
         self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
         if export["base"] is not None:
             self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
-        self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load_in_4bit)
-        load = LoadSettings(
-            dtype=resolve_dtype(dtype, frozen=lora is not None),
-            attn_implementation=attn_implementation,
-            load_in_4bit=load_in_4bit,
-            trust_remote_code=trust_remote_code,
-        )
+        self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load.load_in_4bit)
         policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
         if reference == "separate":
             reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())

@@ -7,6 +7,7 @@ built by ``scripts/build_tiny_model.py``: nothing here knows which one it is giv
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from transformers import (
 from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import describe, is_local, resolve_revision
-from common.settings import LoraSettings
+from common.settings import LoadSettings, LoraSettings
 
 BITSANDBYTES_MIN_VERSION = "0.46.1"
 """The oldest bitsandbytes that runs QLoRA on the CPU as well as on CUDA. Its CPU NF4 kernels (quantise,
@@ -63,9 +64,9 @@ def check_bitsandbytes(device: str) -> str:
     if installed is None or Version(installed) < Version(BITSANDBYTES_MIN_VERSION):
         found = "it is not installed" if installed is None else f"found {installed}"
         raise QuantizationUnavailableError(
-            f"load_in_4bit: true needs bitsandbytes>={BITSANDBYTES_MIN_VERSION} (4-bit NF4 on the CPU and on "
+            f"load.load_in_4bit: true needs bitsandbytes>={BITSANDBYTES_MIN_VERSION} (4-bit NF4 on the CPU and on "
             f"CUDA); {found}. Install it with pip install 'bitsandbytes>={BITSANDBYTES_MIN_VERSION}', or set "
-            "load_in_4bit: false to load 16/32-bit weights."
+            "load.load_in_4bit: false to load 16/32-bit weights."
         )
     import bitsandbytes  # imported only here: 4-bit loading is its only use
 
@@ -73,8 +74,8 @@ def check_bitsandbytes(device: str) -> str:
     supported = getattr(bitsandbytes, "supported_torch_devices", set())
     if device_type not in supported:
         raise QuantizationUnavailableError(
-            f"load_in_4bit: true on {device_type}: bitsandbytes {installed} has 4-bit kernels only for "
-            f"{', '.join(sorted(supported)) or 'no device'}. Set load_in_4bit: false, or run on one of those."
+            f"load.load_in_4bit: true on {device_type}: bitsandbytes {installed} has 4-bit kernels only for "
+            f"{', '.join(sorted(supported)) or 'no device'}. Set load.load_in_4bit: false, or run on one of those."
         )
     return installed
 
@@ -170,6 +171,16 @@ def load_causal_lm(
         # and norms are 262M weights, +0.5 GB in fp32 over bf16, beside ~3.6 GB of 4-bit layers. Under
         # `32-true` it would change nothing.
     return model
+
+
+def training_load_settings(load: LoadSettings | None, lora: LoraSettings | None) -> LoadSettings:
+    """The loading settings of a training module's ``load`` argument, with ``dtype: auto`` resolved.
+
+    ``None`` is float32 weights, ``sdpa``, no 4-bit, no remote code: the same numbers on any machine. ``auto`` is
+    the compute dtype for a LoRA's frozen base, fp32 for trained weights (:func:`common.precision.resolve_dtype`).
+    """
+    load = load or LoadSettings(dtype="float32")
+    return replace(load, dtype=resolve_dtype(load.dtype, frozen=lora is not None))
 
 
 def load_trainable_base(

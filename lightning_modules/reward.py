@@ -10,11 +10,11 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
-from common.precision import resolve_dtype
+from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from datamodules.tokenizer import load_tokenizer
 from lightning_modules.causal_lm import CausalLMModule, num_examples
-from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base
+from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import bradley_terry_loss
 from lightning_modules.packed_attention import use_packed_sdpa
 from lightning_modules.sharding import ShardingError
@@ -92,9 +92,9 @@ class RewardModule(CausalLMModule):
         model_name_or_path: the base: Hub id (``mistralai/Mistral-7B-v0.1``) or local ``save_pretrained`` folder
             of a causal LM (an SFT stage's full-model export works too).
         lora: LoRA settings; ``null`` for full fine-tuning.
-        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (as in ``SFTModule``).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
-        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
+        load: how the weights are loaded, as in ``SFTModule``, but not ``load_in_4bit`` (the export merges the
+            LoRA into the base weights, and merged into 4-bit ones it is rounded); ``null``: float32 weights,
+            ``sdpa``, no remote code (the same numbers on any machine).
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
@@ -107,9 +107,7 @@ class RewardModule(CausalLMModule):
         self,
         model_name_or_path: str,
         lora: LoraSettings | None = None,
-        dtype: str = "float32",
-        attn_implementation: str | None = "sdpa",
-        trust_remote_code: bool = False,
+        load: LoadSettings | None = None,
         gradient_checkpointing: bool = False,
         optimizer: OptimizerSettings | None = None,
         revision: str | None = None,
@@ -120,14 +118,16 @@ class RewardModule(CausalLMModule):
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        load = LoadSettings(
-            dtype=resolve_dtype(dtype, frozen=lora is not None),
-            attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        )
+        load = training_load_settings(load, lora)
+        if load.load_in_4bit:
+            raise ConfigError(
+                "load.load_in_4bit: the reward model does not support a 4-bit base: its export merges the LoRA into "
+                "the base weights, and merged into 4-bit ones it is rounded, so the export would not score as "
+                "trained. Set model.load.load_in_4bit: false."
+            )
         model, self.commit, source = load_trainable_base(model_name_or_path, revision, num_labels=1, **load.kwargs())
         self.provenance = {"model": source}
-        tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=trust_remote_code, revision=self.commit)
+        tokenizer = load_tokenizer(model_name_or_path, trust_remote_code=load.trust_remote_code, revision=self.commit)
         self.pad_token = reward_pad_token(tokenizer)
         # What the export declares, so Hugging Face's own forward scores the same token as rewards() does.
         model.config.pad_token_id = tokenizer.convert_tokens_to_ids(self.pad_token)

@@ -6,10 +6,9 @@ import torch
 from torchmetrics import MeanMetric
 
 from common.errors import ConfigError
-from common.precision import resolve_dtype
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.loading import add_lora, load_trainable_base
+from lightning_modules.loading import add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import sft_loss
 
 
@@ -19,15 +18,15 @@ class SFTModule(CausalLMModule):
     Args:
         model_name_or_path: Hub id (``mistralai/Mistral-7B-v0.1``) or local ``save_pretrained`` folder.
         lora: LoRA settings (the study: r=16, alpha=32, dropout 0.05); ``null`` for full fine-tuning.
-        dtype: weight dtype: ``float32``, ``bfloat16``, ``float16`` or ``auto`` (through ``train.py``: what
-            ``trainer.precision`` implies, the compute dtype for a LoRA's frozen base and fp32 for weights
-            trained under mixed precision; elsewhere the same for ``precision: auto`` on this machine).
-        attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
+        load: how the weights are loaded: ``dtype``, ``attn_implementation``, ``load_in_4bit`` (QLoRA: a frozen
+            4-bit NF4 base under the LoRA) and ``trust_remote_code``. ``load.dtype: auto`` (the default of a
+            ``load:`` section): through ``train.py``, what ``trainer.precision`` implies, the compute dtype for a
+            LoRA's frozen base and fp32 for weights trained under mixed precision; elsewhere the same for
+            ``precision: auto`` on this machine. ``null``: float32 weights, ``sdpa``, no 4-bit, no remote code
+            (the same numbers on any machine).
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
-            slower; the benchmark's baseline for this choice). Only with ``attn_implementation: sdpa``.
-        trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
-        load_in_4bit: QLoRA: quantise the frozen base to 4-bit NF4 (bitsandbytes >= 0.46.1; on a GPU or the CPU).
+            slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
@@ -40,11 +39,8 @@ class SFTModule(CausalLMModule):
         self,
         model_name_or_path: str,
         lora: LoraSettings | None = None,
-        dtype: str = "float32",
-        attn_implementation: str | None = "sdpa",
+        load: LoadSettings | None = None,
         packed_sdpa: bool = True,
-        trust_remote_code: bool = False,
-        load_in_4bit: bool = False,
         gradient_checkpointing: bool = False,
         optimizer: OptimizerSettings | None = None,
         revision: str | None = None,
@@ -53,17 +49,12 @@ class SFTModule(CausalLMModule):
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
         self.packed_sdpa = packed_sdpa
-        if load_in_4bit and lora is None:
-            raise ConfigError("load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
+        load = training_load_settings(load, lora)
+        if load.load_in_4bit and lora is None:
+            raise ConfigError("load.load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
         self.model_name_or_path = model_name_or_path
         self.uses_lora = lora is not None
         self.optimizer_settings = optimizer or OptimizerSettings()
-        load = LoadSettings(
-            dtype=resolve_dtype(dtype, frozen=lora is not None),
-            attn_implementation=attn_implementation,
-            load_in_4bit=load_in_4bit,
-            trust_remote_code=trust_remote_code,
-        )
         model, _, source = load_trainable_base(model_name_or_path, revision, **load.kwargs())
         self.provenance = {"model": source}
         if gradient_checkpointing:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m planner plan --config configs/dpo.yaml --set model.init_args.load_in_4bit=true --gpu-memory-gb 24
+    python -m planner plan --config configs/dpo.yaml --set model.init_args.load.load_in_4bit=true --gpu-memory-gb 24
     python -m planner plan --config configs/sft.yaml --config configs/dpo.yaml --gpu H100 --mfu 0.4
     python -m planner plan --config configs/sft.yaml --json
 

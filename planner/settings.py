@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from common.settings import LoadSettings
+
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """``LoraSettings.target_modules``' default (lightning_modules/loading.py)."""
 
@@ -40,8 +42,9 @@ class PlannedRun:
         stage: ``sft``, ``dpo`` or ``reward`` (from ``model.class_path``).
         model: ``model.init_args.model_name_or_path``.
         lora: the trained adapter, or ``None`` for full fine-tuning.
-        dtype: ``model.init_args.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``).
-        load_in_4bit: QLoRA base.
+        dtype: ``model.init_args.load.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``); ``float32``
+            without a ``load:`` section, as the modules load then.
+        load_in_4bit: ``model.init_args.load.load_in_4bit``: QLoRA base.
         gradient_checkpointing: recompute each decoder layer in the backward pass.
         reference: DPO only: ``separate``, ``adapter`` or ``precomputed``.
         merge_sft_adapter: DPO only: ``None`` means merged unless 4-bit (``DPOModule``'s rule).
@@ -124,7 +127,7 @@ def apply_override(config: dict, override: str) -> None:
     """Set one ``dotted.key=value`` in ``config``: every key but the last must exist already."""
     key, sep, text = override.partition("=")
     if not sep or not key:
-        raise PlanError(f"--set {override!r}: expected dotted.key=value, e.g. model.init_args.load_in_4bit=true.")
+        raise PlanError(f"--set {override!r}: expected dotted.key=value, e.g. model.init_args.load.load_in_4bit=true.")
     *parents, leaf = key.split(".")
     node = config
     for depth, part in enumerate(parents):
@@ -156,6 +159,7 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
     strategy = trainer.get("strategy")
     strategy_name = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
     devices = trainer.get("devices", 1)
+    load = model.get("load")  # absent or null: the modules' float32 weights; a load: section's dtype defaults to auto
     if not isinstance(devices, int):
         raise PlanError(f"{config_path}: trainer.devices {devices!r}: the planner needs a number of devices.")
     return PlannedRun(
@@ -163,8 +167,8 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
         stage=stage,
         model=str(model["model_name_or_path"]),
         lora=parse_lora(model.get("lora")),
-        dtype=str(model.get("dtype", "float32")),
-        load_in_4bit=bool(model.get("load_in_4bit", False)),
+        dtype="float32" if load is None else str(load.get("dtype", LoadSettings.dtype)),
+        load_in_4bit=load is not None and bool(load.get("load_in_4bit", False)),
         gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
         reference=str(model.get("reference", "precomputed")),
         merge_sft_adapter=model.get("merge_sft_adapter"),

@@ -112,7 +112,8 @@ def test_the_dry_run_configs_parse_and_keep_the_studys_setup(dryrun_printed, nam
     sft, dpo = parsed["sft"], parsed["dpo"]
     assert sft["trainer"]["accelerator"] == dpo["trainer"]["accelerator"] == "cpu"
     assert sft["model"]["init_args"]["lora"]["r"] == 16 and dpo["model"]["init_args"]["beta"] == 0.1
-    assert sft["model"]["init_args"]["load_in_4bit"] is dpo["model"]["init_args"]["load_in_4bit"] is (name == "qlora")
+    sft_4bit, dpo_4bit = (stage["model"]["init_args"]["load"]["load_in_4bit"] for stage in (sft, dpo))
+    assert sft_4bit is dpo_4bit is (name == "qlora")
     assert parsed["evaluate"]["load"]["merge_adapters"] is (name == "lora")
     assert dpo["model"]["init_args"]["model_name_or_path"] == f"outputs/dryrun/{name}/sft"
 
@@ -137,7 +138,7 @@ def test_study_sft_config_is_the_studys_setup(printed):
     assert model["optimizer"]["lr"] == pytest.approx(2e-5)
     assert parsed["trainer"]["max_epochs"] == 3
     assert parsed["trainer"]["precision"] == "auto"  # resolved at run time, by the hardware
-    assert model["dtype"] == "auto"
+    assert model["load"]["dtype"] == "auto"
     assert parsed["data"]["init_args"]["num_examples"] == 10000
 
 
@@ -170,11 +171,20 @@ def test_mistyped_command_line_key_is_rejected_by_name(tmp_path):
     assert "not accepted" in result.stderr
 
 
-def test_mistyped_yaml_key_is_rejected_by_name(tmp_path):
-    text = (REPO / "configs" / "tiny" / "sft.yaml").read_text()
-    assert "\n  max_epochs: " in text
-    bad = tmp_path / "typo.yaml"
-    bad.write_text(text.replace("\n  max_epochs: ", "\n  max_epoch: ", 1))
-    result = run_cli(["fit", "--config", str(bad), "--print_config"], tmp_path)
+@pytest.mark.parametrize(
+    ("config", "good", "bad", "message"),
+    [
+        ("tiny/sft.yaml", "\n  max_epochs: ", "\n  max_epoch: ", "does not accept option 'max_epoch'"),
+        # the loading keywords live under model.init_args.load: the old flat key is an error, not ignored
+        ("sft.yaml", "\n    load:\n      dtype: auto", "\n    dtype: auto\n    load:", "'dtype' is not accepted"),
+    ],
+    ids=["typo", "dtype-outside-load"],
+)
+def test_mistyped_yaml_key_is_rejected_by_name(tmp_path, config, good, bad, message):
+    text = (REPO / "configs" / config).read_text()
+    assert good in text
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(text.replace(good, bad, 1))
+    result = run_cli(["fit", "--config", str(typo), "--print_config"], tmp_path)
     assert result.returncode != 0
-    assert "does not accept option 'max_epoch'" in result.stderr
+    assert message in result.stderr

@@ -23,7 +23,7 @@ import math
 import lightning as L
 import pytest
 
-from common.settings import LoraSettings, OptimizerSettings
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from lightning_modules.dpo import DPOModule
 from lightning_modules.sft import SFTModule
@@ -56,7 +56,7 @@ def sft_curve(model_dir, repo, cpu_trainer) -> list[float]:
     module = SFTModule(
         str(model_dir),
         lora=LoraSettings(r=8, alpha=16, dropout=0.0),
-        dtype="float32",
+        load=LoadSettings(dtype="float32"),
         optimizer=OptimizerSettings(lr=5e-3, warmup_steps=1),
     )
     data = InstructionDataModule(
@@ -74,7 +74,7 @@ def dpo_curve(sft_export, repo, tmp_path, cpu_trainer) -> list[float]:
         lora=LoraSettings(r=4, alpha=8, dropout=0.0),
         reference="precomputed",
         reference_cache_dir=str(tmp_path / "reference"),
-        dtype="float32",
+        load=LoadSettings(dtype="float32"),
         optimizer=OptimizerSettings(lr=5e-3, warmup_steps=1),
     )
     data = PreferenceDataModule(

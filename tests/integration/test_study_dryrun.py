@@ -78,13 +78,13 @@ def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
     results = check_study_outputs(result, root)
     assert "(merged)" in results["meta"]["sources"]["sft_dpo"]
     trained = yaml.safe_load((root / "outputs/study/sft/training_config.yaml").read_text())
-    assert trained["model"]["init_args"]["load_in_4bit"] is False
+    assert trained["model"]["init_args"]["load"]["load_in_4bit"] is False
 
     result, root = dry_run(stand_ins, tmp_path / "qlora", "configs/dryrun", "configs/dryrun/qlora")
     results = check_study_outputs(result, root)
     for stage in ("sft", "dpo"):
         trained = yaml.safe_load((root / "outputs/study" / stage / "training_config.yaml").read_text())
-        assert trained["model"]["init_args"]["load_in_4bit"] is True
+        assert trained["model"]["init_args"]["load"]["load_in_4bit"] is True
         assert trained["model"]["init_args"]["gradient_checkpointing"] is True
     assert "(stacked, both active)" in results["meta"]["sources"]["sft_dpo"]
     assert results["meta"]["load"]["load_in_4bit"] is True

@@ -8,7 +8,7 @@ import torch
 from torch.testing import assert_close
 from transformers import MistralConfig, MistralForCausalLM
 
-from common.settings import LoraSettings
+from common.settings import LoadSettings, LoraSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from datamodules.collate import PreferenceCollator, SFTCollator
 from lightning_modules.causal_lm import ResponseOutputs
@@ -149,6 +149,6 @@ def test_packed_sdpa_leaves_padded_and_unpacked_batches_as_stock_sdpa():
 
 
 def test_use_packed_sdpa_keeps_other_attention_implementations(tiny_model_dir):
-    model = SFTModule(str(tiny_model_dir), attn_implementation="eager").model
+    model = SFTModule(str(tiny_model_dir), load=LoadSettings(dtype="float32", attn_implementation="eager")).model
     use_packed_sdpa(model)
     assert model.config._attn_implementation == "eager"

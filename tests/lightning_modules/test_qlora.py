@@ -22,7 +22,7 @@ from torch.testing import assert_close
 from callbacks.checkpoint_io import AtomicCheckpointIO
 from callbacks.resume import RandomStateCheckpoint
 from common.precision import Hardware
-from common.settings import OptimizerSettings
+from common.settings import LoadSettings, OptimizerSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from evaluation.scoring import HeldOutData, preference_logps, read_preference_pairs
 from evaluation.variants import VARIANTS, VariantLoadSettings, load_variant, resolve_sources
@@ -47,6 +47,7 @@ needs_4bit = pytest.mark.skipif(bool(NO_4BIT), reason=NO_4BIT)
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # 2 layers: 14 in 4-bit
 # + lm_head (never quantised): the untrained tiny base gives a LoRA little else to learn from in 24 steps.
 LORA = LoraSettings(r=8, alpha=16, dropout=0.0, target_modules=[*PROJECTIONS, "lm_head"])
+FOUR_BIT = LoadSettings(dtype="float32", load_in_4bit=True)  # the modules' fp32 default, with the 4-bit base
 SFT_STEPS = 24  # 48 rows, batch 4: two epochs, a validation at the end of each
 STRATEGIES = ("separate", "adapter", "precomputed")
 RESUME_STEPS = 4  # interrupted before step 2, mid-epoch (12 batches an epoch)
@@ -146,7 +147,7 @@ def test_4bit_without_a_usable_bitsandbytes_is_one_clear_error(installed, tiny_m
     monkeypatch.setattr(loading, "version", version)
     found = "not installed" if installed is None else f"found {installed}"
     with pytest.raises(QuantizationUnavailableError, match=rf"bitsandbytes>={BITSANDBYTES_MIN_VERSION}.*{found}"):
-        SFTModule(str(tiny_model_dir), lora=LORA, load_in_4bit=True)
+        SFTModule(str(tiny_model_dir), lora=LORA, load=FOUR_BIT)
 
 
 @needs_4bit
@@ -181,7 +182,7 @@ def test_4bit_compute_dtype_follows_the_precision_rule(tiny_model_dir, monkeypat
 @needs_4bit
 def test_merging_an_adapter_into_4bit_weights_is_refused(qlora_sft):
     with pytest.raises(ValueError, match="cannot be merged into a 4-bit base"):
-        DPOModule(str(qlora_sft["export"]), lora=LORA, load_in_4bit=True, merge_sft_adapter=True)
+        DPOModule(str(qlora_sft["export"]), lora=LORA, load=FOUR_BIT, merge_sft_adapter=True)
     with pytest.raises(ValueError, match="merge_adapters: false"):
         VariantLoadSettings(load_in_4bit=True, merge_adapters=True)
 
@@ -198,7 +199,7 @@ def qlora_sft(tiny_model_dir, repo, tmp_path_factory, cpu_trainer) -> dict:
     root = tmp_path_factory.mktemp("qlora_sft")
     L.seed_everything(0, verbose=False)
     module = SFTModule(
-        str(tiny_model_dir), lora=LORA, load_in_4bit=True, optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1)
+        str(tiny_model_dir), lora=LORA, load=FOUR_BIT, optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1)
     )
     data = sft_data(tiny_model_dir, repo, root)
     before, frozen_before = trained_state(module), frozen_state(module)
@@ -282,7 +283,7 @@ def qlora_dpo(qlora_sft, repo, tmp_path_factory, cpu_trainer) -> dict[str, dict]
             lora=LORA,
             reference=strategy,
             beta=0.1,
-            load_in_4bit=True,  # merge_sft_adapter unset: stacked, as a 4-bit base requires
+            load=FOUR_BIT,  # merge_sft_adapter unset: stacked, as a 4-bit base requires
             reference_cache_dir=str(root / "reference"),
             optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
         )
@@ -386,7 +387,7 @@ def resumable_run(
     module = SFTModule(
         str(model),
         lora=LoraSettings(r=8, alpha=16, dropout=0.1, target_modules=LORA.target_modules),
-        load_in_4bit=True,
+        load=FOUR_BIT,
         optimizer=OptimizerSettings(lr=1e-2, warmup_steps=1),
     )
     log = StepLog()

@@ -11,8 +11,8 @@ from preference_helpers import first_batch, preference_data
 from torch.testing import assert_close
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from common.errors import ModelLoadError
-from common.settings import LoraSettings, OptimizerSettings
+from common.errors import ConfigError, ModelLoadError
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.reward import RewardModule, last_token_mask, reward_pad_token
 
 
@@ -59,6 +59,12 @@ def test_the_export_pad_token_is_never_eos():
     assert reward_pad_token(tokenizer(("</s>", 2), ("<unk>", 0))) == "<unk>"  # pad = EOS (Mistral via load_tokenizer)
     with pytest.raises(ModelLoadError, match="pad token other than EOS"):
         reward_pad_token(tokenizer(("</s>", 2), None))
+
+
+def test_a_4bit_base_is_refused_before_anything_loads(tmp_path):
+    """The export merges the LoRA into the base: merged into 4-bit weights it would be rounded."""
+    with pytest.raises(ConfigError, match="the reward model does not support a 4-bit base"):
+        RewardModule(str(tmp_path / "nowhere"), lora=LoraSettings(), load=LoadSettings(load_in_4bit=True))
 
 
 def test_reward_is_the_score_at_each_rows_last_token_padded_or_packed(tiny_model_dir, repo, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from common.settings import LoraSettings, OptimizerSettings
+from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from datamodules.collate import SFTCollator
 from datamodules.instruction import InstructionDataModule
 from lightning_modules.losses import sft_loss
@@ -117,6 +117,17 @@ def test_lora_changes_only_the_adapter_weights(trained_lora):
             assert not torch.equal(value, after[key]), f"{key} did not train"
         else:
             assert torch.equal(value, after[key]), f"base weight {key} changed"
+
+
+def test_load_settings_give_the_frozen_base_its_dtype(tiny_model_dir):
+    """``load.dtype`` is the frozen base's dtype; ``load=None`` is float32 on any machine."""
+    lora = LoraSettings(r=4, alpha=8, dropout=0.0)
+    bf16 = SFTModule(str(tiny_model_dir), load=LoadSettings(dtype="bfloat16"), lora=lora)
+    assert {p.dtype for p in bf16.model.parameters() if not p.requires_grad} == {torch.bfloat16}
+    assert bf16.hparams["load"] == LoadSettings(dtype="bfloat16")  # saved as given
+    default = SFTModule(str(tiny_model_dir), lora=lora)
+    assert {p.dtype for p in default.model.parameters() if not p.requires_grad} == {torch.float32}
+    assert default.hparams["load"] is None
 
 
 def test_full_fine_tuning_changes_the_base_weights(tiny_model_dir, repo, tmp_path, cpu_trainer):

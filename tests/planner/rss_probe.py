@@ -58,7 +58,7 @@ def measure(model_dir: str, rows: int, length: int, checkpointing: bool, steps: 
     import lightning as L
     from torch.utils.data import DataLoader
 
-    from lightning_modules.loading import LoraSettings
+    from common.settings import LoadSettings, LoraSettings
     from lightning_modules.sft import SFTModule
 
     data = batches(rows, length, steps)
@@ -66,7 +66,7 @@ def measure(model_dir: str, rows: int, length: int, checkpointing: bool, steps: 
     module = SFTModule(
         model_dir,
         lora=LoraSettings(r=16, alpha=32, dropout=0.05),
-        dtype="float32",
+        load=LoadSettings(dtype="float32"),
         gradient_checkpointing=checkpointing,
     )
     loaded = status_kib("VmRSS") * 1024

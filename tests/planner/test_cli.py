@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from planner.__main__ import main
-from planner.settings import PlanError, load_settings
+from planner.settings import PlanError, load_settings, parse_settings
 from planner.shapes import resolve_model
 from planner.timing import plan_time
 
@@ -26,7 +26,7 @@ def run_plan(capsys, *args: str) -> tuple[int, str, str]:
 
 def test_dpo_config_follows_the_sft_export_to_mistral(monkeypatch):
     monkeypatch.chdir(REPO)
-    settings = load_settings("configs/dpo.yaml", ["model.init_args.load_in_4bit=true"])
+    settings = load_settings("configs/dpo.yaml", ["model.init_args.load.load_in_4bit=true"])
     model = resolve_model(settings)
     assert "configs/sft.yaml" in model.source and "mistral-7b-v0.1.json" in model.source
     arch = model.architecture
@@ -38,17 +38,28 @@ def test_dpo_config_follows_the_sft_export_to_mistral(monkeypatch):
     assert model.sft_adapter.r == 16  # from configs/sft.yaml's lora
 
 
+def test_load_section_defaults_are_the_modules():
+    """No ``load:`` section: the modules' float32 weights; a section's own ``dtype`` default is ``auto``."""
+    config = yaml.safe_load((REPO / "configs/tiny/sft.yaml").read_text())
+    assert "load" not in config["model"]["init_args"]
+    settings = parse_settings(config, "configs/tiny/sft.yaml")
+    assert (settings.dtype, settings.load_in_4bit) == ("float32", False)
+    config["model"]["init_args"]["load"] = {"load_in_4bit": True}
+    settings = parse_settings(config, "configs/tiny/sft.yaml")
+    assert (settings.dtype, settings.load_in_4bit) == ("auto", True)
+
+
 def test_study_qlora_dpo_fits_in_24_gb(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     code, out, _ = run_plan(
-        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load_in_4bit=true",
+        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load.load_in_4bit=true",
         "--set", "model.init_args.gradient_checkpointing=true", "--gpu-memory-gb", "24", "--json",
     )
     plan = json.loads(out)
     assert code == 0 and plan["fits"] and plan["peak_bytes"] < 24e9
     # configs/dpo.yaml turns checkpointing off for one 80 GB H100: QLoRA on 24 GB needs it back on
     _, without, _ = run_plan(
-        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load_in_4bit=true",
+        capsys, "--config", "configs/dpo.yaml", "--set", "model.init_args.load.load_in_4bit=true",
         "--gpu-memory-gb", "24", "--json",
     )
     assert not json.loads(without)["fits"]
@@ -77,7 +88,7 @@ def test_fsdp_shards_weights_over_devices(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     _, out, _ = run_plan(capsys, "--config", "configs/sft_fsdp.yaml", "--json")
     plan = json.loads(out)
-    # fp32 weights (dtype: float32) of 7.24B over 4 GPUs
+    # fp32 weights (load.dtype: float32) of 7.24B over 4 GPUs
     assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 4 / 4, rel=1e-6)
 
 
@@ -124,7 +135,7 @@ def test_bad_override_is_one_error_line(capsys):
     code, _, err = run_plan(capsys, "--config", str(REPO / "configs/sft.yaml"), "--set", "model.nope.r=4")
     assert code == 2 and err == "error: --set 'model.nope.r=4': the config has no section model.nope.\n"
     with pytest.raises(PlanError, match="expected dotted.key=value"):
-        load_settings(REPO / "configs/sft.yaml", ["load_in_4bit"])
+        load_settings(REPO / "configs/sft.yaml", ["load.load_in_4bit"])
 
 
 def test_module_entry_point_without_traceback(tmp_path):

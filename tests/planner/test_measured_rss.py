@@ -54,7 +54,7 @@ def planned_peak(config_json: Path) -> int:
         REPO / "configs/sft.yaml",
         [
             "trainer.precision=32-true",
-            "model.init_args.dtype=float32",
+            "model.init_args.load.dtype=float32",
             "model.init_args.gradient_checkpointing=false",
             f"data.init_args.batch_size={ROWS}",
             f"data.init_args.max_length={LENGTH}",

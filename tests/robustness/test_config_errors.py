@@ -30,7 +30,7 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     no_export = tiny_config("dpo", root / "no_export", root / "outputs" / "sft")
     half_export = tiny_config("dpo", root / "half_export", incomplete)
     four_bit = tiny_config("sft", root / "four_bit", model)
-    four_bit["model"]["init_args"]["load_in_4bit"] = True
+    four_bit["model"]["init_args"]["load"] = {"load_in_4bit": True}
     # 4-bit runs on the CPU now; what still stops it is a bitsandbytes too old for that (see old_bitsandbytes).
     # Constructor checks (a data module's, a module's, a settings dataclass's) that jsonargparse would otherwise
     # wrap in a 40-line traceback.
@@ -39,7 +39,7 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     lora_rank = tiny_config("sft", root / "lora_rank", model)
     lora_rank["model"]["init_args"]["lora"]["r"] = 0
     qlora_without_lora = tiny_config("sft", root / "qlora_without_lora", model)
-    qlora_without_lora["model"]["init_args"].update(load_in_4bit=True, lora=None)
+    qlora_without_lora["model"]["init_args"].update(load={"load_in_4bit": True}, lora=None)
     dpo_loss = tiny_config("dpo", root / "dpo_loss", sft_export)
     dpo_loss["model"]["init_args"]["label_smoothing"] = 0.7
     fsdp_on_cpu = tiny_config("sft", root / "fsdp_on_cpu", model, strategy="fsdp", devices=2)
@@ -62,14 +62,21 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
         "half_export": (half_export, [f"error: {incomplete}: incomplete SFT export", "adapter_model.safetensors"]),
         "four_bit": (
             four_bit,
-            ["error: load_in_4bit: true needs bitsandbytes>=0.46.1", "found 0.45.5", "set load_in_4bit: false"],
+            [
+                "error: load.load_in_4bit: true needs bitsandbytes>=0.46.1",
+                "found 0.45.5",
+                "set load.load_in_4bit: false",
+            ],
         ),
         "prompt_length": (
             prompt_length,
             ["error: data: max_prompt_length (300) must be below max_length (256)", "lower max_prompt_length"],
         ),
         "lora_rank": (lora_rank, ["error: lora.r must be a positive integer", "got 0"]),
-        "qlora_without_lora": (qlora_without_lora, ["error: load_in_4bit (QLoRA) trains a LoRA", "set model.lora"]),
+        "qlora_without_lora": (
+            qlora_without_lora,
+            ["error: load.load_in_4bit (QLoRA) trains a LoRA", "set model.lora"],
+        ),
         "dpo_loss": (dpo_loss, ["error: model: label_smoothing (cDPO eps) must be in [0, 0.5], got 0.7"]),
         "fsdp_on_cpu": (
             fsdp_on_cpu,

@@ -101,27 +101,33 @@ def test_no_code_of_ours_reads_the_whole_environment():
 
 
 def test_remote_code_is_off_unless_set():
+    from common.settings import LoadSettings
     from datamodules.base import TokenizedDataModule
     from datamodules.instruction import InstructionDataModule
     from datamodules.preference import PreferenceDataModule
     from datamodules.tokenizer import load_tokenizer
     from lightning_modules import loading
     from lightning_modules.dpo import DPOModule
+    from lightning_modules.reward import RewardModule
     from lightning_modules.sft import SFTModule
 
     for thing in (
-        SFTModule,
-        DPOModule,
         TokenizedDataModule,  # the data modules take it through **kwargs
         load_tokenizer,
         loading.load_causal_lm,
         loading.load_sft_model,
     ):
         assert inspect.signature(thing).parameters["trust_remote_code"].default is False, thing
+    # The training modules take it in `load`: off in a load: section, and off without one.
+    assert LoadSettings().trust_remote_code is False
+    for module in (SFTModule, DPOModule, RewardModule):
+        assert inspect.signature(module).parameters["load"].default is None, module
+    assert loading.training_load_settings(None, None).trust_remote_code is False
     for data_module in (InstructionDataModule, PreferenceDataModule):  # built without loading anything
         assert data_module("any/tokenizer").trust_remote_code is False, data_module
     for config in TRAINING_CONFIGS:
         parsed = yaml.safe_load(config.read_text())
+        assert not (parsed["model"]["init_args"].get("load") or {}).get("trust_remote_code", False), config
         for section in ("model", "data"):
             assert not parsed[section]["init_args"].get("trust_remote_code", False), config
 

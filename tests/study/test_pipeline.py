@@ -374,7 +374,8 @@ def test_overrides_run_the_study_configs_merged_with_the_dry_run_folders(project
     evaluate = yaml.safe_load((merged / "evaluate.yaml").read_text())
     # the overrides of both folders, in order (qlora's on top)
     assert sft["trainer"]["accelerator"] == "cpu" and sft["trainer"]["max_steps"] == 3
-    assert sft["model"]["init_args"]["load_in_4bit"] is True
+    assert sft["model"]["init_args"]["load"]["load_in_4bit"] is True
+    assert sft["model"]["init_args"]["load"]["dtype"] == "auto"  # merged key by key: the study's dtype stays
     assert sft["model"]["init_args"]["lora"]["r"] == 16  # what no override names is the study's
     assert evaluate["load"] == {**evaluate["load"], "load_in_4bit": True, "merge_adapters": False}
     # every output moved, and the stages still chain: DPO starts from the moved SFT export
