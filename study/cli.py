@@ -1,6 +1,6 @@
 """The training CLI behind ``python train.py fit --config configs/tiny/sft.yaml``: LightningCLI, plus
 
-* ``precision: auto`` / ``dtype: auto`` resolved by the hardware before any model loads (``common.precision``);
+* ``precision: auto`` / ``load.dtype: auto`` resolved by the hardware before any model loads (``common.precision``);
 * a ``run:`` section (:class:`~common.settings.RunSettings`): the run folder and export folder, from which the
   logger, the always-on callbacks and the checkpoint plugin are built (``callbacks.run``), so a stage's YAML
   says only what varies;
@@ -52,7 +52,7 @@ class SaveResolvedConfig(SaveConfigCallback):
 
 class StudyCLI(LightningCLI):
     """LightningCLI with the ``run:`` section, ``--print_paths``, the model's tokenizer for the data module
-    unless told otherwise, and ``precision: auto`` / ``dtype: auto`` that follow the hardware."""
+    unless told otherwise, and ``precision: auto`` / ``load.dtype: auto`` that follow the hardware."""
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_dataclass_arguments(RunSettings, "run")
@@ -63,11 +63,12 @@ class StudyCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
+        # Checked here, not when the trainer is built: a bad run: value fails before minutes of model loading.
+        run = RunSettings(**config.run.as_dict())
         if config.get("print_paths"):
-            paths = RunSettings(**config.run.as_dict()).paths()
-            print(json.dumps({**paths, "model": config.model.init_args.model_name_or_path}))
+            print(json.dumps({**run.paths(), "model": config.model.init_args.model_name_or_path}))
             sys.exit(0)
-        # The model is built before the Trainer: its `dtype: auto` must follow the precision the Trainer
+        # The model is built before the Trainer: its `load.dtype: auto` must follow the precision the Trainer
         # will resolve (the same rule, the same answer). Resolving first also rejects an unknown precision
         # (or FSDP1 without a GPU) before minutes are spent loading a model.
         hardware = detect_hardware(config.trainer.accelerator)
@@ -78,9 +79,10 @@ class StudyCLI(LightningCLI):
         data = config.data.init_args
         if model.get("revision") and data.get("tokenizer_name_or_path") == model.get("model_name_or_path"):
             data.tokenizer_revision = data.get("tokenizer_revision") or model.revision
-        if model.get("dtype") == AUTO:
-            frozen = model.get("lora") is not None or bool(model.get("load_in_4bit"))
-            model.dtype = choice.weight_dtype(frozen)
+        load = model.get("load")  # None: the module's float32 default, nothing to resolve
+        if load is not None and load.get("dtype") == AUTO:
+            frozen = model.get("lora") is not None or bool(load.get("load_in_4bit"))
+            load.dtype = choice.weight_dtype(frozen)
 
     def instantiate_trainer(self, **kwargs):
         """The trainer of the config, plus what the ``run:`` section gives every run (``callbacks.run``)."""

@@ -80,6 +80,22 @@ def test_print_paths_says_where_the_run_writes_and_loads_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "hf"] or not (tmp_path / "elsewhere").exists()
 
 
+def test_a_bad_run_value_fails_before_the_model_loads(tmp_path):
+    """The tiny DPO config's model (outputs/tiny/sft) does not exist here: had it been loaded first, the error
+    would name the model path instead."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "tiny" / "dpo.yaml"),
+         "--run.checkpoint_every_n_steps", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: run.checkpoint_every_n_steps must be at least 1, got 0."
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
     out = run_dir / "outputs" / "tiny" / "sft"
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
@@ -110,7 +126,7 @@ def test_auto_precision_is_resolved_printed_once_and_recorded(run_dir):
 
     saved = yaml.safe_load(text)
     assert saved["trainer"]["precision"] == choice.precision
-    assert saved["model"]["init_args"]["dtype"] == "float32"  # the tiny config's explicit dtype is kept
+    assert saved["model"]["init_args"]["load"] is None  # no load: section: the modules' float32, nothing resolved
     hparams = yaml.safe_load((run_dir / "runs" / "tiny" / "sft" / "tensorboard" / "hparams.yaml").read_text())
     assert (hparams["precision"], hparams["precision_reason"]) == (choice.precision, choice.reason)
     info = json.loads((run_dir / "outputs" / "tiny" / "sft" / "export_info.json").read_text())
@@ -181,7 +197,7 @@ def test_model_dtype_auto_follows_the_trainer_precision(tiny_model_dir, tmp_path
             "--trainer.precision", precision,
             "--trainer.logger", "false",
             "--model.init_args.model_name_or_path", str(tiny_model_dir),
-            "--model.init_args.dtype", "auto",
+            "--model.init_args.load.dtype", "auto",
             *([] if lora else ["--model.init_args.lora", "null"]),
             "--data.init_args.train_files", str(data / "sft_train.jsonl"),
             "--data.init_args.val_files", str(data / "sft_val.jsonl"),
