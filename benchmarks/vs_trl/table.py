@@ -75,7 +75,7 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
 def print_table(rows: list[dict]) -> str:
     header = (
         "| case | impl | tokens/s | x first | s/step | all steps: tokens/s (x first) | quiet steps "
-        "| peak RSS MiB (x first) | MFU | final train loss | held-out loss |"
+        "| peak RSS MiB (x first) | RSS over imports MiB (x first) | MFU | final train loss | held-out loss |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
@@ -86,6 +86,7 @@ def print_table(rows: list[dict]) -> str:
             f"| {r['case']} | {r['impl']} | {tps} | {r['tokens_per_s_ratio']:.2f} | {r['s_per_step']:.2f} "
             f"| {r['tokens_per_s_all_steps']:.0f} ({r['tokens_per_s_all_steps_ratio']:.2f}) "
             f"| {r['quiet_steps']}/{r['timed_steps']} | {r['peak_rss_mib']:.0f} ({r['peak_rss_ratio']:.2f}) "
+            f"| {r['rss_increase_mib']:.0f} ({r['rss_increase_ratio']:.2f}) "
             f"| {100 * r['mfu']:.0f}% | {r['final_train_loss']:.4f} | {r['held_out_loss']:.4f} |"
         )
     table = "\n".join(lines)

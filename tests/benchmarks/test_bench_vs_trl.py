@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks.vs_trl.flops import step_flops
 from benchmarks.vs_trl.same_order import agreement, describe
-from benchmarks.vs_trl.table import precision_check, summarise
+from benchmarks.vs_trl.table import precision_check, print_table, summarise
 from benchmarks.vs_trl.workload import log_uniform_length
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,6 +62,8 @@ def test_summary_excludes_warm_up_steps_and_amortises_the_reference_pass():
     assert ours["tokens_per_s_ratio"] == pytest.approx(2.0)
     assert ours["amortised_tokens_per_s"] == pytest.approx(200 / (1.0 + 2.0))
     assert ours["peak_rss_ratio"] == pytest.approx(1.0)
+    assert ours["rss_increase_mib"] == pytest.approx(512.0)  # 1 GiB peak over 512 MiB after imports
+    assert "| 1024 (1.00) | 512 (1.00) |" in print_table([trl, ours])
 
 
 def test_precision_check_reports_the_largest_loss_difference():
