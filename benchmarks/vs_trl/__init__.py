@@ -40,8 +40,9 @@ What is measured, per case and implementation:
 
 * tokens/s: real (non-pad) tokens of the timed steps over their wall time; a step is timed from its
   start (batch in hand) to the end of the optimiser step; the first ``--warmup-steps`` are excluded.
-* s/step, peak RSS of the process (``ru_maxrss``; glibc's allocator keeps part of what is freed, so this is
-  above the live peak for every implementation alike).
+* s/step, peak RSS of the process (its own high-water mark, ``VmHWM``; not ``ru_maxrss``, which Linux carries
+  over from the parent; glibc's allocator keeps part of what is freed, so this is above the live peak for every
+  implementation alike), and its increase over the RSS after the side's imports.
 * MFU: model FLOPs of the timed steps per second over a matmul peak measured in the same run, in the run's
   compute dtype (the precision rule of ``common/precision.py``: bf16 only where the CPU computes it natively).
   Per real token: full fine-tuning 6 N, LoRA 4 N (forward 2 N + backward to the activations 2 N; frozen

@@ -13,6 +13,22 @@ from benchmarks.vs_trl.held_out import held_out_loss
 from benchmarks.vs_trl.protocol import Gate
 
 
+def own_peak_rss() -> int:
+    """Bytes: this process's own resident high-water mark (Linux ``VmHWM``).
+
+    Not ``ru_maxrss``: Linux carries it over from the parent through fork and exec, so every worker would read at
+    least the benchmark parent's resident memory at spawn time (2,007 MiB in a 2026-12-02 run, which floored
+    seven rows at that same figure). ``ru_maxrss`` only where ``/proc`` is missing.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def worker(spec_path: str) -> None:
     """One implementation of one case, in its own process."""
     import psutil
@@ -40,7 +56,7 @@ def worker(spec_path: str) -> None:
     start = time.perf_counter()
     model, extra = runner(spec, gate)
     total = time.perf_counter() - start
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak_rss = own_peak_rss()
     result = {
         "case": spec["case"],
         "impl": spec["impl"],

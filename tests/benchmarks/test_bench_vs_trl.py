@@ -95,6 +95,16 @@ def test_same_training_check_takes_the_largest_step_or_held_out_difference():
     assert agreement(rows[2:], "32-true") is None
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="VmHWM is Linux's; elsewhere ru_maxrss is used")
+def test_a_workers_peak_rss_is_its_own_not_its_parents(tmp_path):
+    """ru_maxrss survives fork and exec: a child of a 600 MiB parent would read 600 MiB. The worker must not."""
+    code = "from benchmarks.vs_trl.worker import own_peak_rss; print(own_peak_rss())"
+    ballast = b"\1" * (600 * 2**20)  # written, so resident in this (the parent) process
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    del ballast
+    assert int(result.stdout) < 300 * 2**20  # the child imports little: far below the parent's 600 MiB
+
+
 def test_generated_lengths_spread_between_the_bounds():
     import random
 
