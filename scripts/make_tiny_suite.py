@@ -34,20 +34,12 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/tiny"), help="folder for the suite's files")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
-    defaults = SuiteSizes()
     for item in fields(SuiteSizes):
-        option = "--" + item.name.replace("_", "-")
-        default = getattr(defaults, item.name)
+        option, default = "--" + item.name.replace("_", "-"), getattr(SuiteSizes(), item.name)
         parser.add_argument(option, type=int, default=default, help="size (default %(default)s)")
-    parser.add_argument(
-        "--flawed-fraction",
-        type=float,
-        default=DEFAULT_FLAWED_FRACTION,
-        help="fraction of SFT train/val rows of the flawed categories that are flawed (default %(default)s)",
-    )
-    parser.add_argument(
-        "--study-prompts", type=Path, default=None, help="also write the real study's prompts to this file"
-    )
+    flawed = "fraction of SFT train/val rows of the flawed categories that are flawed (default %(default)s)"
+    parser.add_argument("--flawed-fraction", type=float, default=DEFAULT_FLAWED_FRACTION, help=flawed)
+    parser.add_argument("--study-prompts", type=Path, help="also write the real study's prompts to this file")
     return parser.parse_args(argv)
 
 

@@ -29,26 +29,14 @@ from evaluation.results import ResultsError  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", default="results", help="folder of evaluation_results.json")
-    parser.add_argument(
-        "--out",
-        metavar="PATH",
-        help="the report's path (default: <results-dir>/report.md); its plots go to plots/ beside it",
-    )
+    out_help = "the report's path (default: <results-dir>/report.md); its plots go to plots/ beside it"
+    parser.add_argument("--out", metavar="PATH", help=out_help)
     parser.add_argument("--sft-run", default="runs/tiny/sft", help="the SFT run folder (holds tensorboard/)")
     parser.add_argument("--dpo-run", default="runs/tiny/dpo", help="the DPO run folder (holds tensorboard/)")
-    parser.add_argument(
-        "--targeted",
-        nargs="*",
-        default=list(DEFAULT_TARGETED),
-        help="categories the preference pairs are meant to improve (compared SFT+DPO vs SFT)",
-    )
-    parser.add_argument(
-        "--seed-results",
-        nargs="+",
-        default=[],
-        metavar="DIR",
-        help="results folders of runs that differ only in their training seed (--results-dir may be one of them)",
-    )
+    targeted_help = "categories the preference pairs are meant to improve (compared SFT+DPO vs SFT)"
+    parser.add_argument("--targeted", nargs="*", default=list(DEFAULT_TARGETED), help=targeted_help)
+    seeds_help = "results folders of runs that differ only in their training seed (--results-dir may be one of them)"
+    parser.add_argument("--seed-results", nargs="+", default=[], metavar="DIR", help=seeds_help)
     args = parser.parse_args(argv)
     if args.out is not None and (Path(args.out).is_dir() or args.out.endswith(("/", "\\"))):
         parser.error(f"--out {args.out} is a folder; give the report's file path, e.g. {Path(args.out) / 'report.md'}")
