@@ -1,11 +1,21 @@
 """The study's shapes on one GPU: bf16 LoRA and 4-bit QLoRA, SFT and DPO steps of a Mistral-7B-shaped model.
 
 Builds a randomly initialised model with the architecture in ``configs/models/mistral-7b-v0.1.json`` (all 32
-layers by default) directly on the device, in bf16 (no 14 GB written to disk, no Hub), and trains it for a few
-steps through the project's own ``SFTModule`` / ``DPOModule`` (their LoRA, gradient checkpointing, response-only
-LM head, losses) under a ``lightning.Trainer`` at ``bf16-mixed``. Only the loading is replaced: the modules'
-``from_pretrained`` calls return the in-memory model (for QLoRA, its linear layers quantised to NF4 with double
-quantisation and a bf16 compute dtype, as ``lightning_modules.loading.quantization_config`` asks transformers to).
+layers by default) on the device, in bf16, and writes it with ``save_pretrained`` (safetensors) into a temporary
+folder, with a word-level tokenizer of the config's vocabulary (32000 placeholder tokens; the batches are random
+token ids, so it never encodes anything, but an SFT export needs one). Nothing comes from the Hub. Each case then
+loads that folder through the project's own public paths, as a study run does: ``SFTModule(folder, load=...)``
+(``load_in_4bit``: transformers and bitsandbytes quantise to NF4 at load time, with the double quantisation and
+compute dtype of ``lightning_modules.loading.quantization_config``), and for DPO an SFT export written by
+``CausalLMModule.export_pretrained`` (the LoRA adapter of the SFT case of the same kind, after its steps; an
+untrained one when that case is not in the run), loaded by ``DPOModule(export, reference="precomputed",
+load=...)``: merged into the bf16 base, or stacked frozen on the 4-bit one. The modules (their LoRA, gradient
+checkpointing, response-only LM head, losses) train a few steps under a ``lightning.Trainer`` at ``bf16-mixed``.
+
+The folder costs disk and time: at full depth ~14.5 GB of bf16 weights (the GPU machine's disk has 64 GiB;
+``TMPDIR`` picks where), one write, and per case a load, in which the module also records the folder's SHA-256
+(``common.provenance.describe``; a DPO case hashes the base again). Both are printed in seconds (the ``base:``
+line, each case's ``loaded in``) and each case's load time is in the JSON as ``load_s``; none is in the timed steps.
 
 Per case it prints tokens/s, the peak of ``torch.cuda.max_memory_allocated`` over the timed steps, the MFU
 against the dense bf16 peak of the detected GPU, and the memory planner's prediction (``python -m planner
@@ -14,18 +24,17 @@ plan``) beside it; "planner: not available" when the package is missing.
 Batches are packed as the study packs them (``pack: true``): ``batch_size`` rows of ``max_length`` tokens in one
 ``(1, N)`` row, half prompt (no loss) and half response; DPO rows are chosen then rejected, with the reference
 log-probs in the batch as the study's ``reference: precomputed`` cache provides them (the reference pass is not
-timed). Model FLOPs per step follow the PaLM definition (Chowdhury et al. 2022, appendix B): ``6 N`` per token
+run). Model FLOPs per step follow the PaLM definition (Chowdhury et al. 2022, appendix B): ``6 N`` per token
 for the decoder layers (the head only at response positions, where the modules apply it) plus ``12 L d T`` per
 token for attention; gradient-checkpointing recomputation is not counted.
 
 Smoke test on a CPU: ``python benchmarks/gpu_check.py --device cpu --num-layers 1 --max-length 128 --warmup 1
---steps 1`` (fp32 there: ``32-true``, as the precision rule picks on a CPU without native bf16).
+--steps 1`` (fp32 there: ``32-true``, as the precision rule picks on a CPU without native bf16; ~1.9 GB written).
 """
 
 from __future__ import annotations
 
 import argparse  # not jsonargparse: this runs on a GPU image that has only torch, lightning, transformers, peft
-import contextlib
 import importlib.util
 import json
 import subprocess
@@ -34,27 +43,26 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import lightning as L
 import torch
 import yaml
-from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from datamodules.tokenizer import load_tokenizer  # noqa: E402
 from lightning_modules.dpo import DPOModule  # noqa: E402
-from lightning_modules.loading import SFT_ADAPTER, LoadSettings, LoraSettings, add_lora, keep_4bit_layout  # noqa: E402
+from lightning_modules.loading import LoadSettings, LoraSettings  # noqa: E402
 from lightning_modules.optim import OptimizerSettings  # noqa: E402
 from lightning_modules.sft import SFTModule  # noqa: E402
 
 MODEL_CONFIG = REPO / "configs" / "models" / "mistral-7b-v0.1.json"
 STAGE_CONFIGS = {"sft": REPO / "configs" / "sft.yaml", "dpo": REPO / "configs" / "dpo.yaml"}
 CASES = ("sft-lora", "sft-qlora", "dpo-lora", "dpo-qlora")
-IN_MEMORY = "in-memory/mistral-7b-shaped"  # what the modules record as their model source
 # Dense (no sparsity) bf16 tensor-core peaks, FLOP/s, from the vendors' data sheets; matched in this order.
 DENSE_BF16_PEAKS = (
     ("H200", 989.4e12),
@@ -103,81 +111,102 @@ def study_case(name: str) -> Case:
     )
 
 
-def build_model(model_config: AutoConfig, device: torch.device, dtype: torch.dtype, four_bit: bool) -> nn.Module:
-    """A randomly initialised causal LM of ``model_config``, built on ``device`` in ``dtype``; with ``four_bit``
-    every decoder linear layer replaced by an NF4 ``bnb.nn.Linear4bit`` (the LM head stays, as transformers
-    leaves it)."""
+def placeholder_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer of exactly ``vocab_size`` tokens: Mistral's ``<unk>``, ``<s>``, ``</s>`` at 0, 1, 2,
+    then ``t3`` ... ``t{vocab_size - 1}``. The batches are random ids, so it encodes nothing; it makes the folders
+    complete (``check_sft_export`` wants a tokenizer in an SFT export) with the model's vocabulary size."""
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2} | {f"t{i}": i for i in range(3, vocab_size)}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+
+
+def write_base(model_config: AutoConfig, folder: Path, device: torch.device, dtype: torch.dtype) -> str:
+    """Build a randomly initialised causal LM of ``model_config`` on ``device`` in ``dtype`` and save it, with
+    :func:`placeholder_tokenizer`, into ``folder``; what it cost, as one line."""
     torch.manual_seed(0)
+    start = time.perf_counter()
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(model_config, dtype=dtype, attn_implementation="sdpa")
-    if four_bit:
-        quantize_nf4(model.model, dtype)
-        keep_4bit_layout(model)
-        model.is_loaded_in_4bit = True  # what peft reads from a model transformers quantised
-    model.requires_grad_(False)
-    return model
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    model.save_pretrained(folder)  # safetensors: the default of transformers >= 4.35
+    placeholder_tokenizer(model_config.vocab_size).save_pretrained(folder)
+    written = time.perf_counter() - start
+    del model
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    return f"built in {built:.1f} s, wrote {size / 1e9:.1f} GB to {folder} in {written:.1f} s"
 
 
-def quantize_nf4(module: nn.Module, compute_dtype: torch.dtype) -> None:
-    """Replace every ``nn.Linear`` under ``module`` by an NF4, double-quantised ``Linear4bit``, layer by layer
-    (so only one bf16 weight at a time is held twice)."""
-    import bitsandbytes as bnb
-
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear:
-                continue
-            device = child.weight.device
-            quantized = bnb.nn.Linear4bit(
-                child.in_features,
-                child.out_features,
-                bias=child.bias is not None,
-                compute_dtype=compute_dtype,
-                compress_statistics=True,
-                quant_type="nf4",
-                device="meta",
-            )
-            quantized.weight = bnb.nn.Params4bit(
-                child.weight.data, requires_grad=False, compress_statistics=True, quant_type="nf4"
-            )
-            if child.bias is not None:
-                quantized.bias = nn.Parameter(child.bias.data, requires_grad=False)
-            setattr(parent, name, quantized.to(device))  # .to() quantises the weight
-            del child
+def load_settings(case: Case, dtype: str) -> LoadSettings:
+    return LoadSettings(dtype=dtype, load_in_4bit=case.four_bit)
 
 
-def make_module(case: Case, base: nn.Module, dtype: str) -> L.LightningModule:
-    """The project's module for ``case`` around the in-memory ``base`` (its loaders patched to return it)."""
-    record = {"source": IN_MEMORY, "commit": None}
+def make_sft_module(case: Case, base: Path, dtype: str) -> SFTModule:
+    """The project's SFT module for ``case`` (an SFT case, or the SFT stage of a DPO case), loading ``base``."""
+    return SFTModule(
+        str(base),
+        lora=case.lora,
+        load=load_settings(case, dtype),
+        gradient_checkpointing=case.gradient_checkpointing,
+        optimizer=OptimizerSettings(lr=2e-5, warmup_steps=0),
+    )
+
+
+def export_sft(module: SFTModule, folder: Path) -> None:
+    """Write ``module``'s SFT export (its LoRA adapter, the base's tokenizer, ``export_info.json``) into
+    ``folder``, as ``callbacks.export.HFExportCallback`` does at the end of an SFT run."""
+    info = {"stage": type(module).__name__, "source_model": module.model_name_or_path, "provenance": module.provenance}
+    module.export_pretrained(folder, tokenizer=load_tokenizer(module.model_name_or_path), info=info)
+
+
+def sft_export_of(case: Case, base: Path, dtype: str, exports: Path) -> Path:
+    """The SFT export a DPO ``case`` starts from: the one the SFT case of the same kind wrote in this run, else
+    an untrained one (one more load of ``base``)."""
+    sft = study_case(case.name.replace("dpo-", "sft-"))  # dpo-qlora -> sft-qlora
+    folder = exports / sft.name
+    if not folder.is_dir():
+        module = make_sft_module(sft, base, dtype)
+        export_sft(module, folder)
+        del module
+    return folder
+
+
+def make_module(case: Case, base: Path, dtype: str, exports: Path) -> L.LightningModule:
+    """The project's module for ``case``, loaded from the saved ``base`` through its public arguments.
+
+    DPO starts from the SFT export: its LoRA merged into the base (bf16), or stacked frozen on it (4-bit; the
+    module's default for ``load_in_4bit``)."""
     if case.stage == "sft":
-        with mock.patch("lightning_modules.sft.load_trainable_base", return_value=(base, None, record)):
-            return SFTModule(
-                IN_MEMORY,
-                lora=case.lora,
-                load=LoadSettings(dtype=dtype, load_in_4bit=case.four_bit),
-                gradient_checkpointing=case.gradient_checkpointing,
-                optimizer=OptimizerSettings(lr=2e-5, warmup_steps=0),
-            )
-    # DPO starts from the SFT model: merged into the base (bf16), or the SFT adapter stacked frozen (4-bit).
-    policy = add_lora(base, case.lora, adapter_name=SFT_ADAPTER) if case.four_bit else base
-    policy.requires_grad_(False)
-    export = {"kind": "lora_adapter", "base": None, "base_revision": None}
-    with (
-        mock.patch("lightning_modules.dpo.check_sft_export", return_value=export),
-        mock.patch("lightning_modules.dpo.load_sft_model", return_value=policy),
-        mock.patch("lightning_modules.dpo.describe", return_value=record),
-    ):
-        module = DPOModule(
-            IN_MEMORY,
-            lora=case.lora,
-            reference="precomputed",
-            load=LoadSettings(dtype=dtype, load_in_4bit=case.four_bit),
-            gradient_checkpointing=case.gradient_checkpointing,
-            optimizer=OptimizerSettings(lr=5e-7, warmup_steps=0),
-        )
-    # The reference log-probs come with each batch (the cache's job); no reference pass to run at setup.
-    module.setup = lambda stage: None
-    return module
+        return make_sft_module(case, base, dtype)
+    return DPOModule(
+        str(sft_export_of(case, base, dtype, exports)),
+        lora=case.lora,
+        reference="precomputed",
+        load=load_settings(case, dtype),
+        gradient_checkpointing=case.gradient_checkpointing,
+        optimizer=OptimizerSettings(lr=5e-7, warmup_steps=0),
+    )
+
+
+class PreparedBatches(L.LightningDataModule):
+    """Serves one prepared packed batch ``steps`` times, in place of the project's data modules (no data, no
+    tokenising).
+
+    ``reference_attached = True`` is ``DPOModule``'s public contract for a data module whose batches bring their
+    own reference log-probs (``reference_chosen_logps`` / ``reference_rejected_logps``): with it, ``setup``
+    computes no reference cache (``DPOModule._attach_precomputed_reference``), so no datasets, fingerprints or
+    reference loader are needed. The SFT module ignores it."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], steps: int) -> None:
+        super().__init__()
+        self.batch, self.steps = batch, steps
+        self.reference_attached = True
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader([self.batch] * self.steps, batch_size=None)
 
 
 def packed_batch(case: Case, max_length: int, vocab_size: int, seed: int) -> dict[str, torch.Tensor]:
@@ -208,7 +237,7 @@ def packed_batch(case: Case, max_length: int, vocab_size: int, seed: int) -> dic
 
 def weight_counts(model_config: AutoConfig) -> tuple[int, int]:
     """Weights of the decoder layers and of the LM head, counted on a meta-device copy (no memory; 4-bit layers
-    pack two weights per byte, so the built model's own counts would be halved)."""
+    pack two weights per byte, so a 4-bit model's own counts would be halved)."""
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(model_config)
     return sum(p.numel() for p in model.model.layers.parameters()), model.lm_head.weight.numel()
@@ -275,13 +304,19 @@ def planner_prediction(case: Case, model_config_path: Path, max_length: int, gpu
     return f"planner peak {peak / 2**30:.1f} GiB"
 
 
-def run_case(case: Case, args: argparse.Namespace, model_config: AutoConfig, device: torch.device) -> dict:
-    """Build, train ``warmup + steps`` steps, measure; the model is freed before the next case."""
+def run_case(
+    case: Case, args: argparse.Namespace, model_config: AutoConfig, device: torch.device, base: Path, exports: Path
+) -> dict:
+    """Load ``base`` into the case's module, train ``warmup + steps`` steps, measure; freed before the next case.
+
+    An SFT case then writes its export, which the DPO case of the same kind starts from."""
     on_cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if on_cuda else torch.float32
     layer_params, head_params = weight_counts(model_config)
-    base = build_model(model_config, device, dtype, case.four_bit)
-    module = make_module(case, base, "bfloat16" if on_cuda else "float32")
+    start = time.perf_counter()
+    module = make_module(case, base, "bfloat16" if on_cuda else "float32", exports)
+    load_s = time.perf_counter() - start
+    source = "the base" if case.stage == "sft" else f"the {case.name.replace('dpo-', 'sft-')} export"
+    print(f"[gpu_check] {case.name}: loaded in {load_s:.1f} s from {source}", flush=True)
     batch = packed_batch(case, args.max_length, model_config.vocab_size, seed=0)
     timer = StepTimer(args.warmup, device)
     trainer = L.Trainer(
@@ -296,8 +331,9 @@ def run_case(case: Case, args: argparse.Namespace, model_config: AutoConfig, dev
         limit_val_batches=0,
         callbacks=[timer],
     )
-    loader = torch.utils.data.DataLoader([batch] * (args.warmup + args.steps), batch_size=None)
-    trainer.fit(module, train_dataloaders=loader)
+    trainer.fit(module, datamodule=PreparedBatches(batch, args.warmup + args.steps))
+    if case.stage == "sft":
+        export_sft(module, exports / case.name)
     tokens = batch["input_ids"].numel() * args.steps
     flops = model_flops_per_step(model_config, layer_params, head_params, batch) * args.steps
     peak = dense_bf16_peak(torch.cuda.get_device_name(device)) if on_cuda else None
@@ -311,8 +347,9 @@ def run_case(case: Case, args: argparse.Namespace, model_config: AutoConfig, dev
         "planner": planner_prediction(
             case, args.planner_model_config, args.max_length, args.gpu or (peak or [None])[0]
         ),
+        "load_s": load_s,
     }
-    del trainer, module, base
+    del trainer, module
     if on_cuda:
         torch.cuda.empty_cache()
     return result
@@ -349,9 +386,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     model_config = AutoConfig.from_pretrained(args.model_config)
     if args.num_layers is not None:
         model_config.num_hidden_layers = args.num_layers
-    with contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as tmp:
+        folder = Path(tmp)
         # The planner reads the same architecture, layer count included.
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         args.planner_model_config = folder / "config.json"
         model_config.to_json_file(args.planner_model_config)
         where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (fp32, 32-true)"
@@ -360,9 +397,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
             f"max_length {args.max_length}; {args.warmup} warm-up + {args.steps} timed steps",
             flush=True,
         )
+        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        print(f"[gpu_check] base: {write_base(model_config, folder / 'base', device, dtype)}", flush=True)
         results = []
         for name in args.cases:
-            result = run_case(study_case(name), args, model_config, device)
+            result = run_case(study_case(name), args, model_config, device, folder / "base", folder / "exports")
             print(describe_result(result), flush=True)
             results.append(result)
     if args.json is not None:

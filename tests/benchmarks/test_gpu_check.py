@@ -58,6 +58,24 @@ def test_packed_dpo_batch_layout():
     assert batch["reference_chosen_logps"].shape == batch["reference_rejected_logps"].shape == (2,)
 
 
+def test_placeholder_tokenizer_has_the_models_vocabulary():
+    tokenizer = gpu_check.placeholder_tokenizer(32000)  # Mistral-7B's vocab_size
+    assert len(tokenizer) == 32000
+    assert (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) == (0, 1, 2)  # as Mistral's
+    assert tokenizer.convert_tokens_to_ids(["t3", "t31999"]) == [3, 31999]
+
+
+def test_prepared_batches_bring_their_own_reference():
+    case = gpu_check.study_case("dpo-lora")
+    batch = gpu_check.packed_batch(case, max_length=6, vocab_size=50, seed=0)
+    data = gpu_check.PreparedBatches(batch, steps=3)
+    # DPOModule.setup computes no reference cache for a data module that says this (see its docstring)
+    assert data.reference_attached
+    served = list(data.train_dataloader())
+    assert len(served) == 3 and served[0]["input_ids"].shape == (1, 24)
+    assert "reference_chosen_logps" in served[0]
+
+
 def test_model_flops_by_hand():
     config = MistralConfig(hidden_size=8, num_hidden_layers=2)
     case = gpu_check.study_case("sft-lora")  # 4 rows
@@ -79,7 +97,8 @@ def test_weight_counts_of_the_7b_shape():
 
 @pytest.mark.slow
 def test_driver_runs_every_case_on_the_cpu_at_small_sizes(tmp_path, capsys):
-    """One 7B-shaped layer, 128 tokens, 1 + 1 steps: about three minutes on two cores."""
+    """One 7B-shaped layer (~1.9 GB of fp32 weights written to a temporary folder, then loaded by each case through
+    the modules' own loading; QLoRA by bitsandbytes on the CPU), 128 tokens, 1 + 1 steps."""
     results = gpu_check.main(
         ["--device", "cpu", "--num-layers", "1", "--max-length", "128", "--warmup", "1", "--steps", "1",
          "--json", str(tmp_path / "results.json")]
@@ -89,8 +108,12 @@ def test_driver_runs_every_case_on_the_cpu_at_small_sizes(tmp_path, capsys):
         assert result["tokens_per_s"] > 0
         assert result["peak_bytes"] is None and result["mfu"] is None  # GPU-only figures: skipped on the CPU
         assert result["planner"].startswith(("planner peak", "planner: not available", "planner: failed"))
+        assert result["load_s"] > 0
     assert [r["tokens_per_step"] for r in results] == [4 * 128, 4 * 128, 4 * 128, 4 * 128]
     out = capsys.readouterr().out
     assert "1 layers of mistral-7b-v0.1.json; max_length 128" in out
     assert out.count("peak n/a (no CUDA)") == 4
+    assert "[gpu_check] base: built in" in out and out.count(": loaded in") == 4
+    # each DPO case starts from the export the SFT case of its kind wrote
+    assert out.count("from the sft-lora export") == out.count("from the sft-qlora export") == 1
     assert (tmp_path / "results.json").is_file()
