@@ -1,8 +1,9 @@
 """The lock-step between the parent and its worker processes, and the CPU-load readings it rests on.
 
-Parent -> worker on the worker's stdin: ``start`` (set up), then ``go`` before each step. Worker -> parent on its
-real stdout: ``ready`` (about to step), ``done`` (step timed), ``finished`` (result written). Only one process
-computes at a time, and each step records how many cores other processes kept busy meanwhile.
+Parent -> worker on the worker's stdin: ``start`` (set up), then ``go`` before each step, ``release`` after the
+last step of every implementation. Worker -> parent on its real stdout: ``ready`` (about to step), ``done`` (step
+timed), ``finished`` (result written). Only one process computes at a time, and each step records how many cores
+other processes kept busy meanwhile.
 """
 
 from __future__ import annotations
@@ -60,11 +61,15 @@ class Gate:
     """Lock-step with the parent: announce the step, wait for ``go``, time it, report ``done``.
 
     Also measures how many cores other processes kept busy during the step: the machine is shared, and a
-    step that ran beside someone else's job is reported apart from the quiet ones.
+    step that ran beside someone else's job is reported apart from the quiet ones. After its last step
+    (``total_steps``) the worker waits for ``release``: the parent lets the workers finish (tear down, compute
+    the held-out loss) one at a time after every implementation's last step, so that work never overlaps
+    another implementation's timed step (it did: at 117M the last step of the later rows ran beside it).
     """
 
-    def __init__(self, proto) -> None:
+    def __init__(self, proto, total_steps: int | None = None) -> None:
         self.proto = proto
+        self.total_steps = total_steps
         self.log = StepLog()
         self._window: CpuWindow | None = None
         self.rss_at_first_step: int | None = None
@@ -89,6 +94,8 @@ class Gate:
         self.log.row_lengths.append(row_lengths)
         self.proto.write("done\n")
         self.proto.flush()
+        if len(self.log.seconds) == self.total_steps and sys.stdin.readline().strip() != "release":
+            raise SystemExit("benchmark parent went away")
 
 
 def read_line(process: subprocess.Popen, expected: str, name: str, log_path: Path) -> None:

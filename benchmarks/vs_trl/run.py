@@ -93,7 +93,10 @@ def run_case(
                 read_line(process, "done", f"{case}/{impl}", log_path)
             print(f"  {case}: step {step + 1}/{total_steps}", end="\r", flush=True)
         print()
+        # One at a time: a worker's teardown and held-out loss must not overlap another one's timed step.
         for impl, (process, log_path) in processes.items():
+            process.stdin.write("release\n")
+            process.stdin.flush()
             read_line(process, "finished", f"{case}/{impl}", log_path)
             process.wait(timeout=600)
     finally:

@@ -52,7 +52,7 @@ def worker(spec_path: str) -> None:
     baseline_rss = psutil.Process().memory_info().rss
     if sys.stdin.readline().strip() != "start":
         raise SystemExit("benchmark parent went away")
-    gate = Gate(proto)
+    gate = Gate(proto, spec["total_steps"])
     start = time.perf_counter()
     model, extra = runner(spec, gate)
     total = time.perf_counter() - start
