@@ -20,7 +20,7 @@ Why a rule and not a constant: on a CPU without native bf16 instructions torch e
 The flag is not enough either: on an Intel Xeon with AVX512_BF16 but no AMX, torch 2.13's bf16 matmuls ran
 at 0.49-0.60x fp32 (127-152 against 249-257 GFLOP/s, 2 threads), and the demo took 863 s in bf16 against
 380 s in fp32. So on a CPU that has a bf16 flag the rule times one 1024x1024 matmul in each dtype (about
-0.1 s, once per process; :func:`cpu_bf16_speedup`) and takes bf16 only when it is faster
+0.2 s, once per process; :func:`cpu_bf16_speedup`) and takes bf16 only when it is faster
 (``BF16_MIN_SPEEDUP``). The classes seen so far sit far from the line (the Xeon above 0.53-0.59x in five
 processes; AMX Xeons several times faster), so the answer does not change from one process to the next.
 
@@ -158,7 +158,7 @@ def _cpu_name() -> str:
 def cpu_bf16_speedup(size: int = 1024, repeats: int = 3) -> float:
     """bf16 over fp32 matmul throughput on this CPU: the best of ``repeats`` timings each, interleaved.
 
-    About 0.1 s on a 2-core CPU with native bf16 (after one warm-up of each); cached for the process. Only
+    About 0.2 s on a 2-core CPU with native bf16 (after one warm-up of each); cached for the process. Only
     called where a bf16 flag is set: on a CPU that emulates bf16 the bf16 matmul alone would take seconds.
     """
     generator = torch.Generator().manual_seed(0)
