@@ -18,6 +18,7 @@ from common.provenance import describe
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
+from lightning_modules.checkpointing import enable_checkpointing
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
@@ -88,7 +89,10 @@ class DPOModule(CausalLMModule):
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
             slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
-        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        gradient_checkpointing: recompute each decoder layer's activations in the backward pass to save memory,
+            every layer but the last (:func:`~lightning_modules.checkpointing.enable_checkpointing`).
+        checkpoint_last_layer: with ``gradient_checkpointing``, recompute the last layer too (transformers' own
+            behaviour: one more layer forward a step, for little memory).
         optimizer: AdamW and schedule (the study: lr 5e-7).
     """
 
@@ -108,6 +112,7 @@ class DPOModule(CausalLMModule):
         load: LoadSettings | None = None,
         packed_sdpa: bool = True,
         gradient_checkpointing: bool = False,
+        checkpoint_last_layer: bool = False,
         optimizer: OptimizerSettings | None = None,
     ) -> None:
         super().__init__()
@@ -154,7 +159,7 @@ class DPOModule(CausalLMModule):
             # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
             self.__dict__["reference_model"] = reference_model
         if gradient_checkpointing:
-            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(policy, last_layer=checkpoint_last_layer)
         self.model = self._add_dpo_weights(policy, lora)
         self.model.train()
         self.add_running_means(METRICS)

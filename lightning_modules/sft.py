@@ -8,6 +8,7 @@ from torchmetrics import MeanMetric
 from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.causal_lm import CausalLMModule
+from lightning_modules.checkpointing import enable_checkpointing
 from lightning_modules.loading import add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import sft_loss
 
@@ -27,7 +28,10 @@ class SFTModule(CausalLMModule):
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
             slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
-        gradient_checkpointing: recompute activations in the backward pass to save memory.
+        gradient_checkpointing: recompute each decoder layer's activations in the backward pass to save memory,
+            every layer but the last (:func:`~lightning_modules.checkpointing.enable_checkpointing`).
+        checkpoint_last_layer: with ``gradient_checkpointing``, recompute the last layer too (transformers' own
+            behaviour: one more layer forward a step, for little memory).
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
             resolved once to a commit, which is loaded and recorded (export_info.json, saved config, card).
@@ -42,6 +46,7 @@ class SFTModule(CausalLMModule):
         load: LoadSettings | None = None,
         packed_sdpa: bool = True,
         gradient_checkpointing: bool = False,
+        checkpoint_last_layer: bool = False,
         optimizer: OptimizerSettings | None = None,
         revision: str | None = None,
     ) -> None:
@@ -58,8 +63,7 @@ class SFTModule(CausalLMModule):
         model, _, source = load_trainable_base(model_name_or_path, revision, **load.kwargs())
         self.provenance = {"model": source}
         if gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+            enable_checkpointing(model, last_layer=checkpoint_last_layer)
         self.model = add_lora(model, lora) if lora is not None else model
         # from_pretrained returns the model in eval mode and Lightning keeps each submodule's mode,
         # so without this the LoRA dropout would never act during training.

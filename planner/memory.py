@@ -34,8 +34,10 @@ Per step, what autograd saves per token per decoder layer (checked tensor by ten
   saved. The adapter's ``A`` output: ``r`` values per projection;
 * once per token: RoPE's cos and sin (``2 * head_dim * b``) and the final norm (``4h``).
 
-With gradient checkpointing (non-reentrant, per decoder layer) only each layer's input is saved
-(``L * h`` in the residual stream's dtype) and one layer at a time is recomputed in the backward pass.
+With gradient checkpointing (non-reentrant, per decoder layer) only each checkpointed layer's input is saved
+(``h`` per layer in the residual stream's dtype) and one layer at a time is recomputed in the backward pass. The
+last layer is not checkpointed unless ``checkpoint_last_layer`` (``lightning_modules.checkpointing``): it keeps its
+activations, and in the backward pass it is the layer whose activations are live.
 
 The peak is the largest of three moments of the step:
 
@@ -248,13 +250,21 @@ def saved_activation_bytes(
     adapter that is not trained)."""
     full_layer = layer_activation_bytes(arch, settings.lora, dtypes, device, True, frozen)
     if checkpointing:
-        residual = dtypes.base_bytes if settings.lora is None else dtypes.compute_bytes
-        per_token = arch.layers * residual * arch.hidden + per_token_extra_bytes(arch, dtypes)
+        per_token = checkpoint_inputs_bytes(arch, settings, dtypes) + per_token_extra_bytes(arch, dtypes)
+        if not settings.checkpoint_last_layer:  # the last layer keeps its activations
+            kept_grad = settings.lora is None or arch.layers > 1  # the first layer's input has no gradient in a LoRA
+            per_token += layer_activation_bytes(arch, settings.lora, dtypes, device, kept_grad, frozen)
         return tokens * per_token
     first_grad = settings.lora is None  # trained embeddings give the first layer's input a gradient
     first = layer_activation_bytes(arch, settings.lora, dtypes, device, first_grad, frozen)
     per_token = first + (arch.layers - 1) * full_layer + per_token_extra_bytes(arch, dtypes)
     return tokens * per_token
+
+
+def checkpoint_inputs_bytes(arch: Architecture, settings: PlannedRun, dtypes: Dtypes) -> int:
+    """Per token: the inputs the checkpointed layers keep (in the residual stream's dtype)."""
+    residual = dtypes.base_bytes if settings.lora is None else dtypes.compute_bytes
+    return settings.checkpointed_layers(arch.layers) * residual * arch.hidden
 
 
 def plan_memory(
@@ -308,9 +318,12 @@ def plan_memory(
     layer_transient = tokens * (3 * b * arch.intermediate + 8 * arch.hidden)
     if settings.load_in_4bit:
         layer_transient += max(n_in * n_out for n_in, n_out in arch.linear_shapes().values()) * b
-    recomputed = 0
+    recomputed, saved_in_backward = 0, saved
     if settings.gradient_checkpointing:
+        # The layer in its backward: recomputed, or the last one's kept activations (then not counted twice).
         recomputed = tokens * layer_activation_bytes(arch, settings.lora, dtypes, device, True, frozen)
+        inputs = checkpoint_inputs_bytes(arch, settings, dtypes) + per_token_extra_bytes(arch, dtypes)
+        saved_in_backward = tokens * inputs
 
     moments = {
         "end of forward (activations + logits)": {
@@ -320,7 +333,7 @@ def plan_memory(
         },
         "decoder layer backward": {
             "autocast weight copies": autocast_copies,
-            "activations (saved)": saved,
+            "activations (saved)": saved_in_backward,
             "one layer recomputed": recomputed,
             "layer backward buffers": layer_transient,
         },

@@ -45,7 +45,8 @@ class PlannedRun:
         dtype: ``model.init_args.load.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``); ``float32``
             without a ``load:`` section, as the modules load then.
         load_in_4bit: ``model.init_args.load.load_in_4bit``: QLoRA base.
-        gradient_checkpointing: recompute each decoder layer in the backward pass.
+        gradient_checkpointing: recompute the decoder layers in the backward pass (all but the last).
+        checkpoint_last_layer: with ``gradient_checkpointing``, the last layer too.
         reference: DPO only: ``separate``, ``adapter`` or ``precomputed``.
         merge_sft_adapter: DPO only: ``None`` means merged unless 4-bit (``DPOModule``'s rule).
         precision: ``trainer.precision`` (``auto`` or a Lightning name).
@@ -70,6 +71,7 @@ class PlannedRun:
     dtype: str = "float32"
     load_in_4bit: bool = False
     gradient_checkpointing: bool = False
+    checkpoint_last_layer: bool = False
     reference: str = "precomputed"
     merge_sft_adapter: bool | None = None
     precision: str = "auto"
@@ -90,6 +92,11 @@ class PlannedRun:
     val_fraction: float = 0.05
     num_val_examples: int | None = None
     raw: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def checkpointed_layers(self, layers: int) -> int:
+        """Of ``layers`` decoder layers, how many gradient checkpointing recomputes in the backward pass: all but
+        the last, or all with ``checkpoint_last_layer`` (``lightning_modules.checkpointing``)."""
+        return layers if self.checkpoint_last_layer else layers - 1
 
     @property
     def rows_per_example(self) -> int:
@@ -170,6 +177,7 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
         dtype="float32" if load is None else str(load.get("dtype", LoadSettings.dtype)),
         load_in_4bit=load is not None and bool(load.get("load_in_4bit", False)),
         gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
+        checkpoint_last_layer=bool(model.get("checkpoint_last_layer", False)),
         reference=str(model.get("reference", "precomputed")),
         merge_sft_adapter=model.get("merge_sft_adapter"),
         precision=str(trainer.get("precision", "auto")),

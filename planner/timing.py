@@ -12,7 +12,8 @@ each ``2 q`` FLOPs per earlier token, ``s / 2`` of them on average) and ``N_lora
 * LoRA on a frozen base: the backward pass still multiplies every activation gradient by every frozen
   weight (``2 N + 2 rho N_head + 2 A``) but computes no weight gradient except the adapters' (``2 N_lora``):
   ``4N`` instead of ``6N``;
-* gradient checkpointing: one more forward of the decoder layers (``2 N + A + 2 N_lora``; the head is outside);
+* gradient checkpointing: one more forward of the checkpointed decoder layers (``2 N + A + 2 N_lora`` times
+  their share, ``(L - 1) / L`` by default: the last layer is not recomputed; the head is outside);
 * a live DPO reference (``separate`` / ``adapter``): one no-grad forward ``F`` per trained token;
   ``precomputed``: one forward over the training and validation pairs once, before training;
 * validation: one forward per validation token at every validation (and the live reference's).
@@ -198,8 +199,9 @@ def plan_time(
         step = 3 * forward
     else:
         step = forward + (2 * arch.body_linear_params + 2 * rho * head + 2 * attention + 2 * frozen_lora) + 2 * lora
-    if settings.gradient_checkpointing:
-        step += 2 * arch.body_linear_params + attention + 2 * frozen_lora
+    if settings.gradient_checkpointing:  # one more forward of the checkpointed layers
+        share = settings.checkpointed_layers(arch.layers) / arch.layers
+        step += share * (2 * arch.body_linear_params + attention + 2 * frozen_lora)
     live_reference = settings.stage == "dpo" and settings.reference in ("separate", "adapter")
     if live_reference:
         step += forward

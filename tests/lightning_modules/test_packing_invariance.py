@@ -65,32 +65,38 @@ def test_the_packed_sdpa_lever_off_keeps_stock_sdpa_and_the_same_losses(tiny_mod
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])
 def test_gradient_checkpointing_gives_the_plain_gradients(lora, tiny_model_dir, repo):
-    """Checkpointing recomputes each decoder layer in the backward pass (through the packed kernel): the same
-    loss and the same gradient of every trained weight, fp32, within 1e-6."""
+    """Checkpointing recomputes the decoder layers in the backward pass (through the packed kernel), every layer but
+    the last by default, all of them with ``checkpoint_last_layer``: the same loss and the same gradient of every
+    trained weight, fp32, within 1e-6."""
     data = InstructionDataModule(
         str(tiny_model_dir), train_files=str(repo / "data/tiny/sft_train.jsonl"), val_fraction=0.0, max_length=256
     )
     data.setup("fit")
     batch = SFTCollator(data.tokenizer.pad_token_id, pack=True)([data.train_dataset[i] for i in range(ROWS)])
+    settings = {"plain": {}, "default": {"gradient_checkpointing": True}}
+    settings["every layer"] = {"gradient_checkpointing": True, "checkpoint_last_layer": True}
     losses, grads, layer_calls = {}, {}, {}
-    for checkpointing in (False, True):
+    for name, options in settings.items():
         torch.manual_seed(0)  # the same LoRA initialisation
-        module = SFTModule(str(tiny_model_dir), lora=lora, gradient_checkpointing=checkpointing).train()
-        calls = []
-        first_layer = module.model.get_base_model().model.layers[0] if lora else module.model.model.layers[0]
+        module = SFTModule(str(tiny_model_dir), lora=lora, **options).train()
+        layers = module.model.get_base_model().model.layers if lora else module.model.model.layers
+        calls = {"first": [], "last": []}
         # A pre-hook: torch's non-reentrant checkpoint stops the recomputation as soon as it has the tensors the
         # backward needs, so the MLP's forward-end hook does not fire again.
-        first_layer.mlp.register_forward_pre_hook(lambda *args, calls=calls: calls.append(1))
+        for which, layer in (("first", layers[0]), ("last", layers[-1])):
+            layer.mlp.register_forward_pre_hook(lambda *args, calls=calls[which]: calls.append(1))
         loss, _ = module._loss(batch)
         loss.backward()
-        losses[checkpointing], layer_calls[checkpointing] = loss.detach(), len(calls)
-        grads[checkpointing] = {name: p.grad for name, p in module.named_parameters() if p.requires_grad}
-    # Not vacuous: with checkpointing the layer ran again in the backward pass.
-    assert (layer_calls[False], layer_calls[True]) == (1, 2)
-    assert_close(losses[True], losses[False], atol=1e-6, rtol=0)
-    assert grads[True].keys() == grads[False].keys() and len(grads[False]) > 0
-    for name, expected in grads[False].items():
-        assert_close(grads[True][name], expected, atol=1e-6, rtol=1e-5, msg=name)
+        losses[name], layer_calls[name] = loss.detach(), (len(calls["first"]), len(calls["last"]))
+        grads[name] = {key: p.grad for key, p in module.named_parameters() if p.requires_grad}
+    assert len(layers) == 2
+    # Not vacuous: with checkpointing a layer runs again in the backward pass; the last one only when asked.
+    assert layer_calls == {"plain": (1, 1), "default": (2, 1), "every layer": (2, 2)}
+    for name in ("default", "every layer"):
+        assert_close(losses[name], losses["plain"], atol=1e-6, rtol=0)
+        assert grads[name].keys() == grads["plain"].keys() and len(grads["plain"]) > 0
+        for key, expected in grads["plain"].items():
+            assert_close(grads[name][key], expected, atol=1e-6, rtol=1e-5, msg=f"{name}: {key}")
 
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])

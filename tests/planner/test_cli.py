@@ -92,19 +92,25 @@ def test_fsdp_shards_weights_over_devices(monkeypatch, capsys):
     assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 4 / 4, rel=1e-6)
 
 
-def test_time_by_hand(monkeypatch):
-    """LoRA SFT with checkpointing: per token 6N (forward, activation gradients, recomputation) + the head at
-    response positions (forward and backward) + attention (forward twice, backward twice) + adapters (forward
-    twice, activation and weight gradients)."""
+@pytest.mark.parametrize("last_layer", [False, True], ids=["default", "every-layer"])
+def test_time_by_hand(monkeypatch, last_layer):
+    """LoRA SFT with checkpointing: per token 4N (forward, activation gradients) + the head at response positions
+    (forward and backward) + attention (forward, backward twice) + adapters (forward, activation and weight
+    gradients) + the recomputation of the checkpointed layers (31 of Mistral-7B's 32 by default: forward 2N,
+    attention and adapters again)."""
     monkeypatch.chdir(REPO)
-    settings = load_settings("configs/sft.yaml", ["model.init_args.gradient_checkpointing=true"])
+    overrides = ["model.init_args.gradient_checkpointing=true"]
+    overrides.append(f"model.init_args.checkpoint_last_layer={str(last_layer).lower()}")
+    settings = load_settings("configs/sft.yaml", overrides)
     arch = resolve_model(settings).architecture
     time = plan_time(arch, settings, peak_flops=1e15, mfu=0.5)
     s, rho = time.row_tokens, time.response_share
     assert (s, round(rho, 3)) == (232, round(162 / 232, 3))
     attention = 2 * 32 * 4096 * s
     lora = arch.lora_params(settings.lora)
-    per_token = 6 * arch.body_linear_params + 4 * rho * arch.head_params + 4 * attention + 8 * lora
+    recomputed = (32 if last_layer else 31) / 32
+    per_token = 4 * arch.body_linear_params + 4 * rho * arch.head_params + 3 * attention + 6 * lora
+    per_token += recomputed * (2 * arch.body_linear_params + attention + 2 * lora)
     tokens = 9500 * 3 * s  # 10,000 rows less 5 % validation, 3 epochs
     training = time.stages[0]
     assert training.tokens == tokens

@@ -10,7 +10,7 @@ import torch
 
 from common.precision import Hardware
 from planner.devices import GB, Device, gpu
-from planner.memory import Batch, Dtypes, nf4_bytes, plan_memory, saved_activation_bytes
+from planner.memory import Batch, Dtypes, layer_activation_bytes, nf4_bytes, plan_memory, saved_activation_bytes
 from planner.settings import Lora, PlannedRun
 from planner.shapes import Architecture
 
@@ -103,8 +103,14 @@ def saved_bytes_by_autograd(lora: Lora, autocast: bool) -> int:
 
     torch.manual_seed(0)
     config = MistralConfig(
-        hidden_size=64, intermediate_size=224, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        head_dim=16, vocab_size=128, attn_implementation="sdpa",
+        hidden_size=64,
+        intermediate_size=224,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        vocab_size=128,
+        attn_implementation="sdpa",
     )
     dtype = torch.bfloat16 if autocast else torch.float32
     model = add_lora(MistralForCausalLM(config).to(dtype), LoraSettings(r=lora.r, alpha=8, dropout=lora.dropout))
@@ -122,8 +128,9 @@ def saved_bytes_by_autograd(lora: Lora, autocast: bool) -> int:
 
     position_ids = torch.cat([torch.arange(32), torch.arange(32)])[None]  # (1, 64): two packed rows
     input_ids = torch.randint(0, 128, (1, 64))
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.autograd.graph.saved_tensors_hooks(
-        pack, lambda tensor: tensor
+    with (
+        torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
     ):
         decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
     return sum(storages.values())
@@ -150,8 +157,8 @@ def test_saved_activations_match_autograd_bf16_autocast(dropout):
     assert predicted == pytest.approx(saved_bytes_by_autograd(lora, autocast=True), rel=0.02)
 
 
-def test_checkpointing_keeps_only_layer_inputs():
-    run = settings(gradient_checkpointing=True)
+def test_checkpointing_every_layer_keeps_only_layer_inputs():
+    run = settings(gradient_checkpointing=True, checkpoint_last_layer=True)
     dtypes = Dtypes.of(run, CPU)
     per_token = saved_activation_bytes(SMALL, run, dtypes, CPU, checkpointing=True, tokens=1)
     # 2 layer inputs of 64 fp32, RoPE cos + sin (2 x 16 fp32), the final norm's input and rsqrt
@@ -159,6 +166,26 @@ def test_checkpointing_keeps_only_layer_inputs():
     plan = plan_memory(SMALL, run, CPU)
     assert plan.activations_checkpointed == 64 * per_token  # 2 rows x 32 tokens
     assert plan.activations_full > plan.activations_checkpointed
+
+
+def test_checkpointing_by_default_keeps_the_last_layer_whole():
+    """The last layer is not recomputed: it keeps what a plain layer saves, in place of its input; in a layer's
+    backward that is the one live layer, not counted twice."""
+    every = settings(gradient_checkpointing=True, checkpoint_last_layer=True)
+    default = settings(gradient_checkpointing=True)
+    dtypes = Dtypes.of(default, CPU)
+    whole_layer = layer_activation_bytes(SMALL, default.lora, dtypes, CPU, True, None)
+    every_bytes = saved_activation_bytes(SMALL, every, dtypes, CPU, checkpointing=True, tokens=1)
+    default_bytes = saved_activation_bytes(SMALL, default, dtypes, CPU, checkpointing=True, tokens=1)
+    assert default_bytes == every_bytes - 64 * 4 + whole_layer
+    backward = "decoder layer backward"
+    every_moment, default_moment = (
+        plan_memory(SMALL, every, CPU).moments[backward],
+        plan_memory(SMALL, default, CPU).moments[backward],
+    )
+    # one layer input fewer, over 2 rows x 32 tokens
+    assert default_moment["activations (saved)"] == every_moment["activations (saved)"] - 64 * 64 * 4
+    assert default_moment["one layer recomputed"] == every_moment["one layer recomputed"] > 0
 
 
 def test_logits_only_at_response_positions():
