@@ -4,10 +4,11 @@ from __future__ import annotations
 
 # Each case lists its implementations; the first is the reference of the ratio column (TRL's default).
 CASES: dict[str, list[str]] = {
-    "sft_full": ["trl", "trl_packing", "ours"],
-    "sft_lora": ["trl", "trl_packing", "ours"],
+    # "_gc": gradient checkpointing on both sides (TRL's own default; ours skips the last layer).
+    "sft_full": ["trl", "trl_packing", "ours", "trl_gc", "ours_gc"],
+    "sft_lora": ["trl", "trl_packing", "ours", "trl_gc", "ours_gc"],
     "dpo_full": ["trl", "ours", "ours_separate", "trl_gc", "ours_gc"],
-    "dpo_lora": ["trl", "ours", "ours_adapter"],
+    "dpo_lora": ["trl", "ours", "ours_adapter", "trl_gc", "ours_gc"],
     "precision": ["ours_fp32", "ours"],
     # The same training: ours with TRL's default batches, TRL in our order (benchmarks/vs_trl/same_order.py).
     "sft_same_order": ["trl_same_order", "ours_same_order"],
@@ -17,6 +18,9 @@ CASES: dict[str, list[str]] = {
 LEVER_CASES: dict[str, list[str]] = {
     "sft_full_levers": ["ours_padded", "ours_dense_packed", "ours_unfused", "ours"],
     "dpo_full_levers": ["ours_separate", "ours"],
+    # Checkpointing every layer (transformers' default) against ours, which leaves the last layer out.
+    "sft_checkpointing_levers": ["ours_gc_every_layer", "ours_gc"],
+    "dpo_checkpointing_levers": ["ours_gc_every_layer", "ours_gc"],
 }
 DEFAULT_CASES = list(CASES)
 TASK = {
@@ -29,5 +33,7 @@ TASK = {
     "dpo_same_order": ("dpo", False),
     "sft_full_levers": ("sft", False),
     "dpo_full_levers": ("dpo", False),
+    "sft_checkpointing_levers": ("sft", False),
+    "dpo_checkpointing_levers": ("dpo", False),
 }
 """Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""

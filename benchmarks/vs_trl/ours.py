@@ -2,7 +2,8 @@
 
 The lever variants each undo one optimisation of the default (``ours``) through a public option: ``ours_padded``
 (``pack=False``), ``ours_dense_packed`` (``packed_sdpa=False``), ``ours_unfused`` (``OptimizerSettings.fused``),
-``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``), ``ours_fp32``
+``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``),
+``ours_gc_every_layer`` (``checkpoint_last_layer``), ``ours_fp32``
 (the Trainer's precision), ``ours_same_order`` (TRL's default batches, for the same-training check).
 """
 
@@ -70,7 +71,9 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     )
     # ours_dense_packed: transformers' own sdpa, an (N, N) block-diagonal mask per packed batch.
     packed_sdpa = impl != "ours_dense_packed"
-    checkpointing = impl == "ours_gc"
+    # ours_gc: checkpointing as our modules do it (the last layer left out); ours_gc_every_layer: every layer.
+    checkpointing = {"gradient_checkpointing": impl.startswith("ours_gc")}
+    checkpointing["checkpoint_last_layer"] = impl == "ours_gc_every_layer"
     callbacks: list[L.Callback] = [StepTimer(gate)]
     reference_load: ReferencePassLoad | None = None
     if task == "sft":
@@ -81,7 +84,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             lora=lora_settings() if lora else None,
             packed_sdpa=packed_sdpa,
             optimizer=optimizer,
-            gradient_checkpointing=checkpointing,
+            **checkpointing,
         )
     else:
         from lightning_modules.dpo import DPOModule
@@ -95,7 +98,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             reference_cache_dir=str(Path(spec["workdir"]) / f"reference-{spec['case']}-{impl}"),
             packed_sdpa=packed_sdpa,
             optimizer=optimizer,
-            gradient_checkpointing=checkpointing,
+            **checkpointing,
         )
         if reference == "precomputed":
             reference_load = ReferencePassLoad()

@@ -69,13 +69,30 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
         row["tokens_per_s_all_steps_ratio"] = row["tokens_per_s_all_steps"] / first["tokens_per_s_all_steps"]
         row["peak_rss_ratio"] = row["peak_rss_mib"] / first["peak_rss_mib"]
         row["rss_increase_ratio"] = row["rss_increase_mib"] / first["rss_increase_mib"]
+    add_matched_ratios(rows)
     return rows
+
+
+def add_matched_ratios(rows: list[dict]) -> None:
+    """Each of our rows against TRL's default at the same checkpointing setting (``trl_gc`` for ``ours_gc*``,
+    ``trl`` otherwise), where the case has that row: the targets compare matched settings."""
+    by_impl = {row["impl"]: row for row in rows}
+    for row in rows:
+        matched = by_impl.get("trl_gc" if "_gc" in row["impl"] else "trl")
+        if row["impl"].startswith("trl") or matched is None:
+            continue
+        row["matched_trl"] = matched["impl"]
+        row["speed_vs_matched_trl"] = row["tokens_per_s"] / matched["tokens_per_s"]
+        if "amortised_tokens_per_s" in row:
+            row["amortised_speed_vs_matched_trl"] = row["amortised_tokens_per_s"] / matched["tokens_per_s"]
+        row["peak_rss_vs_matched_trl"] = row["peak_rss_mib"] / matched["peak_rss_mib"]
 
 
 def print_table(rows: list[dict]) -> str:
     header = (
         "| case | impl | tokens/s | x first | s/step | all steps: tokens/s (x first) | quiet steps "
-        "| peak RSS MiB (x first) | RSS over imports MiB (x first) | MFU | final train loss | held-out loss |"
+        "| peak RSS MiB (x first) | RSS over imports MiB (x first) | vs TRL matched: speed (charged), RSS "
+        "| MFU | final train loss | held-out loss |"
     )
     lines = [header, "|---" * (header.count("|") - 1) + "|"]
     for r in rows:
@@ -86,12 +103,22 @@ def print_table(rows: list[dict]) -> str:
             f"| {r['case']} | {r['impl']} | {tps} | {r['tokens_per_s_ratio']:.2f} | {r['s_per_step']:.2f} "
             f"| {r['tokens_per_s_all_steps']:.0f} ({r['tokens_per_s_all_steps_ratio']:.2f}) "
             f"| {r['quiet_steps']}/{r['timed_steps']} | {r['peak_rss_mib']:.0f} ({r['peak_rss_ratio']:.2f}) "
-            f"| {r['rss_increase_mib']:.0f} ({r['rss_increase_ratio']:.2f}) "
+            f"| {r['rss_increase_mib']:.0f} ({r['rss_increase_ratio']:.2f}) | {matched_cell(r)} "
             f"| {100 * r['mfu']:.0f}% | {r['final_train_loss']:.4f} | {r['held_out_loss']:.4f} |"
         )
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def matched_cell(row: dict) -> str:
+    """``2.52x (2.01x), 0.70x vs trl_gc``, or empty for TRL's rows."""
+    if "matched_trl" not in row:
+        return ""
+    speed = f"{row['speed_vs_matched_trl']:.2f}x"
+    if "amortised_speed_vs_matched_trl" in row:
+        speed += f" ({row['amortised_speed_vs_matched_trl']:.2f}x)"
+    return f"{speed}, {row['peak_rss_vs_matched_trl']:.2f}x vs {row['matched_trl']}"
 
 
 def device_name() -> str:

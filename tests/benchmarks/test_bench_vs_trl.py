@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.vs_trl.flops import step_flops
+from benchmarks.vs_trl.run import DEFAULT_DECODER_PARAMETERS, learning_rate
 from benchmarks.vs_trl.same_order import agreement, describe
 from benchmarks.vs_trl.table import precision_check, print_table, summarise
 from benchmarks.vs_trl.workload import log_uniform_length
@@ -64,6 +65,34 @@ def test_summary_excludes_warm_up_steps_and_amortises_the_reference_pass():
     assert ours["peak_rss_ratio"] == pytest.approx(1.0)
     assert ours["rss_increase_mib"] == pytest.approx(512.0)  # 1 GiB peak over 512 MiB after imports
     assert "| 1024 (1.00) | 512 (1.00) |" in print_table([trl, ours])
+
+
+def test_ours_is_compared_with_trl_at_the_same_checkpointing_setting():
+    args = Namespace(warmup_steps=0)
+    results = [
+        fake_result("trl", [1.0, 1.0], [100, 100]),
+        fake_result("ours", [0.5, 0.5], [100, 100], peak_rss_bytes=2**29 + 2**28),
+        fake_result("trl_gc", [2.0, 2.0], [100, 100]),
+        fake_result("ours_gc", [0.5, 0.5], [100, 100], reference_pass_s=1.0, peak_rss_bytes=2**29),
+    ]
+    trl, ours, trl_gc, ours_gc = summarise(results, "dpo_full", dict(SETUP, decoder_parameters=1), args, peak=1.0)
+    assert "matched_trl" not in trl and "matched_trl" not in trl_gc
+    assert (ours["matched_trl"], ours["speed_vs_matched_trl"]) == ("trl", pytest.approx(2.0))
+    assert ours["peak_rss_vs_matched_trl"] == pytest.approx(0.75)
+    assert (ours_gc["matched_trl"], ours_gc["speed_vs_matched_trl"]) == ("trl_gc", pytest.approx(4.0))
+    # 200 tokens in 1 s of steps + the 1 s reference pass (all pairs trained): 100 tokens/s, 2x trl_gc's 50
+    assert ours_gc["amortised_speed_vs_matched_trl"] == pytest.approx(2.0)
+    assert ours_gc["peak_rss_vs_matched_trl"] == pytest.approx(0.5)
+    assert "| 4.00x (2.00x), 0.50x vs trl_gc |" in print_table([trl, ours, trl_gc, ours_gc])
+
+
+def test_learning_rate_is_a_tenth_for_full_fine_tuning_and_smaller_for_a_larger_model():
+    args = Namespace(sft_lr=1e-3, dpo_lr=1e-4)
+    default, larger = {"decoder_parameters": DEFAULT_DECODER_PARAMETERS}, {"decoder_parameters": 4 * 24.1e6}
+    assert learning_rate(args, default, "sft", lora=True) == pytest.approx(1e-3)
+    assert learning_rate(args, default, "dpo", lora=False) == pytest.approx(1e-5)
+    assert learning_rate(args, larger, "dpo", lora=False) == pytest.approx(0.5e-5)  # 1 / sqrt(4)
+    assert learning_rate(args, {"decoder_parameters": 1e6}, "sft", lora=True) == pytest.approx(1e-3)  # never larger
 
 
 def test_precision_check_reports_the_largest_loss_difference():
