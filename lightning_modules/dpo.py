@@ -18,7 +18,7 @@ from common.provenance import describe
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.checkpointing import enable_checkpointing
+from lightning_modules.decoder_layers import compile_decoder_layers, enable_checkpointing
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
@@ -90,9 +90,12 @@ class DPOModule(CausalLMModule):
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
             slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass to save memory,
-            every layer but the last (:func:`~lightning_modules.checkpointing.enable_checkpointing`).
+            every layer but the last (:func:`~lightning_modules.decoder_layers.enable_checkpointing`).
         checkpoint_last_layer: with ``gradient_checkpointing``, recompute the last layer too (transformers' own
             behaviour: one more layer forward a step, for little memory).
+        compile_layers: ``torch.compile`` each decoder layer
+            (:func:`~lightning_modules.decoder_layers.compile_decoder_layers`): the first step pays the
+            compilation, later ones run faster; for long runs (measured: 8 % a step after 35 s, 32.5M model, CPU).
         optimizer: AdamW and schedule (the study: lr 5e-7).
     """
 
@@ -113,6 +116,7 @@ class DPOModule(CausalLMModule):
         packed_sdpa: bool = True,
         gradient_checkpointing: bool = False,
         checkpoint_last_layer: bool = False,
+        compile_layers: bool = False,
         optimizer: OptimizerSettings | None = None,
     ) -> None:
         super().__init__()
@@ -161,6 +165,8 @@ class DPOModule(CausalLMModule):
         if gradient_checkpointing:
             enable_checkpointing(policy, last_layer=checkpoint_last_layer)
         self.model = self._add_dpo_weights(policy, lora)
+        if compile_layers:
+            compile_decoder_layers(self.model)
         self.model.train()
         self.add_running_means(METRICS)
 

@@ -14,7 +14,7 @@ from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from datamodules.tokenizer import load_tokenizer
 from lightning_modules.causal_lm import CausalLMModule, num_examples
-from lightning_modules.checkpointing import enable_checkpointing
+from lightning_modules.decoder_layers import enable_checkpointing
 from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import bradley_terry_loss
 from lightning_modules.packed_attention import use_packed_sdpa
@@ -97,7 +97,7 @@ class RewardModule(CausalLMModule):
             LoRA into the base weights, and merged into 4-bit ones it is rounded); ``null``: float32 weights,
             ``sdpa``, no remote code (the same numbers on any machine).
         gradient_checkpointing: recompute each decoder layer's activations in the backward pass to save memory,
-            every layer but the last (:func:`~lightning_modules.checkpointing.enable_checkpointing`).
+            every layer but the last (:func:`~lightning_modules.decoder_layers.enable_checkpointing`).
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
             resolved once to a commit, which is loaded and recorded (export_info.json, saved config, card).

@@ -36,7 +36,7 @@ Per step, what autograd saves per token per decoder layer (checked tensor by ten
 
 With gradient checkpointing (non-reentrant, per decoder layer) only each checkpointed layer's input is saved
 (``h`` per layer in the residual stream's dtype) and one layer at a time is recomputed in the backward pass. The
-last layer is not checkpointed unless ``checkpoint_last_layer`` (``lightning_modules.checkpointing``): it keeps its
+last layer is not checkpointed unless ``checkpoint_last_layer`` (``lightning_modules.decoder_layers``): it keeps its
 activations, and in the backward pass it is the layer whose activations are live.
 
 The peak is the largest of three moments of the step:

@@ -95,7 +95,7 @@ class PlannedRun:
 
     def checkpointed_layers(self, layers: int) -> int:
         """Of ``layers`` decoder layers, how many gradient checkpointing recomputes in the backward pass: all but
-        the last, or all with ``checkpoint_last_layer`` (``lightning_modules.checkpointing``)."""
+        the last, or all with ``checkpoint_last_layer`` (``lightning_modules.decoder_layers``)."""
         return layers if self.checkpoint_last_layer else layers - 1
 
     @property

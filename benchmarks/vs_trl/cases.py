@@ -21,6 +21,9 @@ LEVER_CASES: dict[str, list[str]] = {
     # Checkpointing every layer (transformers' default) against ours, which leaves the last layer out.
     "sft_checkpointing_levers": ["ours_gc_every_layer", "ours_gc"],
     "dpo_checkpointing_levers": ["ours_gc_every_layer", "ours_gc"],
+    # torch.compile of each decoder layer (compile_layers); its compilation falls in the warm-up steps.
+    "sft_compile_levers": ["ours", "ours_compiled"],
+    "dpo_compile_levers": ["ours", "ours_compiled"],
 }
 DEFAULT_CASES = list(CASES)
 TASK = {
@@ -35,5 +38,7 @@ TASK = {
     "dpo_full_levers": ("dpo", False),
     "sft_checkpointing_levers": ("sft", False),
     "dpo_checkpointing_levers": ("dpo", False),
+    "sft_compile_levers": ("sft", False),
+    "dpo_compile_levers": ("dpo", False),
 }
 """Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""

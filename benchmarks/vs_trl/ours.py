@@ -3,7 +3,7 @@
 The lever variants each undo one optimisation of the default (``ours``) through a public option: ``ours_padded``
 (``pack=False``), ``ours_dense_packed`` (``packed_sdpa=False``), ``ours_unfused`` (``OptimizerSettings.fused``),
 ``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``),
-``ours_gc_every_layer`` (``checkpoint_last_layer``), ``ours_fp32``
+``ours_gc_every_layer`` (``checkpoint_last_layer``), ``ours_compiled`` (``compile_layers``), ``ours_fp32``
 (the Trainer's precision), ``ours_same_order`` (TRL's default batches, for the same-training check).
 """
 
@@ -74,6 +74,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     # ours_gc: checkpointing as our modules do it (the last layer left out); ours_gc_every_layer: every layer.
     checkpointing = {"gradient_checkpointing": impl.startswith("ours_gc")}
     checkpointing["checkpoint_last_layer"] = impl == "ours_gc_every_layer"
+    layer_options = {**checkpointing, "compile_layers": impl == "ours_compiled"}
     callbacks: list[L.Callback] = [StepTimer(gate)]
     reference_load: ReferencePassLoad | None = None
     if task == "sft":
@@ -84,7 +85,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             lora=lora_settings() if lora else None,
             packed_sdpa=packed_sdpa,
             optimizer=optimizer,
-            **checkpointing,
+            **layer_options,
         )
     else:
         from lightning_modules.dpo import DPOModule
@@ -98,7 +99,7 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             reference_cache_dir=str(Path(spec["workdir"]) / f"reference-{spec['case']}-{impl}"),
             packed_sdpa=packed_sdpa,
             optimizer=optimizer,
-            **checkpointing,
+            **layer_options,
         )
         if reference == "precomputed":
             reference_load = ReferencePassLoad()

@@ -1,9 +1,14 @@
-"""Gradient (activation) checkpointing of a transformers model's decoder layers, every layer but the last."""
+"""What the trainers do to a transformers model's decoder layers: gradient checkpointing and ``torch.compile``."""
 
 from __future__ import annotations
 
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
+
+
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated decoder layers, in order (also inside a PEFT wrapper)."""
+    return [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
 
 
 def enable_checkpointing(model: nn.Module, last_layer: bool = False) -> None:
@@ -24,11 +29,27 @@ def enable_checkpointing(model: nn.Module, last_layer: bool = False) -> None:
     else:  # transformers before 5.x's rename (the old name warns of its removal in v6)
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False
-    layers = [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+    layers = decoder_layers(model)
     if not last_layer and layers:
         layers[-1].gradient_checkpointing = False
 
 
 def checkpointed_layers(model: nn.Module) -> list[bool]:
     """Per decoder layer, in order: whether it is recomputed in the backward pass."""
-    return [m.gradient_checkpointing for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    return [layer.gradient_checkpointing for layer in decoder_layers(model)]
+
+
+def compile_decoder_layers(model: nn.Module) -> int:
+    """``torch.compile`` each decoder layer on its own (after PEFT has added its adapters); returns how many.
+
+    Per layer, not the whole model: the layers are identical, so one compiled graph serves them all, and the
+    packed attention's Python loop over examples stays a graph break inside each layer instead of splitting
+    the model. ``dynamic=True``: packed batches change length every step, and a graph per length would
+    recompile all the time. The first step pays the compilation (35 s for the benchmark's 32.5M model on a
+    2-core CPU), then a step ran 8 % faster there (bf16, AMD EPYC with AVX512_BF16): it pays after some 500
+    steps, so it is off by default.
+    """
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile(dynamic=True)
+    return len(layers)
