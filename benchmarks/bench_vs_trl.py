@@ -3,7 +3,7 @@
 The entry point of ``benchmarks.vs_trl`` (what is measured and how: that package's docstring), and of each of its
 worker processes, which the parent starts as this script with ``--worker SPEC``::
 
-    python benchmarks/bench_vs_trl.py                  # every case, about 10 minutes on a 2-core CPU
+    python benchmarks/bench_vs_trl.py                  # every case, 15-25 minutes on a 2-core CPU
     python benchmarks/bench_vs_trl.py --cases sft_full --steps 6
     python benchmarks/bench_vs_trl.py --cases sft_full_levers dpo_full_levers   # each optimisation undone
 """

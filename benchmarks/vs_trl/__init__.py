@@ -3,18 +3,23 @@
 One command runs every case, each implementation in its own fresh process (so peak memory is per run),
 and prints one table::
 
-    python benchmarks/bench_vs_trl.py                  # every case, about 20 minutes on a 2-core CPU
+    python benchmarks/bench_vs_trl.py                  # every case, 15-25 minutes on a 2-core CPU
     python benchmarks/bench_vs_trl.py --cases sft_full --steps 6
     python benchmarks/bench_vs_trl.py --cases sft_full_levers dpo_full_levers   # each optimisation undone
+    python benchmarks/bench_vs_trl.py --cases sft_checkpointing_levers sft_compile_levers   # the layer options
 
 Cases (the first implementation of each is the reference of its ratios):
 
 * ``sft_full`` / ``sft_lora``: TRL's ``SFTTrainer`` (default: padded batches; ``trl_packing``: its BFD packing,
   padding-free) against ours (``SFTModule`` + ``InstructionDataModule``, defaults).
 * ``dpo_full``: TRL's ``DPOTrainer`` with its default separate reference against ours (reference
-  precomputed, or ``separate`` like TRL's); ``_gc`` variants turn gradient checkpointing on for both (TRL's own
-  default).
+  precomputed, or ``separate`` like TRL's).
 * ``dpo_lora``: TRL + peft (reference = adapter disabled) against ours, reference precomputed or ``adapter``.
+* ``sft_full_gc``, ``sft_lora_gc``, ``dpo_full_gc``, ``dpo_lora_gc``: ``trl_gc`` / ``ours_gc``, gradient
+  checkpointing on for both (TRL's own default; transformers recomputes every layer, ours every layer but the
+  last). Each of our rows is also compared with TRL's default at its checkpointing setting ("vs TRL matched").
+* lever cases (not in the default run): ``sft_full_levers`` / ``dpo_full_levers`` undo one default each;
+  ``*_checkpointing_levers`` checkpoint every layer against ours; ``*_compile_levers`` add ``compile_layers``.
 * ``precision``: ours in bf16-mixed against fp32, same batches: the loss curves must agree.
 * ``sft_same_order`` / ``dpo_same_order``: the same training. Ours with TRL's default batches (padded, not grouped)
   and TRL fed our loader's order: every step's loss and the held-out loss must agree within a tolerance

@@ -103,7 +103,10 @@ def read_line(process: subprocess.Popen, expected: str, name: str, log_path: Pat
     if line != expected:
         process.kill()
         tail = log_path.read_text()[-4000:] if log_path.exists() else ""
-        raise RuntimeError(f"{name}: expected {expected!r}, got {line!r} (exit {process.poll()}).\n{tail}")
+        code = process.wait(timeout=60)
+        # The processes of a case are alive together: at ~120M parameters five of them outgrew 24 GiB once.
+        hint = " (killed: out of memory? the processes of a case run side by side)" if code == -9 and not line else ""
+        raise RuntimeError(f"{name}: expected {expected!r}, got {line!r} (exit {code}){hint}.\n{tail}")
 
 
 class QuietWait:

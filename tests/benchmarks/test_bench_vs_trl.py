@@ -154,7 +154,7 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         *("--hidden", "64", "--layers", "1", "--heads", "4", "--kv-heads", "2", "--vocab-size", "512"),
         *("--batch-size", "2", "--dpo-batch-size", "2", "--warmup-steps", "1", "--steps", "1"),
         *("--precision-steps", "1", "--eval-rows", "2", "--max-text-tokens", "40", "--max-length", "256"),
-        *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "sft_same_order", "dpo_same_order"),
+        *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "dpo_full_gc", "sft_same_order", "dpo_same_order"),
         *("--out", str(out)),
     ]
     subprocess.run(command, check=True, cwd=REPO, timeout=900)
@@ -167,8 +167,8 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         ("dpo_full", "trl"),
         ("dpo_full", "ours"),
         ("dpo_full", "ours_separate"),
-        ("dpo_full", "trl_gc"),
-        ("dpo_full", "ours_gc"),
+        ("dpo_full_gc", "trl_gc"),
+        ("dpo_full_gc", "ours_gc"),
         ("sft_same_order", "trl_same_order"),
         ("sft_same_order", "ours_same_order"),
         ("dpo_same_order", "trl_same_order"),
@@ -180,3 +180,4 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
     for row in rows:
         assert row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0 and math.isfinite(row["held_out_loss"])
     assert "amortised_tokens_per_s" in next(r for r in rows if r["impl"] == "ours" and r["case"] == "dpo_full")
+    assert next(r for r in rows if r["impl"] == "ours_gc")["matched_trl"] == "trl_gc"
