@@ -35,11 +35,6 @@ def enable_checkpointing(model: nn.Module, last_layer: bool = False) -> None:
         layers[-1].gradient_checkpointing = False
 
 
-def checkpointed_layers(model: nn.Module) -> list[bool]:
-    """Per decoder layer, in order: whether it is recomputed in the backward pass."""
-    return [layer.gradient_checkpointing for layer in decoder_layers(model)]
-
-
 def compile_decoder_layers(model: nn.Module) -> int:
     """``torch.compile`` each decoder layer on its own (after PEFT has added its adapters); returns how many.
 
