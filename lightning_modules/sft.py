@@ -28,13 +28,10 @@ class SFTModule(CausalLMModule):
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
             slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.
-        gradient_checkpointing: recompute each decoder layer's activations in the backward pass to save memory,
-            every layer but the last (:func:`~lightning_modules.decoder_layers.enable_checkpointing`).
-        checkpoint_last_layer: with ``gradient_checkpointing``, recompute the last layer too (transformers' own
-            behaviour: one more layer forward a step, to save its activations' overlap with the logits).
-        compile_layers: ``torch.compile`` each decoder layer
-            (:func:`~lightning_modules.decoder_layers.compile_decoder_layers`): the first step pays the
-            compilation, later ones run faster; for long runs (measured: 8 % a step after 35 s, 32.5M model, CPU).
+        gradient_checkpointing: recompute the decoder layers (all but the last) in the backward pass.
+        checkpoint_last_layer: with ``gradient_checkpointing``, the last layer too.
+        compile_layers: ``torch.compile`` each decoder layer. What these three cost and save:
+            :mod:`lightning_modules.decoder_layers`.
         optimizer: AdamW and learning-rate schedule settings.
         revision: for a Hub model, the branch, tag or commit to load (``None``: the default branch). It is
             resolved once to a commit, which is loaded and recorded (export_info.json, saved config, card).
