@@ -70,7 +70,37 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
         row["peak_rss_ratio"] = row["peak_rss_mib"] / first["peak_rss_mib"]
         row["rss_increase_ratio"] = row["rss_increase_mib"] / first["rss_increase_mib"]
     add_matched_ratios(rows)
+    add_paired_speed_intervals(rows, results, args.warmup_steps, basis == "quiet")
     return rows
+
+
+def add_paired_speed_intervals(rows: list[dict], results: list[dict], warmup_steps: int, quiet_only: bool) -> None:
+    """Where an implementation trained the very batches of the case's first (the lever cases, the same-order
+    cases): its speed ratio to the first with a 95 % interval and a p-value, the timed steps as paired items.
+
+    The ratio is ``sum(first's step times) / sum(its step times)`` (the same tokens on both sides), its interval
+    the percentile bootstrap over steps and its p the sign-flip test of the per-step time differences
+    (``evaluation.statistics``). Steps where either side had a busy neighbour are left out when the table reads
+    quiet steps.
+    """
+    from evaluation.statistics import bootstrap_ratio_interval, sign_flip_p
+
+    first = results[0]
+    for row, result in zip(rows[1:], results[1:], strict=True):
+        steps = range(warmup_steps, len(first["step_seconds"]))
+        if result["step_tokens"][warmup_steps:] != first["step_tokens"][warmup_steps:]:
+            continue
+        if quiet_only:
+            busy = [first.get("step_others_cores"), result.get("step_others_cores")]
+            steps = [i for i in steps if all(cores is None or cores[i] < QUIET_CORES for cores in busy)]
+        if len(steps) < MIN_QUIET_STEPS:
+            continue
+        theirs = [first["step_seconds"][i] for i in steps]
+        ours = [result["step_seconds"][i] for i in steps]
+        row["paired_steps"] = len(steps)
+        row["paired_speed_ratio"] = sum(theirs) / sum(ours)
+        row["paired_speed_ci95"] = list(bootstrap_ratio_interval(theirs, ours))
+        row["paired_speed_p"] = sign_flip_p([a - b for a, b in zip(theirs, ours, strict=True)])
 
 
 def add_matched_ratios(rows: list[dict]) -> None:
@@ -100,7 +130,7 @@ def print_table(rows: list[dict]) -> str:
         if "amortised_tokens_per_s" in r:
             tps += f" ({r['amortised_tokens_per_s']:.0f} amortised over a {r['reference_pass_s']:.1f} s reference pass)"
         lines.append(
-            f"| {r['case']} | {r['impl']} | {tps} | {r['tokens_per_s_ratio']:.2f} | {r['s_per_step']:.2f} "
+            f"| {r['case']} | {r['impl']} | {tps} | {ratio_cell(r)} | {r['s_per_step']:.2f} "
             f"| {r['tokens_per_s_all_steps']:.0f} ({r['tokens_per_s_all_steps_ratio']:.2f}) "
             f"| {r['quiet_steps']}/{r['timed_steps']} | {r['peak_rss_mib']:.0f} ({r['peak_rss_ratio']:.2f}) "
             f"| {r['rss_increase_mib']:.0f} ({r['rss_increase_ratio']:.2f}) | {matched_cell(r)} "
@@ -109,6 +139,14 @@ def print_table(rows: list[dict]) -> str:
     table = "\n".join(lines)
     print(table)
     return table
+
+
+def ratio_cell(row: dict) -> str:
+    """``1.08``, or with the same batches as the first row ``1.08 [1.03, 1.14] p 0.002`` (paired over steps)."""
+    if "paired_speed_ci95" not in row:
+        return f"{row['tokens_per_s_ratio']:.2f}"
+    low, high = row["paired_speed_ci95"]
+    return f"{row['tokens_per_s_ratio']:.2f} [{low:.2f}, {high:.2f}] p {row['paired_speed_p']:.3f}"
 
 
 def matched_cell(row: dict) -> str:

@@ -86,6 +86,28 @@ def test_ours_is_compared_with_trl_at_the_same_checkpointing_setting():
     assert "| 4.00x (2.00x), 0.50x vs trl_gc |" in print_table([trl, ours, trl_gc, ours_gc])
 
 
+def test_the_same_batches_give_a_paired_speed_ratio_with_an_interval():
+    args = Namespace(warmup_steps=1)
+    tokens = [100] * 6
+    first = fake_result("ours_gc_every_layer", [9.0, 2.0, 2.0, 2.0, 2.0, 2.0], tokens)
+    # step 5 (index 4) ran beside a busy neighbour: left out when the table reads quiet steps
+    second = fake_result(
+        "ours_gc", [9.0, 1.0, 1.0, 1.0, 8.0, 4.0], tokens, step_others_cores=[0.0, 0.0, 0.0, 0.0, 1.5, 0.0]
+    )
+    other_batches = fake_result("ours_compiled", [9.0, 1.0, 1.0, 1.0, 1.0, 1.0], [100, 100, 100, 100, 100, 90])
+    _, row, unpaired = summarise(
+        [first, second, other_batches], "sft_checkpointing_levers", dict(SETUP, decoder_parameters=1), args, peak=1.0
+    )
+    # quiet steps 2, 3, 4, 6: 8 s against 7 s
+    assert row["paired_steps"] == 4 and row["paired_speed_ratio"] == pytest.approx(8 / 7)
+    low, high = row["paired_speed_ci95"]
+    # a ratio of sums over resampled steps lies between the smallest and largest per-step ratio (0.5, 2)
+    assert 0.5 <= low <= 8 / 7 <= high <= 2.0 and low < high
+    assert 0 < row["paired_speed_p"] <= 1
+    assert "paired_speed_ci95" not in unpaired  # other batches: no paired comparison
+    assert f"| 1.14 [{low:.2f}, {high:.2f}] p {row['paired_speed_p']:.3f} |" in print_table([row])
+
+
 def test_learning_rate_is_a_tenth_for_full_fine_tuning_and_smaller_for_a_larger_model():
     args = Namespace(sft_lr=1e-3, dpo_lr=1e-4)
     default, larger = {"decoder_parameters": DEFAULT_DECODER_PARAMETERS}, {"decoder_parameters": 4 * 24.1e6}
