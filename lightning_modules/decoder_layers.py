@@ -5,10 +5,21 @@ from __future__ import annotations
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from common.errors import ConfigError
+
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
     """The model's repeated decoder layers, in order (also inside a PEFT wrapper)."""
     return [module for module in model.modules() if isinstance(module, GradientCheckpointingLayer)]
+
+
+def check_checkpointing_options(gradient_checkpointing: bool, checkpoint_last_layer: bool) -> None:
+    """Refuse ``checkpoint_last_layer`` without ``gradient_checkpointing`` (it would silently do nothing)."""
+    if checkpoint_last_layer and not gradient_checkpointing:
+        raise ConfigError(
+            "model.checkpoint_last_layer: true recomputes the last layer under gradient checkpointing, which is off: "
+            "set model.gradient_checkpointing: true as well, or drop checkpoint_last_layer."
+        )
 
 
 def enable_checkpointing(model: nn.Module, last_layer: bool = False) -> None:

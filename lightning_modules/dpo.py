@@ -18,7 +18,7 @@ from common.provenance import describe
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.decoder_layers import compile_decoder_layers, enable_checkpointing
+from lightning_modules.decoder_layers import check_checkpointing_options, compile_decoder_layers, enable_checkpointing
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
@@ -119,6 +119,7 @@ class DPOModule(CausalLMModule):
         super().__init__()
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
+        check_checkpointing_options(gradient_checkpointing, checkpoint_last_layer)
         self.packed_sdpa = packed_sdpa
         if reference == "adapter" and lora is None:
             raise ConfigError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")

@@ -9,6 +9,7 @@ import torch
 from torch.testing import assert_close
 from transformers import MistralConfig, MistralForCausalLM
 
+from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings
 from datamodules import InstructionDataModule, PreferenceDataModule
 from datamodules.collate import PreferenceCollator, SFTCollator
@@ -97,6 +98,13 @@ def test_gradient_checkpointing_gives_the_plain_gradients(lora, tiny_model_dir, 
         assert grads[name].keys() == grads["plain"].keys() and len(grads["plain"]) > 0
         for key, expected in grads["plain"].items():
             assert_close(grads[name][key], expected, atol=1e-6, rtol=1e-5, msg=f"{name}: {key}")
+
+
+def test_checkpoint_last_layer_without_checkpointing_is_refused_before_the_model_loads(tmp_path):
+    with pytest.raises(ConfigError, match="gradient_checkpointing: true"):
+        SFTModule(str(tmp_path / "no-model-here"), checkpoint_last_layer=True)
+    with pytest.raises(ConfigError, match="gradient_checkpointing: true"):
+        DPOModule(str(tmp_path / "no-model-here"), checkpoint_last_layer=True)
 
 
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])
