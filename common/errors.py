@@ -39,6 +39,10 @@ class RevisionError(UserError, ValueError):
     """A requested revision that the Hub does not know (a typo in a tag or commit)."""
 
 
+class HubAccessError(UserError, ValueError):
+    """A gated or private Hub repository this machine may not read: its license not accepted, or no valid token."""
+
+
 class NonFiniteLossError(UserError, RuntimeError):
     """Too many consecutive steps had a NaN / Inf loss or gradient, or the weights themselves diverged."""
 

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from common.errors import RevisionError
+from common.errors import HubAccessError, RevisionError
 
 RepoType = Literal["model", "dataset"]
 # Files that define a saved model; optimiser states or caches beside them do not change what is loaded.
@@ -61,6 +61,7 @@ def resolve_revision(repo_id: str, revision: str | None, repo_type: RepoType) ->
 
     Raises:
         RevisionError: the Hub answered that the repository or revision does not exist.
+        HubAccessError: the repository is gated, or the Hub refused the token (:func:`hub_access_error`).
     """
     if is_local(repo_id, repo_type) or _offline():
         return None if is_local(repo_id, repo_type) else revision
@@ -71,13 +72,47 @@ def resolve_revision(repo_id: str, revision: str | None, repo_type: RepoType) ->
     info = api.model_info if repo_type == "model" else api.dataset_info
     try:
         return info(repo_id, revision=revision).sha
-    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+    except Exception as error:
+        denied = hub_access_error(error, repo_id, repo_type)
+        if denied is not None:
+            raise denied from None
+        if not isinstance(error, (RepositoryNotFoundError, RevisionNotFoundError)):
+            return revision  # unreachable Hub: load what the cache has, as transformers and datasets would
+        private = "" if isinstance(error, RevisionNotFoundError) else " If it is private, set HF_TOKEN."
         raise RevisionError(
             f"{repo_id}: {repo_type} revision {revision or 'main'!r} not found on the Hub "
-            f"({type(error).__name__}). Check the id and the revision (a branch, tag or commit hash)."
+            f"({type(error).__name__}). Check the id and the revision (a branch, tag or commit hash).{private}"
         ) from None
-    except Exception:  # unreachable Hub: load what the cache has, as transformers and datasets would
-        return revision
+
+
+def hub_access_error(error: BaseException, repo_id: str, repo_type: RepoType) -> HubAccessError | None:
+    """The one-line advice for a Hub refusal found in ``error`` or the errors it wraps; ``None`` for any other.
+
+    A refusal is a gated repository (huggingface_hub's ``GatedRepoError``, a ``RepositoryNotFoundError``
+    subclass, or the ``OSError`` "You are trying to access a gated repo" that transformers turns it into) or an
+    HTTP 401 / 403 answer to the token (invalid, or without read access). Without this, a gated model such as
+    ``mistralai/Mistral-7B-v0.1`` reads as a missing revision or an unloadable model.
+    """
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    page = f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    fix = (f"accept its license on {page} (signed in to the Hub), then set HF_TOKEN to a read token of that "
+           "account (or run `hf auth login`, formerly `huggingface-cli login`) and rerun.")
+    seen: BaseException | None = error
+    while seen is not None:
+        # transformers' own OSError says "gated repo"; huggingface_hub's not-found text mentions gated repos too
+        said_gated = not isinstance(seen, HfHubHTTPError) and "gated repo" in str(seen).lower()
+        if isinstance(seen, GatedRepoError) or (isinstance(seen, OSError) and said_gated):
+            return HubAccessError(f"{repo_id}: the {repo_type} is gated on the Hub and this machine has no access; "
+                                  f"{fix}")
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if isinstance(seen, HfHubHTTPError) and not isinstance(seen, RepositoryNotFoundError) and status in (401, 403):
+            return HubAccessError(
+                f"{repo_id}: the Hub refused this machine's token (HTTP {status}: invalid, or without access to the "
+                f"{repo_type}). If the {repo_type} is gated, {fix}"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def describe(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:
