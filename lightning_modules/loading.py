@@ -21,7 +21,7 @@ from transformers import (
 
 from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 from common.precision import AUTO, DTYPES, resolve_dtype
-from common.provenance import describe, is_local, resolve_revision
+from common.provenance import describe, hub_access_error, is_local, resolve_revision
 from common.settings import LoadSettings, LoraSettings
 
 BITSANDBYTES_MIN_VERSION = "0.46.1"
@@ -160,6 +160,9 @@ def load_causal_lm(
     try:
         model = auto_class.from_pretrained(name_or_path, **kwargs)
     except (OSError, ValueError) as error:
+        denied = hub_access_error(error, name_or_path, "model")  # gated: transformers' OSError wraps GatedRepoError
+        if denied is not None:
+            raise denied from None
         raise ModelLoadError(f"{name_or_path}: could not be loaded as a causal LM: {error}") from None
     if quant is not None:
         keep_4bit_layout(model)
