@@ -24,6 +24,12 @@ def pad_right(rows: list[list[int]], value: int) -> torch.Tensor:
     return out
 
 
+EXAMPLE_LENGTHS = "example_lengths"
+"""Packed batches' key of ``[[n0, n1, ...]]``: the examples' lengths as Python ints, which stay on the host when
+Lightning moves the batch's tensors to the device, so the packed attention reads them in every layer without a copy
+from the device (``lightning_modules.packed_attention``)."""
+
+
 def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_token_id: int, pack: bool) -> dict:
     """Padded or packed tensors for rows of ``input_ids`` and their ``labels``.
 
@@ -40,7 +46,7 @@ def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_to
     Returns:
         ``input_ids``, ``labels``, ``num_loss_tokens`` (response tokens, for normalising) and
         ``num_real_tokens`` (non-pad tokens, for throughput); plus ``attention_mask`` when padded,
-        or ``position_ids`` and ``row_lengths`` when packed.
+        or ``position_ids``, ``row_lengths`` and :data:`EXAMPLE_LENGTHS` when packed.
     """
     lengths = [len(row) for row in input_rows]
     num_loss_tokens = sum(sum(label != IGNORE_INDEX for label in row) for row in label_rows)
@@ -50,6 +56,7 @@ def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_to
             "labels": torch.tensor([tok for row in label_rows for tok in row], dtype=torch.long)[None],  # (1, N)
             "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],  # (1, N)
             "row_lengths": torch.tensor(lengths, dtype=torch.long),  # (B,)
+            EXAMPLE_LENGTHS: [lengths],  # the same as Python ints, per packed row: the attention's (host) copy
         }
     else:
         input_ids = pad_right(input_rows, pad_token_id)  # (B, T)

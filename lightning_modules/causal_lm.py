@@ -20,7 +20,7 @@ from common.provenance import run_provenance
 from common.settings import OptimizerSettings
 from lightning_modules.loading import decoder_and_head
 from lightning_modules.optim import configure_adamw
-from lightning_modules.packed_attention import use_packed_sdpa
+from lightning_modules.packed_attention import length_kwargs, use_packed_sdpa
 from lightning_modules.sharding import data_parallel_mesh, gather_full_state, is_sharded, shard_causal_lm
 
 
@@ -90,6 +90,7 @@ class CausalLMModule(L.LightningModule):
             attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"),
             use_cache=False,
+            **length_kwargs(model, batch),
         ).last_hidden_state  # (B, T, H)
         targets = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
         mask = targets != IGNORE_INDEX

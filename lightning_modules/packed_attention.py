@@ -4,6 +4,12 @@ A packed batch is ``(1, N)``: several examples laid end to end, ``position_ids``
 (``datamodules.collate.build_batch``). Transformers' stock ``sdpa`` would build an ``(N, N)`` block-diagonal
 mask for it; :func:`packed_sdpa_attention` runs one causal call per example instead. The trainers switch a
 model to it with :func:`use_packed_sdpa`, which also registers it with transformers.
+
+The examples' lengths reach the attention as Python ints, computed once per batch (:func:`batch_lengths`) and passed
+through the decoder's keyword arguments as :data:`LENGTHS_KWARG`, which transformers hands on to every layer's
+attention (and to its recompute under gradient checkpointing). Reading them from ``position_ids`` inside the
+attention instead would copy a device tensor to the host in every layer: 32 synchronisations of the GPU per forward
+of Mistral-7B, 31 more in a checkpointed backward.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from datamodules.collate import EXAMPLE_LENGTHS
+
 PACKED_SDPA = "sdpa_packed"
 """Attention implementation that runs each packed example on its own (registered by :func:`use_packed_sdpa`)."""
+LENGTHS_KWARG = "packed_example_lengths"
+"""The decoder keyword argument that carries :func:`batch_lengths` to :func:`packed_sdpa_attention`."""
 
 
 def packed_lengths(position_ids: torch.Tensor | None, rows: int, length: int) -> list[list[int]]:
@@ -32,6 +42,35 @@ def packed_lengths(position_ids: torch.Tensor | None, rows: int, length: int) ->
     return lengths
 
 
+def batch_lengths(batch: dict) -> list[list[int]] | None:
+    """The length of every packed example of ``batch``, one list per row, as Python ints; ``None`` when the batch is
+    padded (it has an ``attention_mask``) or has no ``position_ids``.
+
+    Taken from the collator's :data:`~datamodules.collate.EXAMPLE_LENGTHS` (host ints) when the batch has it;
+    otherwise read once from ``row_lengths`` or ``position_ids`` (one host copy for the whole batch: batches built
+    elsewhere, such as the GPU check's).
+    """
+    if "attention_mask" in batch or batch.get("position_ids") is None:
+        return None
+    if EXAMPLE_LENGTHS in batch:
+        return batch[EXAMPLE_LENGTHS]
+    if "row_lengths" in batch:
+        return [batch["row_lengths"].tolist()]  # the collator packs into one row: [[n0, n1, ...]]
+    rows, length = batch["input_ids"].shape
+    return packed_lengths(batch["position_ids"], rows, length)
+
+
+def length_kwargs(model: torch.nn.Module, batch: dict) -> dict[str, list[list[int]]]:
+    """``{LENGTHS_KWARG: lengths}`` for a decoder call on ``batch`` when ``model`` runs :data:`PACKED_SDPA` and the
+    batch is packed, else ``{}`` (other attention implementations would not know the argument)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) != PACKED_SDPA:
+        return {}
+    lengths = batch_lengths(batch)
+    return {} if lengths is None else {LENGTHS_KWARG: lengths}
+
+
+@torch.compiler.disable  # a Python loop over examples of data-dependent lengths: eager inside compiled layers
 def packed_sdpa_attention(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -42,6 +81,7 @@ def packed_sdpa_attention(
     scaling: float | None = None,
     sliding_window: int | None = None,
     position_ids: torch.Tensor | None = None,
+    packed_example_lengths: list[list[int]] | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """``sdpa`` with causal attention inside each packed example and none across examples.
@@ -50,6 +90,9 @@ def packed_sdpa_attention(
     compute quadratic in the whole batch and no causal skipping, slower than padding. Here each example is one
     ``is_causal`` call on its piece of ``(B, heads, N, head_dim)``: the same result at the cost of the examples'
     own lengths. Masked batches (padding, a KV cache) and non-causal modules go to the stock ``sdpa``.
+
+    ``packed_example_lengths`` (:data:`LENGTHS_KWARG`): the examples' lengths per row, from :func:`batch_lengths`;
+    ``None`` (a plain ``model(...)`` call) reads them from ``position_ids`` here, in every layer.
     """
     rows, _, length, _ = query.shape
     causal = kwargs.get("is_causal", getattr(module, "is_causal", True))
@@ -59,7 +102,9 @@ def packed_sdpa_attention(
         )
     gqa = query.shape[1] != key.shape[1]
     outputs = []
-    row_lengths = packed_lengths(position_ids, rows, length)
+    row_lengths = packed_example_lengths
+    if row_lengths is None:
+        row_lengths = packed_lengths(position_ids, rows, length)
     # split (not slicing): its backward is one concatenation, not a zero-filled full-size gradient per example
     for lengths, *row in zip(row_lengths, query.split(1), key.split(1), value.split(1), strict=True):
         pieces = []

@@ -17,7 +17,7 @@ from lightning_modules.causal_lm import CausalLMModule, num_examples
 from lightning_modules.decoder_layers import enable_checkpointing
 from lightning_modules.loading import ModelLoadError, add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import bradley_terry_loss
-from lightning_modules.packed_attention import use_packed_sdpa
+from lightning_modules.packed_attention import length_kwargs, use_packed_sdpa
 from lightning_modules.sharding import ShardingError
 
 METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
@@ -156,6 +156,7 @@ class RewardModule(CausalLMModule):
             attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"),
             use_cache=False,
+            **length_kwargs(self.model, batch),
         ).last_hidden_state  # (B, T, H)
         last = hidden[last_token_mask(batch)]  # (R, H)
         if last.shape[0] != num_examples(batch):

@@ -41,6 +41,7 @@ def test_sft_packed_batch_is_one_row_with_restarting_positions():
     assert_close(batch["labels"], torch.tensor([[X, X, X, 7, 2, X, 8, 2]]))
     assert_close(batch["position_ids"], torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2]]))  # restart per row
     assert_close(batch["row_lengths"], torch.tensor([5, 3]))
+    assert batch["example_lengths"] == [[5, 3]]  # Python ints for the attention: they stay on the host
     assert batch["num_loss_tokens"].item() == 4
     assert batch["num_real_tokens"].item() == 8
 
@@ -94,5 +95,6 @@ def test_preference_batch_packed_and_with_reference_logps():
     assert_close(batch["labels"], torch.tensor([[X, X, 6, 2, X, X, X, 11, 2, X, X, 7, 8, 2, X, X, X, 2]]))
     assert_close(batch["position_ids"], torch.tensor([[0, 1, 2, 3, 0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 0, 1, 2, 3]]))
     assert_close(batch["row_lengths"], torch.tensor([4, 5, 5, 4]))
+    assert batch["example_lengths"] == [[4, 5, 5, 4]]
     assert_close(batch["reference_chosen_logps"], torch.tensor([-1.5, -2.0]))
     assert_close(batch["reference_rejected_logps"], torch.tensor([-3.0, -0.5]))

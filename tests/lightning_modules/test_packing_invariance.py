@@ -197,3 +197,51 @@ def test_use_packed_sdpa_keeps_other_attention_implementations(tiny_model_dir):
     model = SFTModule(str(tiny_model_dir), load=LoadSettings(dtype="float32", attn_implementation="eager")).model
     use_packed_sdpa(model)
     assert model.config._attn_implementation == "eager"
+
+
+def test_packed_attention_gets_its_lengths_as_python_ints_once_per_batch(tiny_model_dir, repo, monkeypatch):
+    """No host copy of ``position_ids`` in any layer: the collator gives the lengths as Python ints (which stay on
+    the host when Lightning moves the tensors), and every layer's attention, the checkpointed recompute included,
+    receives that one list. A batch without them (built elsewhere) is read once per forward, not per layer."""
+    from datamodules.collate import EXAMPLE_LENGTHS
+    from lightning_modules import packed_attention
+
+    data = InstructionDataModule(
+        str(tiny_model_dir), train_files=str(repo / "data/tiny/sft_train.jsonl"), val_fraction=0.0, max_length=256
+    )
+    data.setup("fit")
+    rows = [data.train_dataset[i] for i in range(ROWS)]
+    expected = [[len(r["input_ids"]) for r in rows]]
+    module = SFTModule(str(tiny_model_dir), lora=None, gradient_checkpointing=True, checkpoint_last_layer=True)
+    layers = module.model.config.num_hidden_layers
+    host_reads, received = [], []
+    reading = packed_attention.packed_lengths
+    attention = packed_attention.packed_sdpa_attention
+    monkeypatch.setattr(packed_attention, "packed_lengths", lambda *a: host_reads.append(a) or reading(*a))
+
+    def recording(*args, packed_example_lengths=None, **kwargs):
+        received.append(packed_example_lengths)
+        return attention(*args, packed_example_lengths=packed_example_lengths, **kwargs)
+
+    monkeypatch.setattr(packed_attention, "packed_sdpa_attention", recording)
+    packed_attention.register_packed_sdpa()  # the recording function under the PACKED_SDPA name
+    monkeypatch.setattr(packed_attention, "register_packed_sdpa", lambda: None)  # and kept there
+
+    batch = SFTCollator(data.tokenizer.pad_token_id, pack=True)(rows)
+    assert batch[EXAMPLE_LENGTHS] == expected
+    out = module.response_forward(module.model, batch)
+    per_row_nll(out).sum().backward()
+    assert len(received) == 2 * layers  # forward + recompute of every layer
+    assert all(lengths is batch[EXAMPLE_LENGTHS] for lengths in received)
+    assert all(type(n) is int for n in received[0][0])
+    assert host_reads == []
+
+    received.clear()
+    del batch[EXAMPLE_LENGTHS]  # a batch built without them
+    with torch.no_grad():
+        module.response_forward(module.model, batch)
+    assert len(received) == layers and all(lengths == expected for lengths in received)
+    assert all(lengths is received[0] for lengths in received)  # read once (from row_lengths), not per layer
+    assert host_reads == []
+    del batch["row_lengths"]
+    assert packed_attention.batch_lengths(batch) == expected and len(host_reads) == 1  # from position_ids, once
