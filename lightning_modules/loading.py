@@ -7,6 +7,7 @@ built by ``scripts/build_tiny_model.py``: nothing here knows which one it is giv
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -46,8 +47,30 @@ def check_model_source(name_or_path: str) -> None:
 
 
 def four_bit_device() -> str:
-    """Where a 4-bit model is loaded and computes: the current CUDA GPU when one is visible, else the CPU."""
-    return f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    """Where a 4-bit model is loaded and computes: this process's CUDA GPU when one is visible, else the CPU.
+
+    bitsandbytes quantises while the weights load, onto the device named here, and the module loads them when it is
+    built: before Lightning's strategy has set each process's GPU (``torch.cuda.set_device``). So
+    ``torch.cuda.current_device()`` is 0 in every process at that point, and under DDP every rank would quantise onto
+    ``cuda:0``. The launcher's ``LOCAL_RANK`` (Lightning's, torchrun's) says which GPU is this process's, as
+    Lightning itself maps it with ``devices: N``; with an explicit device list (``devices: [2, 3]``) restrict the
+    visible GPUs with ``CUDA_VISIBLE_DEVICES=2,3`` instead.
+
+    Raises:
+        ConfigError: ``LOCAL_RANK`` names a GPU that is not visible.
+    """
+    if not torch.cuda.is_available():
+        return "cpu"
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is None:
+        return f"cuda:{torch.cuda.current_device()}"
+    count = torch.cuda.device_count()
+    if not 0 <= int(local_rank) < count:
+        raise ConfigError(
+            f"load.load_in_4bit: this process is LOCAL_RANK={local_rank}, but {count} CUDA GPU(s) are visible; "
+            "run one process per visible GPU (trainer.devices at most the GPU count)."
+        )
+    return f"cuda:{int(local_rank)}"
 
 
 def check_bitsandbytes(device: str) -> str:
