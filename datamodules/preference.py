@@ -7,6 +7,7 @@ from typing import Any
 
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_info
+from torch.utils.data import DataLoader, Subset
 
 from common.errors import ConfigError
 from common.provenance import is_local
@@ -137,6 +138,9 @@ class PreferenceDataModule(TokenizedDataModule):
         max_prompt_length: tokens kept of the prompt (its end); must be below ``max_length``.
         template: must be the template the SFT model was trained with.
         on_bad_row: ``error`` or ``skip`` (see :class:`~datamodules.sources.PreparationReport`).
+        reference_batch_size: pairs per batch of the precomputed-reference pass (``DPOModule(reference=
+            "precomputed")``): a forward without gradients holds one layer's activations at a time, so it takes
+            larger batches than training; ``None``: 4 x ``eval_batch_size``.
         **kwargs: batching options of :class:`~datamodules.base.TokenizedDataModule`.
     """
 
@@ -154,6 +158,7 @@ class PreferenceDataModule(TokenizedDataModule):
         template: TemplateName = "alpaca",
         on_bad_row: BadRowPolicy = "skip",
         batch_size: int = 4,
+        reference_batch_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         # Pairs per batch default lower than rows; the other batching options are TokenizedDataModule's.
@@ -176,6 +181,9 @@ class PreferenceDataModule(TokenizedDataModule):
         self.report: PreparationReport | None = None
         self.fingerprints: dict[str, str] = {}
         self.reference_attached = False
+        if reference_batch_size is not None and reference_batch_size < 1:
+            raise ConfigError(f"data: reference_batch_size must be >= 1, got {reference_batch_size}.")
+        self.reference_batch_size = reference_batch_size or 4 * self.eval_batch_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
@@ -238,10 +246,18 @@ class PreferenceDataModule(TokenizedDataModule):
             dataset = dataset.add_column(name, [float(v) for v in values])
         setattr(self, f"{split}_dataset", dataset)
 
-    def reference_dataloader(self, split: str):
-        """Every pair of a split once, in order, for the one reference pass (on rank 0 alone: not sharded)."""
+    def reference_dataloader(self, split: str, rank: int = 0, world_size: int = 1) -> DataLoader:
+        """This process's share of a split's pairs, each pair once, in order, for the one reference pass.
+
+        Rank ``r`` of ``world_size`` takes pairs ``r, r + world_size, ...``: every pair exactly once over the ranks,
+        with no pair repeated to even the shares out (``DistributedSampler`` would repeat some, and the reference
+        pass sums the ranks' shares). Batches of ``reference_batch_size`` pairs.
+        """
         dataset = getattr(self, f"{split}_dataset")
-        return self._loader(dataset, self.eval_batch_size, False, self.collator(), shard=False)
+        share = Subset(dataset, range(rank, len(dataset), world_size))
+        return DataLoader(
+            share, batch_size=self.reference_batch_size, collate_fn=self.collator(), num_workers=self.num_workers
+        )
 
     def collator(self) -> PreferenceCollator:
         return PreferenceCollator(self.load_tokenizer().pad_token_id, pack=self.pack)

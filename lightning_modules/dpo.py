@@ -280,11 +280,18 @@ class DPOModule(CausalLMModule):
             self.reference_model.to(self.device)
 
     def _attach_precomputed_reference(self) -> None:
-        """Compute (or read from the cache) the reference log-probs of every train and val pair."""
+        """Compute (or read from the cache) the reference log-probs of every train and val pair.
+
+        Under several processes every rank computes its share of the pairs and the shares are summed into the one
+        cache (:meth:`_compute_reference_cache`): no rank waits at a barrier while another runs the whole pass (the
+        study's pass takes ~0.65 h on one H100; collectives time out after 30 minutes). If any rank cannot see the
+        cache file (a disk of its own), all of them compute it.
+        """
         datamodule = self.trainer.datamodule
         if self.reference_strategy != "precomputed" or getattr(datamodule, "reference_attached", False):
             return
         precision = str(self.trainer.precision)
+        strategy = self.trainer.strategy
         for split in ("train", "val"):
             dataset = getattr(datamodule, f"{split}_dataset")
             if dataset is None:
@@ -292,36 +299,50 @@ class DPOModule(CausalLMModule):
             path = reference_cache.cache_path(
                 self.reference_cache_dir, self.model_name_or_path, datamodule.fingerprints[split], precision
             )
-            if not path.is_file():
-                if self.trainer.is_global_zero:
-                    self._compute_reference_cache(datamodule, split, path)
-                self.trainer.strategy.barrier("reference-cache")
+            if strategy.reduce_boolean_decision(not path.is_file(), all=False):
+                cached = self._compute_reference_cache(datamodule, split, path)
             else:
                 rank_zero_info(f"[reference] {split}: reusing cached reference log-probs {path}")
-            cached = reference_cache.load_cache(path)
+                cached = reference_cache.load_cache(path)
             datamodule.attach_reference_logps(split, cached["chosen"], cached["rejected"])
         datamodule.reference_attached = True
 
     @torch.no_grad()
-    def _compute_reference_cache(self, datamodule, split: str, path) -> None:
+    def _compute_reference_cache(self, datamodule, split: str, path) -> dict[str, torch.Tensor]:
+        """This rank's share of the split's reference log-probs, summed over the ranks into every pair's value; rank 0
+        writes the cache. Returns ``{"chosen": (P,), "rejected": (P,)}`` on the CPU, the same on every rank.
+
+        Each pair is computed by exactly one rank and is 0 on the others, so the sum is that rank's value exactly:
+        the cache equals the one a single process writes (same batches' rows, up to the batch composition's effect
+        on the kernels: batches of the same pairs in the same order when ``world_size`` is 1).
+        """
+        strategy = self.trainer.strategy
+        world_size, rank = strategy.world_size, strategy.global_rank
         dataset = getattr(datamodule, f"{split}_dataset")
-        loader = datamodule.reference_dataloader(split)
-        chosen = torch.zeros(len(dataset))
-        rejected = torch.zeros(len(dataset))
+        loader = datamodule.reference_dataloader(split, rank=rank, world_size=world_size)
+        device = strategy.root_device
+        logps_by_pair = torch.zeros(2, len(dataset), device=device)  # (chosen | rejected, P): this rank's share
         was_training = self.model.training
         self.model.eval()
-        rank_zero_info(f"[reference] {split}: computing reference log-probs of {len(dataset)} pairs once")
+        share = f" ({world_size} processes, one share each)" if world_size > 1 else ""
+        rank_zero_info(f"[reference] {split}: computing reference log-probs of {len(dataset)} pairs once{share}")
         start = time.perf_counter()
         context = self._dpo_adapter_off() if self.uses_lora else contextlib.nullcontext()
         with context, self.trainer.precision_plugin.forward_context():
             for batch in loader:
-                batch = self.trainer.strategy.batch_to_device(batch, self.trainer.strategy.root_device)
-                logps = self.sequence_stats(self.model, batch).logps.float().cpu()
+                batch = strategy.batch_to_device(batch, device)
+                logps = self.sequence_stats(self.model, batch).logps.float()  # (2B,): chosen rows, then rejected
                 pairs = logps.shape[0] // 2
-                index = batch["pair_index"].cpu()
-                chosen[index], rejected[index] = logps[:pairs], logps[pairs:]
+                logps_by_pair[:, batch["pair_index"]] = logps.view(2, pairs)
         self.model.train(was_training)
+        if world_size > 1:
+            logps_by_pair = strategy.reduce(logps_by_pair, reduce_op="sum")
+        logps_by_pair = logps_by_pair.cpu()
         # Public: what the one-off pass cost (the benchmark charges it to the run's throughput).
         self.reference_pass_seconds[split] = time.perf_counter() - start
-        atomic_torch_save({"chosen": chosen, "rejected": rejected}, path)  # never a half-written cache
+        cached = {"chosen": logps_by_pair[0].clone(), "rejected": logps_by_pair[1].clone()}
+        if strategy.is_global_zero:
+            atomic_torch_save(cached, path)  # never a half-written cache
+        strategy.barrier("reference-cache")  # written before any rank goes on (and might read it)
         rank_zero_info(f"[reference] {split}: saved {path} ({self.reference_pass_seconds[split]:.1f} s)")
+        return cached

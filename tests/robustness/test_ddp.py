@@ -86,7 +86,23 @@ def test_only_rank_zero_writes_the_export_and_the_reference_cache(runs, stage):
         cache = sorted(p.name for p in (ddp / "runs" / "reference_cache").iterdir())
         assert len(cache) == 2 and all(name.startswith("reference-logps-") for name in cache), cache
         log = (ddp / "fit.log").read_text()
-        assert log.count("computing reference log-probs") == 2  # train and val, once each, on rank 0
+        assert log.count("computing reference log-probs") == 2  # train and val, once each, printed by rank 0
+        assert log.count("(2 processes, one share each)") == 2  # both ranks computed a share of each
+
+
+def test_two_processes_write_the_reference_cache_of_one(runs):
+    """Each rank computes every other pair and the shares are summed: the same file name (same reference, data,
+    precision) and the same log-probs as the single process's pass, up to fp32 summation order in batches of
+    other rows."""
+    caches = {mode: runs["dpo", mode] / "runs" / "reference_cache" for mode in ("single", "ddp")}
+    names = {mode: sorted(p.name for p in folder.iterdir()) for mode, folder in caches.items()}
+    assert names["single"] == names["ddp"] and len(names["ddp"]) == 2
+    for name in names["ddp"]:
+        single = torch.load(caches["single"] / name, weights_only=True)
+        ddp = torch.load(caches["ddp"] / name, weights_only=True)
+        for side in ("chosen", "rejected"):
+            assert (single[side] < 0).all()  # every pair computed (an empty share would leave zeros)
+            torch.testing.assert_close(ddp[side], single[side], rtol=1e-5, atol=1e-4)
 
 
 def test_forgetting_use_distributed_sampler_false_is_a_clear_error(tmp_path, tiny_model_dir):
