@@ -1,11 +1,24 @@
 """FSDP2 (``torch.distributed.fsdp.fully_shard``) for the causal LMs: :class:`FSDP2Strategy` and the sharding its
-``configure_model`` applies (:func:`shard_causal_lm`).
+``configure_model`` applies (:func:`shard_causal_lm`). The project's one sharding path, on GPUs and CPUs alike.
 
-Why FSDP2 and not Lightning's ``FSDPStrategy`` (FSDP1): only FSDP2 runs on a CPU, so only it can be tested
-here. ``FSDPStrategy`` is refused twice without a GPU: Lightning's accelerator connector rejects it for any
-accelerator but CUDA (``_check_strategy_and_fallback``), and even past that, Lightning hands FSDP1 no
-``device_id`` on a CPU and torch's ``_init_device_handle`` raises "FSDP needs a non-CPU accelerator device".
-``fully_shard`` builds its device mesh on the CPU with gloo.
+Why FSDP2 and not Lightning's ``FSDPStrategy`` (FSDP1), which :func:`check_strategy` refuses everywhere: FSDP1 runs
+on CUDA only, so nothing of it could be tested here, and a reading of it against this project found it wrong on
+every point that matters for a LoRA study (Lightning 2.6, torch 2.13):
+
+* clipping by norm, which the study configs use, raises ``MisconfigurationException`` in ``FSDPPrecision``
+  (Lightning issue #19235);
+* its wrapped parameters are named ``..._fsdp_wrapped_module...`` while its full state dict's keys are clean, so
+  a lean checkpoint (trainable weights only, matched by name) would hold nothing, and a resume would restart the
+  LoRA from its initialisation beside a restored optimiser and step;
+* its export gathers with a collective that only rank 0 would enter (it holds no DTensors), a hang;
+* its ``bf16-mixed`` plugin casts buffers, RoPE's ``inv_freq`` included, to bf16 (phase errors of radians at
+  2,048 tokens) and reduces gradients in bf16;
+* its flat parameters need one dtype per unit: fp32 frozen weights (28 GB for Mistral-7B) under a LoRA.
+
+FSDP2 shards each parameter as a DTensor under its own name, keeps buffers and dtypes as loaded (a bf16 frozen
+base beside fp32 LoRA weights), reduces fp32 gradients in fp32, and clips by norm through torch's DTensor-aware
+``clip_grad_norm_``; ``fully_shard`` builds its device mesh on the CPU with gloo too, so all of it is tested here
+with two processes (``tests/robustness/test_fsdp.py``).
 
 The units, one all-gather each::
 
@@ -106,11 +119,12 @@ class FSDP2Strategy(ModelParallelStrategy):
 
 
 def check_strategy(strategy: Any, hardware: Hardware) -> None:
-    """Refuse, before any process starts, the strategies that cannot run: Lightning's ``FSDPStrategy`` (FSDP1) off
-    CUDA, and a ``ModelParallelStrategy`` other than :class:`FSDP2Strategy`; say what runs instead.
+    """Refuse, before any process starts, the strategies that are not implemented here: Lightning's ``FSDPStrategy``
+    (FSDP1; see the module doc for why) and a ``ModelParallelStrategy`` other than :class:`FSDP2Strategy`; say what
+    runs instead.
 
-    Lightning raises a bare ``ValueError`` for the name ``fsdp`` and for an ``FSDPStrategy`` instance; a subclass
-    slips past its check and fails later in torch (see the module doc).
+    Lightning raises a bare ``ValueError`` for the name ``fsdp`` off CUDA; on CUDA FSDP1 would start and fail or
+    train wrongly later (module doc).
 
     Args:
         strategy: the trainer's ``strategy``: a registered name, a ``Strategy`` instance or class.
@@ -118,12 +132,13 @@ def check_strategy(strategy: Any, hardware: Hardware) -> None:
     """
     named = isinstance(strategy, str) and strategy in FSDPStrategy.get_registered_strategies()
     kind = strategy if isinstance(strategy, type) else type(strategy)
-    if (named or issubclass(kind, FSDPStrategy)) and hardware.device != "cuda":
+    if named or issubclass(kind, FSDPStrategy):
         name = strategy if named else kind.__name__
         raise ShardingError(
-            f"trainer.strategy: {name} is Lightning's FSDPStrategy (FSDP1), which runs on CUDA GPUs only, and this "
-            f"run computes on the {hardware.device}. On a GPU machine set trainer.accelerator: gpu; to shard on a "
-            f"CPU use FSDP2: strategy: {{class_path: {FSDP2_CLASS_PATH}}} (or use strategy: ddp)."
+            f"trainer.strategy: {name} is Lightning's FSDPStrategy (FSDP1), which is not supported here (this run "
+            f"computes on the {hardware.device}): it cannot clip gradients by norm, and its LoRA checkpoints and "
+            f"bf16 buffers are wrong (lightning_modules/sharding.py). Shard with FSDP2: strategy: "
+            f"{{class_path: {FSDP2_CLASS_PATH}}}, or, when the model fits one GPU, use strategy: ddp."
         )
     if issubclass(kind, ModelParallelStrategy) and not issubclass(kind, FSDP2Strategy):
         raise ShardingError(

@@ -45,7 +45,7 @@ class StudyTrainer(L.Trainer):
     Args:
         precision: ``auto`` or any of Lightning's precision names (``bf16-mixed``, ``32-true``...).
         **kwargs: every other ``lightning.Trainer`` argument; ``accelerator`` also decides which device the
-            rule looks at, and ``strategy: fsdp`` (FSDP1) off CUDA is refused with what to use instead
+            rule looks at, and Lightning's FSDP1 (``strategy: fsdp``) is refused with what to use instead
             (:func:`~lightning_modules.sharding.check_strategy`).
     """
 

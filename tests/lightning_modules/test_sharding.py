@@ -32,14 +32,16 @@ from lightning_modules.sharding import (
 CPU, GPU = Hardware(device="cpu"), Hardware(device="cuda", cuda_bf16=True, cuda_capability=(9, 0))
 
 
+@pytest.mark.parametrize("hardware", [CPU, GPU], ids=["cpu", "cuda"])
 @pytest.mark.parametrize("strategy", ["fsdp", "fsdp_cpu_offload", FSDPStrategy(), FSDPStrategy])
-def test_fsdp1_off_cuda_is_refused_with_what_runs_instead(strategy):
+def test_fsdp1_is_refused_on_every_device_with_what_runs_instead(strategy, hardware):
     with pytest.raises(ShardingError) as error:
-        check_strategy(strategy, CPU)
+        check_strategy(strategy, hardware)
     message = str(error.value)
-    assert "FSDPStrategy (FSDP1), which runs on CUDA GPUs only" in message and "computes on the cpu" in message
+    assert "FSDPStrategy (FSDP1), which is not supported here" in message
+    assert f"computes on the {hardware.device}" in message and "cannot clip gradients by norm" in message
     assert "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}" in message
-    check_strategy(strategy, GPU)  # the GPU config (configs/sft_fsdp.yaml) is untouched
+    assert "strategy: ddp" in message
 
 
 def test_fsdp1_subclass_is_refused_too():
@@ -48,7 +50,7 @@ def test_fsdp1_subclass_is_refused_too():
         pass
 
     with pytest.raises(ShardingError, match="Subclass is Lightning's FSDPStrategy"):
-        check_strategy(Subclass(), CPU)
+        check_strategy(Subclass(), GPU)
 
 
 def test_plain_model_parallel_strategy_is_refused_but_fsdp2_and_ddp_pass():

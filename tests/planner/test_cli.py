@@ -88,8 +88,8 @@ def test_fsdp_shards_weights_over_devices(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     _, out, _ = run_plan(capsys, "--config", "configs/sft_fsdp.yaml", "--json")
     plan = json.loads(out)
-    # fp32 weights (load.dtype: float32) of 7.24B over 4 GPUs
-    assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 4 / 4, rel=1e-6)
+    # bf16 weights (load.dtype: auto on a bf16 GPU; FSDP2 keeps them in it) of 7.24B over 4 GPUs
+    assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 2 / 4, rel=1e-6)
 
 
 @pytest.mark.parametrize("last_layer", [False, True], ids=["default", "every-layer"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,42 @@ class StepLog(L.Callback):
         if not trainer.sanity_checking:
             val_loss = float(trainer.callback_metrics["val/loss"])
             self._write(trainer, {"val_step": trainer.global_step, "val_loss": val_loss})
+
+
+class GradNormLog(L.Callback):
+    """Append, on rank 0, the total gradient norm of each optimiser step before clipping (Lightning clips right
+    after ``on_before_optimizer_step``), gathered whole when the gradients are DTensor shards (FSDP2)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+        from torch.distributed.tensor import DTensor
+
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm(grads)
+        norm = norm.full_tensor() if isinstance(norm, DTensor) else norm  # a collective: every rank is here
+        if trainer.is_global_zero:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(json.dumps({"step": trainer.global_step, "grad_norm": float(norm)}) + "\n")
+
+
+class BufferDtypes(L.Callback):
+    """Write, on rank 0, the dtype of every buffer and parameter of the model as the first training batch starts
+    (after the strategy's setup: sharding, precision), then stop the run."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.is_global_zero:
+            record = {
+                "buffers": {name: str(b.dtype) for name, b in pl_module.named_buffers()},
+                "trained": sorted({str(p.dtype) for p in pl_module.parameters() if p.requires_grad}),
+                "frozen": sorted({str(p.dtype) for p in pl_module.parameters() if not p.requires_grad}),
+                "precision": str(trainer.precision),
+            }
+            Path(self.path).write_text(json.dumps(record), encoding="utf-8")
 
 
 def read_log(path: Path) -> tuple[dict[int, float], dict[int, float]]:

@@ -81,7 +81,7 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
         "fsdp_on_cpu": (
             fsdp_on_cpu,
             [
-                "error: trainer.strategy: fsdp is Lightning's FSDPStrategy (FSDP1), which runs on CUDA GPUs only",
+                "error: trainer.strategy: fsdp is Lightning's FSDPStrategy (FSDP1), which is not supported here",
                 "cpu",
                 "strategy: {class_path: lightning_modules.sharding.FSDP2Strategy}",
             ],

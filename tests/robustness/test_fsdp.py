@@ -7,9 +7,15 @@ per step (``group_by_length: false``), one process with batch 16 against two wit
 reduce-scatters the mean gradient over the ranks, as DDP all-reduces it, so the weights after one epoch (4
 steps) and the rank-reduced validation loss match to float summation order.
 
-Four runs: one process; two sharded processes writing a full (rank-0, one file) checkpoint; two sharded
+Every run clips the gradient norm (``gradient_clip_val``, below the norms seen, so every step clips): Lightning's
+FSDP1 plugin refuses clipping by norm; under FSDP2 the gradients are DTensor shards, whose norm torch reduces over
+the ranks, so the clipped steps match one process's.
+
+Five runs: one process; two sharded processes writing a full (rank-0, one file) checkpoint; two sharded
 processes that write a sharded checkpoint (one file per rank) after two steps and are both killed (SIGKILL) as
-the third starts, then resumed from it. (Killed, not sent SIGTERM: Lightning 2.6's SIGTERM handler broadcasts
+the third starts, then resumed from it; and one step of two sharded processes in bf16-mixed over a bf16 frozen
+base, to read the dtypes the strategy leaves (RoPE's ``inv_freq`` must stay fp32: FSDP1's bf16 plugin casts
+buffers to bf16). (Killed, not sent SIGTERM: Lightning 2.6's SIGTERM handler broadcasts
 from inside the signal handler, which raced with the ranks' collectives and hung one run of two here.) A few
 minutes on two cores, hence ``slow``.
 """
@@ -32,6 +38,7 @@ from transformers import AutoModelForCausalLM
 pytestmark = pytest.mark.slow
 
 KILL_AT = 2  # both ranks killed as step 2 (0-based) starts: after the sharded last.ckpt of steps 0-1
+CLIP = 0.05  # below every step's gradient norm in these runs (asserted), so every step is clipped
 
 
 def fsdp(sharded_checkpoint: bool) -> dict:
@@ -46,30 +53,36 @@ def fsdp(sharded_checkpoint: bool) -> dict:
 
 
 def config(out: Path, model: Path, batch_size: int, **trainer) -> dict:
-    cfg = tiny_config("sft", out, model, precision="32", max_epochs=1, **trainer)
+    trainer = {"precision": "32", "max_epochs": 1, "gradient_clip_val": CLIP, **trainer}
+    cfg = tiny_config("sft", out, model, **trainer)
     cfg["data"]["init_args"].update(batch_size=batch_size, eval_batch_size=10, group_by_length=False, num_examples=64)
     cfg["model"]["init_args"]["lora"]["dropout"] = 0.0  # the ranks would draw other masks than one process
     cfg["model"]["init_args"]["optimizer"]["lr"] = 2e-3  # as the DDP test: pinned, not the demo's tuned rate
+    add_callback(cfg, "fault_injection.GradNormLog", path=str(out / "grad_norms.jsonl"))
     return add_callback(cfg, "fault_injection.StepLog", path=str(out / "steps.jsonl"))
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("fsdp")
-    folders = {name: root / name for name in ("single", "fsdp", "killed")}
+    folders = {name: root / name for name in ("single", "fsdp", "killed", "bf16")}
     for folder in folders.values():
         folder.mkdir()
     configs = {
         "single": config(folders["single"], tiny_model_dir, 16),
         "fsdp": config(folders["fsdp"], tiny_model_dir, 8, **fsdp(sharded_checkpoint=False)),
         "killed": config(folders["killed"], tiny_model_dir, 8, **fsdp(sharded_checkpoint=True)),
+        "bf16": config(folders["bf16"], tiny_model_dir, 8, precision="bf16-mixed", max_steps=1, **fsdp(True)),
     }
+    configs["bf16"]["model"]["init_args"]["load"] = {"dtype": "bfloat16"}  # the frozen base as on a GPU
+    add_callback(configs["bf16"], "fault_injection.BufferDtypes", path=str(folders["bf16"] / "dtypes.json"))
     checkpoint_every(configs["killed"], KILL_AT)
     killed = add_callback(copy.deepcopy(configs["killed"]), "fault_injection.KillAtStep", step=KILL_AT, group=True)
     killed["trainer"]["callbacks"][-2]["init_args"]["path"] = str(folders["killed"] / "steps_before_kill.jsonl")
     first = {
         "single": start_fit(configs["single"], folders["single"] / "config.yaml"),
         "fsdp": start_fit(configs["fsdp"], folders["fsdp"] / "config.yaml"),
+        "bf16": start_fit(configs["bf16"], folders["bf16"] / "config.yaml"),
     }
     for name, process in first.items():
         result = finish(process, timeout=600)
@@ -82,6 +95,11 @@ def runs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     (folders["killed"] / "fit.log").write_text(resumed.stdout + resumed.stderr)
     return folders
+
+
+def grad_norms(folder: Path) -> dict[int, float]:
+    lines = (folder / "grad_norms.jsonl").read_text().splitlines()
+    return {record["step"]: record["grad_norm"] for record in map(json.loads, lines)}
 
 
 def adapter(folder: Path) -> dict[str, torch.Tensor]:
@@ -154,3 +172,20 @@ def test_export_is_a_plain_peft_folder_with_the_trained_logits(runs, tiny_model_
         }
     torch.testing.assert_close(logits["fsdp"], logits["single"], rtol=1e-4, atol=1e-4)
     assert float((logits["fsdp"] - base_logits).abs().max()) > 1e-2  # the adapter was applied and trained
+
+
+def test_clipping_by_norm_works_and_clips_as_one_process_does(runs):
+    single, sharded = grad_norms(runs["single"]), grad_norms(runs["fsdp"])
+    assert sorted(single) == sorted(sharded) == [0, 1, 2, 3]
+    assert min(single.values()) > CLIP  # every step was clipped, so the matching weights above are clipped ones
+    for step, norm in single.items():
+        assert sharded[step] == pytest.approx(norm, rel=1e-4), step  # the norm over all ranks' shards
+
+
+def test_bf16_mixed_keeps_buffers_and_trained_weights_in_fp32(runs):
+    dtypes = json.loads((runs["bf16"] / "dtypes.json").read_text())
+    assert dtypes["precision"] == "bf16-mixed"
+    inv_freq = {name: dtype for name, dtype in dtypes["buffers"].items() if name.endswith("inv_freq")}
+    assert inv_freq and set(inv_freq.values()) == {"torch.float32"}  # RoPE phases stay exact
+    assert dtypes["trained"] == ["torch.float32"]  # LoRA weights, their gradients reduced in fp32
+    assert dtypes["frozen"] == ["torch.bfloat16"]  # FSDP2 shards a layer of mixed dtypes (no flat parameter)
