@@ -114,10 +114,8 @@ class TokenizedDataModule(L.LightningDataModule):
             desc="Tokenising",
         )
 
-    def _loader(
-        self, dataset: Dataset, batch_size: int, train: bool, collate: Callable, shard: bool = True
-    ) -> DataLoader:
-        """Training: resumable mid-epoch, this rank's share; evaluation: in order (``shard``: split by rank)."""
+    def _loader(self, dataset: Dataset, batch_size: int, train: bool, collate: Callable) -> DataLoader:
+        """Training: resumable mid-epoch, this rank's share; evaluation: in order, split by rank."""
         if train:
             return train_loader(
                 dataset,
@@ -128,4 +126,4 @@ class TokenizedDataModule(L.LightningDataModule):
                 num_workers=self.num_workers,
                 trainer=self.trainer,
             )
-        return eval_loader(dataset, batch_size, collate, num_workers=self.num_workers, shard=shard)
+        return eval_loader(dataset, batch_size, collate, num_workers=self.num_workers)

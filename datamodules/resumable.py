@@ -138,17 +138,15 @@ def train_loader(
     )
 
 
-def eval_loader(
-    dataset: Sized, batch_size: int, collate: Callable, *, num_workers: int = 0, shard: bool = True
-) -> DataLoader:
+def eval_loader(dataset: Sized, batch_size: int, collate: Callable, *, num_workers: int = 0) -> DataLoader:
     """Every row once, in order; under several processes each rank takes an equal share.
 
     Ranks must run the same number of batches (DDP synchronises buffers at every forward), so the
-    ``DistributedSampler`` repeats up to ``world_size - 1`` rows to even them out. ``shard=False``
-    gives every row to this process (the precomputed-reference pass runs on rank 0 alone).
+    ``DistributedSampler`` repeats up to ``world_size - 1`` rows to even them out (the precomputed-reference
+    pass, which sums the ranks' shares, takes its own: ``PreferenceDataModule.reference_dataloader``).
     """
     world_size, rank = world()
     sampler = None
-    if shard and world_size > 1:
+    if world_size > 1:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)
