@@ -21,7 +21,7 @@ from __future__ import annotations
 import gc
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,14 @@ from evaluation.generation import generate_responses
 from evaluation.judge import JudgeSettings, judge_variants
 from evaluation.prompts import read_prompts
 from evaluation.results import REFERENCE_VARIANT, SIDE_BY_SIDE_FILE, VariantOutput, assemble, write_results
-from evaluation.scoring import preference_logps, read_instruction_examples, read_preference_pairs, response_nll
+from evaluation.scoring import (
+    HeldOutData,
+    at_training_commit,
+    preference_logps,
+    read_instruction_examples,
+    read_preference_pairs,
+    response_nll,
+)
 from evaluation.variants import (
     LABELS,
     VariantLoadSettings,
@@ -65,6 +72,10 @@ class Run:
     precision: PrecisionChoice
     device: torch.device
     load: VariantLoadSettings
+    preference_data: HeldOutData | None = None
+    instruction_data: HeldOutData | None = None
+    held_out_records: dict[str, dict | None] = field(default_factory=dict)
+    """The results file's record of each held-out data set (:func:`evaluation.scoring.at_training_commit`)."""
 
 
 def evaluate(config: EvaluationConfig) -> dict[str, Any]:
@@ -82,8 +93,8 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
     prompts = read_prompts(config.prompts, config.on_bad_row)
     check_targeted_categories(config.targeted_categories, prompts)
-    pairs = read_preference_pairs(config.preference_data) if config.preference_data is not None else []
-    examples = read_instruction_examples(config.instruction_data) if config.instruction_data is not None else []
+    pairs = read_preference_pairs(run.preference_data) if run.preference_data is not None else []
+    examples = read_instruction_examples(run.instruction_data) if run.instruction_data is not None else []
     print(
         f"[evaluate] {len(run.variants)} variants x {len(prompts)} prompts, {len(pairs)} preference pairs, "
         f"{len(examples)} instruction examples; template {run.template}; device {run.device}",
@@ -145,7 +156,30 @@ def resolve(config: EvaluationConfig) -> Run:
     beta = config.beta if config.beta is not None else trained_beta(sources.dpo)
     if config.judge is not None:
         check_judge_folder(config.judge)
-    return Run(variants, sources, template, beta, precision, device, load)
+    # The held-out rows at the dataset commits the exports trained on (SFT: Alpaca; DPO: UltraFeedback).
+    preference_data, preference_record = held_out_at_training_commit(
+        config.preference_data, config.dpo_adapter, "DPO", "preference_data"
+    )
+    instruction_data, instruction_record = held_out_at_training_commit(
+        config.instruction_data, sources.sft, "SFT", "instruction_data"
+    )
+    return Run(
+        variants, sources, template, beta, precision, device, load, preference_data=preference_data,
+        instruction_data=instruction_data,
+        held_out_records={"preference_data": preference_record, "instruction_data": instruction_record},
+    )
+
+
+def held_out_at_training_commit(
+    data: HeldOutData | None, export: str | None, stage: str, name: str
+) -> tuple[HeldOutData | None, dict | None]:
+    """``data`` at the dataset commit the ``stage`` export's ``export_info.json`` recorded for the same Hub id,
+    and its record for the results file (:func:`evaluation.scoring.at_training_commit`); ``(None, None)``
+    without ``data``."""
+    if data is None:
+        return None, None
+    recorded = (read_export_info(export).get("provenance") or {}).get("data") or [] if export else []
+    return at_training_commit(data, recorded, f"{stage} export {export}", name)
 
 
 def check_targeted_categories(targeted: list[str] | None, prompts: list[dict]) -> None:
@@ -323,9 +357,9 @@ def describe(
         },
         "prompt_files": config.prompt_files(),
         "num_prompts": num_prompts,
-        "preference_data": asdict(config.preference_data) if config.preference_data is not None else None,
+        "preference_data": run.held_out_records.get("preference_data"),
         "num_preference_pairs": num_pairs,
-        "instruction_data": asdict(config.instruction_data) if config.instruction_data is not None else None,
+        "instruction_data": run.held_out_records.get("instruction_data"),
         "num_instruction_examples": num_examples,
         **({"judge": describe_judge(config.judge, judged)} if config.judge is not None and judged else {}),
         "generation": asdict(config.generation),

@@ -8,13 +8,15 @@ trainers' loss functions, so a held-out pair is scored exactly as DPO scored its
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from common.provenance import resolve_revision
+from common.provenance import describe, is_local, resolve_revision
 from datamodules.collate import PreferenceCollator, SFTCollator
 from datamodules.instruction import parse_instruction_row, tokenize_instruction
 from datamodules.preference import parse_preference_row, tokenize_preference
@@ -37,7 +39,8 @@ class HeldOutData:
         shuffle_seed: shuffle the rows with ``random.Random(shuffle_seed)`` first (``None``: file order).
         skip: rows skipped (after the shuffle).
         num_examples: rows kept (``None``: all the rest).
-        revision: for a Hub dataset, the branch, tag or commit to read (``None``: the default branch),
+        revision: for a Hub dataset, the branch, tag or commit to read (``None``: the commit the training
+            export recorded for the same dataset id, see :func:`at_training_commit`; else the default branch),
             resolved once to a commit (see :mod:`common.provenance`).
     """
 
@@ -48,9 +51,13 @@ class HeldOutData:
     num_examples: int | None = None
     revision: str | None = None
 
+    def sources(self) -> list[str]:
+        """``files`` as a list."""
+        return [self.files] if isinstance(self.files, str) else list(self.files)
+
     def read(self, parse: Callable[[dict], dict], name: str) -> list[dict]:
         """Parsed rows; bad rows (e.g. identical chosen and rejected) are skipped and counted in one summary."""
-        sources = [self.files] if isinstance(self.files, str) else list(self.files)
+        sources = self.sources()
         report = PreparationReport(name, "skip")
         commits = {source: resolve_revision(source, self.revision, "dataset") for source in sources}
         rows = collect(sources, parse, report, self.split, commits)
@@ -63,6 +70,68 @@ class HeldOutData:
         if not rows:
             raise ValueError(f"{name}: no rows left in {sources} after skip={self.skip}; lower skip.")
         return rows
+
+
+def is_commit(revision: object) -> bool:
+    """A full commit hash (offline, a resolved "commit" is the requested revision, a branch or tag perhaps)."""
+    return isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}", revision) is not None
+
+
+def recorded_revision(record: dict) -> str | None:
+    """What a :func:`common.provenance.describe` record of a Hub dataset pins: its commit, else (resolved offline) a
+    revision other than the default branch; ``None`` when it pins nothing."""
+    commit, revision = record.get("commit"), record.get("revision")
+    if is_commit(commit):
+        return commit
+    return revision if revision not in (None, "main") else None
+
+
+def at_training_commit(
+    data: HeldOutData, recorded: list[dict], origin: str, name: str
+) -> tuple[HeldOutData, dict[str, Any]]:
+    """``data`` at the dataset commit a training export recorded, resolved once; and its record for the results.
+
+    "Alpaca rows SFT never saw" (the same seeded shuffle as SFT, past the rows SFT used) holds only for the rows
+    SFT shuffled: the same commit of the dataset. So, for a Hub dataset the export recorded (``recorded``: its
+    ``export_info.json`` ``provenance["data"]``), ``revision: null`` reads the recorded commit, and an explicit
+    ``revision`` that differs from it is kept, with one warning line. Local files, and Hub ids the export does
+    not record, read as configured.
+
+    Args:
+        origin: the export, as the warning and the record name it (``SFT export outputs/study/sft``).
+        name: the config key (``instruction_data``), for the warning.
+
+    Returns:
+        ``(data, record)``: ``data`` with ``revision`` the commit to read (one Hub dataset, online), and the
+        results file's record: the settings, ``revision_from`` (``origin``, ``config`` or ``None``: the
+        default branch) and ``read`` (:func:`common.provenance.describe` of each source, its commit included).
+    """
+    sources = data.sources()
+    hub_ids = {source for source in sources if not is_local(source, "dataset")}
+    pins = {recorded_revision(record) for record in recorded if record.get("hub_id") in hub_ids} - {None}
+    pin = pins.pop() if len(pins) == 1 else None
+    revision, revision_from = data.revision, "config" if data.revision is not None else None
+    if pin is not None and revision is None:
+        revision, revision_from = pin, origin
+    elif pin is not None and revision != pin:
+        print(
+            f"[evaluate] warning: {name}.revision {revision!r} is not the commit {pin} the {origin} recorded for "
+            f"{', '.join(sorted(hub_ids))}: rows it holds out may be rows training used; remove {name}.revision to "
+            "read the recorded commit.",
+            flush=True,
+        )
+    commits = {source: resolve_revision(source, revision, "dataset") for source in sources}
+    resolved = {commits[source] for source in hub_ids} - {None}
+    pinned = replace(data, revision=resolved.pop() if len(resolved) == 1 else revision)
+    record = {
+        **asdict(pinned),
+        "revision_from": revision_from,
+        "read": [
+            describe(source, revision, commits[source] if is_commit(commits[source]) else None, "dataset")
+            for source in dict.fromkeys(sources)
+        ],
+    }
+    return pinned, record
 
 
 def with_category(parse: Callable[[dict], dict]) -> Callable[[dict], dict]:
