@@ -15,6 +15,7 @@ from datamodules.sources import (
     DataError,
     PreparationReport,
     Row,
+    check_max_skipped_fraction,
     collect,
     conversation,
     require_text,
@@ -175,6 +176,9 @@ class InstructionDataModule(TokenizedDataModule):
             context); ``all`` trains on every assistant turn of a multi-turn chat (``chat`` template).
         on_bad_row: ``error`` stops at the first bad row naming file, row and field; ``skip``
             drops bad rows and prints a summary.
+        max_skipped_fraction: with ``on_bad_row: skip``, more than this share of the rows read skipped is an
+            error naming the counts per reason and the files (a sign of the wrong file, schema or template);
+            ``null``: no ceiling.
         **kwargs: batching options of :class:`~datamodules.base.TokenizedDataModule`.
     """
 
@@ -190,12 +194,14 @@ class InstructionDataModule(TokenizedDataModule):
         template: TemplateName = "alpaca",
         assistant_turns: AssistantTurns = "last",
         on_bad_row: BadRowPolicy = "error",
+        max_skipped_fraction: float | None = None,
         **kwargs: Any,
     ) -> None:
         # The batching options (batch_size, pack, seed, ...) are TokenizedDataModule's; the CLI reads them from there.
         super().__init__(tokenizer_name_or_path, **kwargs)
         if not 0.0 <= val_fraction < 1.0:
             raise ConfigError(f"data: val_fraction must be in [0, 1), got {val_fraction}.")
+        check_max_skipped_fraction(max_skipped_fraction)
         self.train_files = as_list(train_files)
         self.val_files = as_list(val_files)
         self.split = split
@@ -205,13 +211,14 @@ class InstructionDataModule(TokenizedDataModule):
         self.template = template
         self.assistant_turns = assistant_turns
         self.on_bad_row = on_bad_row
+        self.max_skipped_fraction = max_skipped_fraction
         self.report: PreparationReport | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
             return
         self.load_tokenizer()
-        report = PreparationReport("instruction data", self.on_bad_row)
+        report = PreparationReport("instruction data", self.on_bad_row, self.max_skipped_fraction)
         commits = self.resolve_sources(self.train_files + self.val_files)
         train = refuse_multi_turn_without_chat(
             collect(self.train_files, parse_instruction_row, report, self.split, commits), self.template, report
@@ -234,7 +241,7 @@ class InstructionDataModule(TokenizedDataModule):
             "val": self.val_dataset._fingerprint if self.val_dataset is not None else None,
         }
         self.report = report
-        report.log()
+        report.finish()
 
     def _tokenize_and_filter(self, examples: list[dict], report: PreparationReport):
         tokenizer, template, max_length, turns = self.tokenizer, self.template, self.max_length, self.assistant_turns

@@ -18,6 +18,7 @@ from datamodules.sources import (
     BadRow,
     BadRowPolicy,
     PreparationReport,
+    check_max_skipped_fraction,
     collect,
     conversation,
     optional_score,
@@ -138,6 +139,9 @@ class PreferenceDataModule(TokenizedDataModule):
         max_prompt_length: tokens kept of the prompt (its end); must be below ``max_length``.
         template: must be the template the SFT model was trained with.
         on_bad_row: ``error`` or ``skip`` (see :class:`~datamodules.sources.PreparationReport`).
+        max_skipped_fraction: with ``on_bad_row: skip``, more than this share of the rows read skipped is an
+            error naming the counts per reason and the files (a sign of the wrong file, schema or template);
+            ``null``: no ceiling.
         reference_batch_size: pairs per batch of the precomputed-reference pass (``DPOModule(reference=
             "precomputed")``): a forward without gradients holds one layer's activations at a time, so it takes
             larger batches than training; ``None``: 4 x ``eval_batch_size``.
@@ -157,6 +161,7 @@ class PreferenceDataModule(TokenizedDataModule):
         max_prompt_length: int = 512,
         template: TemplateName = "alpaca",
         on_bad_row: BadRowPolicy = "skip",
+        max_skipped_fraction: float | None = None,
         batch_size: int = 4,
         reference_batch_size: int | None = None,
         **kwargs: Any,
@@ -177,7 +182,9 @@ class PreferenceDataModule(TokenizedDataModule):
         self.max_length = max_length
         self.max_prompt_length = max_prompt_length
         self.template = template
+        check_max_skipped_fraction(max_skipped_fraction)
         self.on_bad_row = on_bad_row
+        self.max_skipped_fraction = max_skipped_fraction
         self.report: PreparationReport | None = None
         self.fingerprints: dict[str, str] = {}
         self.reference_attached = False
@@ -189,7 +196,7 @@ class PreferenceDataModule(TokenizedDataModule):
         if self.train_dataset is not None:
             return
         self.load_tokenizer()
-        report = PreparationReport("preference data", self.on_bad_row)
+        report = PreparationReport("preference data", self.on_bad_row, self.max_skipped_fraction)
         commits = self.resolve_sources(self.train_files + self.val_files)
         train = refuse_multi_turn_without_chat(
             collect(self.train_files, parse_preference_row, report, self.split, commits),
@@ -209,7 +216,7 @@ class PreferenceDataModule(TokenizedDataModule):
         report.kept = len(self.train_dataset) + (len(self.val_dataset) if self.val_dataset else 0)
         self.provenance["fingerprint"] = dict(self.fingerprints)
         self.report = report
-        report.log()
+        report.finish()
 
     def _tokenize(self, examples: list[dict], split: str) -> Dataset:
         tokenizer, template = self.tokenizer, self.template

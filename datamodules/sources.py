@@ -2,7 +2,9 @@
 
 Every row is checked before anything is tokenised. A bad row either stops preparation with an
 error naming the file, the row and the field (``on_bad_row="error"``), or is skipped and counted in
-one summary printed at the end of preparation (``on_bad_row="skip"``). Nothing is dropped silently.
+one summary printed at the end of preparation (``on_bad_row="skip"``). Nothing is dropped silently. Under
+``skip``, a ceiling (``max_skipped_fraction``) turns a share of bad rows too large to be stray rows (the wrong
+file, schema or template) into an error.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Literal
 
 from lightning.pytorch.utilities import rank_zero_info
 
-from common.errors import DataError
+from common.errors import ConfigError, DataError
 from common.provenance import is_local
 
 BadRowPolicy = Literal["error", "skip"]
@@ -49,13 +51,33 @@ class Row:
     problem: BadRow | None = None
 
 
+def check_max_skipped_fraction(max_skipped_fraction: float | None) -> None:
+    """A data module's bad-row ceiling, checked when the module is built.
+
+    Raises:
+        ConfigError: a ceiling outside [0, 1).
+    """
+    if max_skipped_fraction is not None and not 0.0 <= max_skipped_fraction < 1.0:
+        raise ConfigError(
+            f"data: max_skipped_fraction must be in [0, 1) (a share of the rows read) or null, "
+            f"got {max_skipped_fraction}."
+        )
+
+
 @dataclass
 class PreparationReport:
-    """Counts of skipped rows per reason, with the first few row numbers of each."""
+    """Counts of the rows read and of the skipped rows per reason, with the first few row numbers of each.
+
+    ``max_skipped_fraction``: under the ``skip`` policy, :meth:`finish` refuses more than this share of the rows
+    read skipped (``None``: any share).
+    """
 
     name: str
     policy: BadRowPolicy = "error"
+    max_skipped_fraction: float | None = None
     kept: int = 0
+    read: int = 0
+    sources: list[str] = field(default_factory=list)
     skipped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
 
@@ -74,21 +96,40 @@ class PreparationReport:
         if len(self.examples[reason]) < MAX_ROWS_LISTED:
             self.examples[reason].append(f"{row.source}:{row.number}")
 
+    def reasons(self) -> str:
+        """Each reason's count with its first rows: ``missing field: 2 (e.g. a.jsonl:3, a.jsonl:9); ...``."""
+        counts = self.skipped.most_common()
+        return "; ".join(f"{reason}: {count} (e.g. {', '.join(self.examples[reason])})" for reason, count in counts)
+
     def summary(self) -> str:
         """One line: how many rows were kept and how many skipped for which reason."""
         total_skipped = sum(self.skipped.values())
         line = f"[{self.name}] kept {self.kept} rows, skipped {total_skipped}"
         if total_skipped:
-            reasons = "; ".join(
-                f"{reason}: {count} (e.g. {', '.join(self.examples[reason])})"
-                for reason, count in self.skipped.most_common()
-            )
-            line += f" -- {reasons}"
+            line += f" -- {self.reasons()}"
         return line
 
     def log(self) -> None:
         """Print the summary once (rank 0 only under DDP)."""
         rank_zero_info(self.summary())
+
+    def finish(self) -> None:
+        """The end of preparation: refuse a share of skipped rows above the ceiling, else print the summary.
+
+        Raises:
+            DataError: more than ``max_skipped_fraction`` of the rows read were skipped; the one line gives the
+                counts per reason and the files read.
+        """
+        total_skipped = sum(self.skipped.values())
+        ceiling = self.max_skipped_fraction
+        if ceiling is not None and self.read and total_skipped / self.read > ceiling:
+            raise DataError(
+                f"[{self.name}] skipped {total_skipped} of the {self.read} rows read "
+                f"({total_skipped / self.read:.2%}), above max_skipped_fraction {ceiling} -- {self.reasons()} -- "
+                f"in {', '.join(dict.fromkeys(self.sources))}. So many bad rows point to the wrong file, schema or "
+                "template: check them, or raise max_skipped_fraction."
+            )
+        self.log()
 
 
 def read_rows(source: str, split: str | None = None, revision: str | None = None) -> Iterator[Row]:
@@ -304,8 +345,10 @@ def collect(
     for source in sources:
         before = len(examples)
         seen = 0
+        report.sources.append(source)
         for row in read_rows(source, split, (revisions or {}).get(source)):
             seen += 1
+            report.read += 1
             if row.problem is not None:
                 report.reject(row, row.problem.field, row.problem.reason, row.problem.detail)
                 continue
