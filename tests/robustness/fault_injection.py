@@ -61,17 +61,26 @@ class StepLog(L.Callback):
 
 
 class GradNormLog(L.Callback):
-    """Append, on rank 0, the total gradient norm of each optimiser step before clipping (Lightning clips right
-    after ``on_before_optimizer_step``), gathered whole when the gradients are DTensor shards (FSDP2)."""
+    """Append, on rank 0, the total norm of the gradients right after Lightning clipped them (the module's
+    ``configure_gradient_clipping`` is wrapped at setup: no callback hook runs between clipping and the optimiser
+    step), gathered whole when the gradients are DTensor shards (FSDP2)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        clip = pl_module.configure_gradient_clipping
+
+        def clip_then_log(optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+            clip(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            self._log(trainer, pl_module)
+
+        pl_module.configure_gradient_clipping = clip_then_log
+
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from torch.distributed.tensor import DTensor
 
-        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        norm = torch.nn.utils.get_total_norm(grads)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in pl_module.parameters() if p.grad is not None])
         norm = norm.full_tensor() if isinstance(norm, DTensor) else norm  # a collective: every rank is here
         if trainer.is_global_zero:
             with open(self.path, "a", encoding="utf-8") as file:
