@@ -56,17 +56,19 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/bench_vs_trl.py
 
-# The wheels benchmarks/gpu_check.sh installs on a CUDA machine that has torch, lightning, transformers and peft
-# but not datasets (with the dependencies transformers does not bring) or bitsandbytes: manylinux x86_64 wheels
-# for the GPU machine's Python (GPU_PYTHON_VERSION), from PyPI, with the versions this project is tested with.
-# About 108 MB, 43 MB of it bitsandbytes and 55 MB pyarrow.
-GPU_PYTHON_VERSION ?= 3.11
-GPU_WHEELS := bitsandbytes==0.50.2 datasets==5.2.0 pyarrow==26.0.1 pandas==3.1.1 dill==0.4.1 multiprocess==0.70.19 \
-	xxhash==4.1.0 python-dateutil==4.0.0 pytz==2026.6 tzdata==2026.6
+# The wheels benchmarks/gpu_check.sh installs on the GPU machine (torch, lightning, transformers, peft there; no
+# network): bitsandbytes for the QLoRA cases and jsonargparse for the planner's CLI, as listed with their sizes in
+# benchmarks/gpu_wheels.txt (~41.3 MiB in all; the device tool carries at most 64 MiB: `carry: ["benchmarks/wheels"]`,
+# the folder stays out of git). manylinux x86_64, --no-deps, for the GPU machine's Python; the folder is refilled,
+# then checked against the list (each file's size, the total).
+GPU_PYTHON_VERSION ?= 3.12
+GPU_WHEELS = $(shell awk '!/^\#/ && NF {print $$1}' benchmarks/gpu_wheels.txt)
 gpu-wheels: $(STAMP)
+	rm -rf benchmarks/wheels
 	$(PY) -m pip download --no-deps --only-binary=:all: --python-version $(GPU_PYTHON_VERSION) \
 		--platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux2014_x86_64 \
 		-d benchmarks/wheels $(GPU_WHEELS)
+	$(PY) benchmarks/gpu_check.py --check-wheels benchmarks/wheels
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
