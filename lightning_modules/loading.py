@@ -24,6 +24,7 @@ from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableEr
 from common.precision import AUTO, DTYPES, resolve_dtype
 from common.provenance import describe, hub_access_error, is_local, resolve_revision
 from common.settings import LoadSettings, LoraSettings
+from lightning_modules.merging import merge_lora
 
 BITSANDBYTES_MIN_VERSION = "0.46.1"
 """The oldest bitsandbytes that runs QLoRA on the CPU as well as on CUDA. Its CPU NF4 kernels (quantise,
@@ -299,7 +300,8 @@ def load_sft_model(
 
     A LoRA export is loaded onto its base and merged into the weights (``merge_adapter``), or kept
     as a frozen adapter named ``sft`` (needed when the base is 4-bit: NF4 weights cannot absorb it).
-    A full-model export is loaded as it is.
+    A full-model export is loaded as it is. A merge is measured first and refused when rounding to the weights'
+    dtype would lose the update (:func:`lightning_modules.merging.merge_lora`).
     """
     export = check_sft_export(path)
     if export["kind"] == "full_model":
@@ -326,9 +328,11 @@ def load_sft_model(
         load_in_4bit=load_in_4bit,
         revision=export["base_revision"],  # the very base the SFT adapter was trained on
     )
+    model = PeftModel.from_pretrained(base, path, adapter_name=SFT_ADAPTER, is_trainable=False)
     if merge_adapter:
-        return PeftModel.from_pretrained(base, path).merge_and_unload()
-    return PeftModel.from_pretrained(base, path, adapter_name=SFT_ADAPTER, is_trainable=False)
+        fix = "Set model.merge_sft_adapter: false (stacked, frozen) or load float32 weights (load.dtype: float32)."
+        return merge_lora(model, SFT_ADAPTER, f"the SFT adapter {path}", fix)[0]
+    return model
 
 
 SFT_ADAPTER = "sft"
