@@ -80,8 +80,13 @@ class DPOModule(CausalLMModule):
             does), not by the global token count as the SFT loss is: a 2-process run differs from 1 process in
             the 5th digit (seen in fp32 on the tiny model: validation loss 6.81552 vs 6.81501), where plain DPO
             matches to 1e-5.
-        merge_sft_adapter: merge a LoRA SFT export into the base weights (default); ``false`` keeps it
-            as a frozen stacked adapter, required with ``load.load_in_4bit``.
+        merge_sft_adapter: ``true`` merges a LoRA SFT export into the base weights (measured first, refused when
+            rounding to the weights' dtype would lose the update: :mod:`lightning_modules.merging`); ``false`` keeps
+            it as a frozen stacked adapter, as 4-bit weights require. Unset: stacked when a DPO LoRA trains on
+            frozen weights that are not float32 (a merge into bf16 moves each SFT-updated weight by up to half an
+            ulp, ~6e-5 at 0.02: more than a DPO update at lr 5e-7, so the policy would start from another model
+            than the SFT one SFT trained and evaluation scores, stacked), merged into float32 weights and for full
+            fine-tuning. The export's ``export_info.json`` records which (``sft_adapter``).
         reference_cache_dir: folder of the precomputed-reference cache.
         load: how the weights are loaded, as in ``SFTModule`` (``load_in_4bit``: a QLoRA base, 4-bit NF4, under the
             SFT adapter kept stacked); ``null``: float32 weights, ``sdpa``, no 4-bit, no remote code (the same
@@ -153,7 +158,15 @@ class DPOModule(CausalLMModule):
         self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
         if export["base"] is not None:
             self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
-        self.stacked = merge_sft_adapter is False or (merge_sft_adapter is None and load.load_in_4bit)
+        self.stacked = merge_sft_adapter is False or (
+            merge_sft_adapter is None
+            and lora is not None
+            and export["kind"] == "lora_adapter"
+            and (load.load_in_4bit or load.dtype != "float32")
+        )
+        # export_info.json's record of how the SFT adapter sits under the trained one (no adapter: a full-model SFT)
+        applied = {"applied": "stacked" if self.stacked else "merged", "dtype": load.dtype}
+        self.sft_adapter = None if export["kind"] == "full_model" else applied
         policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
         if reference == "separate":
             reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())

@@ -48,7 +48,8 @@ class PlannedRun:
         gradient_checkpointing: recompute the decoder layers in the backward pass (all but the last).
         checkpoint_last_layer: with ``gradient_checkpointing``, the last layer too.
         reference: DPO only: ``separate``, ``adapter`` or ``precomputed``.
-        merge_sft_adapter: DPO only: ``None`` means merged unless 4-bit (``DPOModule``'s rule).
+        merge_sft_adapter: DPO only: ``None`` means stacked for a LoRA on 4-bit or non-float32 weights, else merged
+            (``DPOModule``'s rule).
         precision: ``trainer.precision`` (``auto`` or a Lightning name).
         devices: ``trainer.devices`` (GPUs per run).
         fsdp: the strategy is FSDP (weights, gradients and optimiser states sharded over ``devices``).
@@ -105,10 +106,12 @@ class PlannedRun:
 
     @property
     def stacked_sft_adapter(self) -> bool:
-        """DPO keeps the SFT LoRA as a frozen stacked adapter (``DPOModule``: ``false``, or unset with 4-bit)."""
+        """DPO keeps the SFT LoRA as a frozen stacked adapter (``DPOModule``: ``false``, or unset with a LoRA on 4-bit
+        or non-float32 weights; ``auto`` counts as bf16, the dtype it resolves to on the GPUs planned for)."""
         if self.stage != "dpo":
             return False
-        return self.merge_sft_adapter is False or (self.merge_sft_adapter is None and self.load_in_4bit)
+        frozen_low_precision = self.lora is not None and (self.load_in_4bit or self.dtype != "float32")
+        return self.merge_sft_adapter is False or (self.merge_sft_adapter is None and frozen_low_precision)
 
 
 STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "RewardModule": "reward"}

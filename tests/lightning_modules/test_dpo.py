@@ -1,5 +1,6 @@
 """The DPO module: reference strategies agree, the step-0 invariant, learning, the reference cache."""
 
+import json
 import math
 
 import lightning as L
@@ -211,3 +212,26 @@ def test_rpo_adds_alpha_times_the_chosen_token_nll_to_the_dpo_loss(tiny_sft_expo
     assert nll > 0 and "val/nll" in logged
     with pytest.raises(ValueError, match="nll_weight"):
         DPOModule(str(tiny_sft_export), lora=LORA, nll_weight=-1.0)
+
+
+def test_the_sft_adapter_stays_stacked_on_bf16_weights_and_the_export_records_how(
+    tiny_sft_export, repo, tmp_path, cpu_trainer
+):
+    """A merge into bf16 rounds every SFT-updated weight by up to half an ulp (more than a DPO update at lr 5e-7):
+    unset, ``merge_sft_adapter`` keeps it stacked there, merges it into fp32 weights, and the export says which."""
+    from callbacks.export import HFExportCallback
+    from common.settings import LoadSettings
+
+    fp32 = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter")
+    assert not fp32.stacked and fp32.sft_adapter == {"applied": "merged", "dtype": "float32"}
+    module = DPOModule(str(tiny_sft_export), lora=LORA, reference="adapter", load=LoadSettings(dtype="bfloat16"))
+    assert module.stacked and module.sft_adapter == {"applied": "stacked", "dtype": "bfloat16"}
+    assert any(".sft." in name for name, _ in module.model.named_parameters())
+    data = preference_data(tiny_sft_export, repo, tmp_path, num_examples=8)
+    out = tmp_path / "export"
+    trainer = cpu_trainer(
+        max_steps=1, limit_val_batches=0, precision="bf16-mixed", callbacks=[HFExportCallback(str(out))]
+    )
+    trainer.fit(module, datamodule=data)
+    info = json.loads((out / "export_info.json").read_text())
+    assert info["sft_adapter"] == {"applied": "stacked", "dtype": "bfloat16"}

@@ -63,12 +63,20 @@ def test_full_fine_tuning_keeps_fp32_weights_under_mixed_precision():
 
 
 def test_separate_reference_is_a_second_copy_and_precomputed_none():
-    dpo = dict(stage="dpo", dtype="bfloat16", precision="bf16-mixed")
+    dpo = dict(stage="dpo", dtype="bfloat16", precision="bf16-mixed", merge_sft_adapter=True)  # unset: stacked
     separate = plan_memory(SMALL, settings(**dpo, reference="separate"), gpu("H100"))
     precomputed = plan_memory(SMALL, settings(**dpo, reference="precomputed"), gpu("H100"))
     assert separate.persistent["reference model"] == separate.persistent["base weights"] == 2 * SMALL.total_params
     assert precomputed.persistent["reference model"] == 0
     assert Batch.of(settings(**dpo)) == Batch(rows=4, tokens=128, response_positions=124)  # 2 pairs, 2 rows each
+
+
+def test_dpo_keeps_the_sft_adapter_stacked_on_16_bit_weights_as_the_module_does():
+    assert settings(stage="dpo", dtype="bfloat16").stacked_sft_adapter
+    assert settings(stage="dpo", dtype="auto").stacked_sft_adapter  # bf16 on the GPUs planned for
+    assert not settings(stage="dpo").stacked_sft_adapter  # float32: merged
+    assert not settings(stage="dpo", dtype="bfloat16", lora=None).stacked_sft_adapter  # full fine-tuning: merged
+    assert not settings(stage="dpo", dtype="bfloat16", merge_sft_adapter=True).stacked_sft_adapter
 
 
 def test_nf4_bytes_match_bitsandbytes():
