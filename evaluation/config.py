@@ -60,7 +60,7 @@ class EvaluationConfig:
 
     Attributes:
         sft_adapter: the SFT stage's export folder (a LoRA adapter naming its base, or a full model).
-        dpo_adapter: the DPO stage's export folder (an adapter on base + SFT merged); ``null`` if none.
+        dpo_adapter: the DPO stage's export folder (an adapter on base + SFT); ``null`` if none.
         base_model: the base model; ``null`` reads it from the SFT adapter's ``adapter_config.json``.
         variants: which of ``base``, ``sft``, ``sft_dpo`` to evaluate (``null``: all three); the outputs
             keep that order.

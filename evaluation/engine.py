@@ -50,9 +50,11 @@ from evaluation.scoring import (
 )
 from evaluation.variants import (
     LABELS,
+    VariantBuild,
     VariantLoadSettings,
     VariantSources,
-    load_variant,
+    build_variant,
+    plan_variant,
     read_export_info,
     resolve_sources,
 )
@@ -76,6 +78,8 @@ class Run:
     instruction_data: HeldOutData | None = None
     held_out_records: dict[str, dict | None] = field(default_factory=dict)
     """The results file's record of each held-out data set (:func:`evaluation.scoring.at_training_commit`)."""
+    builds: dict[str, VariantBuild] = field(default_factory=dict)
+    """How each variant was built (adapters merged or stacked, what a merge kept), filled as each one loads."""
 
 
 def evaluate(config: EvaluationConfig) -> dict[str, Any]:
@@ -104,7 +108,7 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     outputs: dict[str, VariantOutput] = {}
     for name in run.variants:
         variant_start = time.perf_counter()
-        model = load_on_device(name, run.sources, run.load, run.device)
+        model, run.builds[name] = load_on_device(name, run.sources, run.load, run.device)
         responses = respond(model, tokenizer, prompts, config, run.template)
         pair_logps = (
             preference_logps(model, tokenizer, pairs, max_prompt_length=config.max_prompt_length, **scoring)
@@ -275,12 +279,12 @@ def respond(
 
 def load_on_device(
     name: str, sources: VariantSources, load: VariantLoadSettings, device: torch.device
-) -> PreTrainedModel:
-    """One variant, on ``device`` (a 4-bit model is placed by its loader)."""
-    model = load_variant(name, sources, load)
+) -> tuple[PreTrainedModel, VariantBuild]:
+    """One variant, on ``device`` (a 4-bit model is placed by its loader), and how it was built."""
+    model, build = build_variant(name, sources, load)
     if not load.load_in_4bit:
         model.to(device)
-    return model
+    return model, build
 
 
 def free_memory(device: torch.device) -> None:
@@ -339,13 +343,14 @@ def describe(
         judged: :func:`judge_step`'s result (``None``: no judge); ``meta["judge"]`` keeps all of it but the
             scores (they are stored per response).
     """
+    builds = {name: run.builds.get(name) or plan_variant(name, run.sources, run.load) for name in run.variants}
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": run.variants,
         "labels": {name: LABELS[name] for name in run.variants},
-        "sources": {
-            name: text for name, text in run.sources.describe(run.load.merge_adapters).items() if name in run.variants
-        },
+        "sources": run.sources.describe(builds),
+        # How each variant was built: adapters merged (into which dtype, what share of the update was kept) or stacked.
+        "builds": {name: asdict(build) for name, build in builds.items()},
         "template": run.template,
         "beta": run.beta,
         "targeted_categories": config.targeted_categories,

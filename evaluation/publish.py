@@ -180,7 +180,7 @@ def save_merged(sft: Path, dpo: Path, destination: Path) -> None:
     from evaluation.variants import VariantLoadSettings, load_variant, resolve_sources
 
     sources = resolve_sources(str(sft), str(dpo))
-    model = load_variant("sft_dpo", sources, VariantLoadSettings(dtype="float32"))
+    model = load_variant("sft_dpo", sources, VariantLoadSettings(dtype="float32", merge_adapters=True))
     published = AutoConfig.from_pretrained(sources.base).dtype
     if isinstance(published, torch.dtype):
         model = model.to(published)

@@ -1,12 +1,13 @@
 """The results files: ``evaluation_results.json`` (every number, and every item behind it) and
 ``side_by_side_comparison.txt`` (every prompt with each model's response, for reading).
 
-The JSON holds ``meta`` (what was evaluated, how, where), ``metrics`` (per variant), ``comparisons`` (paired
-tests between variants, :mod:`evaluation.comparisons`, the judge's among them), ``judge`` (with a judge only:
-its win rates between variants, :mod:`evaluation.judge_stats`), ``pairs``, ``instruction_examples`` (each
-held-out response's summed NLL and tokens per variant) and ``prompts`` (per-item outcomes,
-from which every number can be recomputed: a prompt's ``judge_score`` and ``response_tokens`` per variant
-give the judge's numbers). It is written last and atomically: its presence marks a complete
+The JSON holds ``meta`` (what was evaluated, how, where; ``sources`` and ``builds``: how each variant was built,
+its adapters merged into which dtype and what share of their update the merge kept, or stacked), ``metrics``
+(per variant), ``comparisons`` (paired tests between variants, :mod:`evaluation.comparisons`, the judge's among
+them), ``judge`` (with a judge only: its win rates between variants, :mod:`evaluation.judge_stats`), ``pairs``,
+``instruction_examples`` (each held-out response's summed NLL and tokens per variant) and ``prompts`` (per-item
+outcomes, from which every number can be recomputed: a prompt's ``judge_score`` and ``response_tokens`` per
+variant give the judge's numbers). It is written last and atomically: its presence marks a complete
 evaluation (the pipeline checks it).
 """
 

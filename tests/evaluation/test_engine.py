@@ -36,7 +36,11 @@ def test_evaluation_writes_both_result_files_with_the_documented_structure(
     variants = ["base", "sft", "sft_dpo"]
     assert written["meta"]["variants"] == variants
     assert written["meta"]["template"] == "alpaca"
-    assert set(written["meta"]["sources"]) == set(variants)
+    assert set(written["meta"]["sources"]) == set(variants) == set(written["meta"]["builds"])
+    built = written["meta"]["builds"]["sft_dpo"]  # the default: both adapters stacked, each one measured
+    assert (built["sft"], built["dpo"], built["dtype"]) == ("stacked", "stacked", written["meta"]["load"]["dtype"])
+    assert built["retained"]["sft"]["modules"] > 0
+    assert "(stacked, both active; " in written["meta"]["sources"]["sft_dpo"]
     assert written["meta"]["training_seeds"] == {"sft": None, "dpo": None}  # these exports carry no training config
     assert "judge" not in written["meta"] and "judge_score" not in written["prompts"][0]["responses"]["sft"]
     assert "judge" not in written and "judge" not in written["metrics"]["sft"]

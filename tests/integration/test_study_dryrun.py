@@ -76,7 +76,11 @@ def check_study_outputs(result: subprocess.CompletedProcess, root: Path) -> dict
 def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
     result, root = dry_run(stand_ins, tmp_path / "lora", "configs/dryrun")
     results = check_study_outputs(result, root)
-    assert "(merged)" in results["meta"]["sources"]["sft_dpo"]
+    assert "(stacked, both active; " in results["meta"]["sources"]["sft_dpo"]  # the default, whatever the dtype
+    built = results["meta"]["builds"]["sft_dpo"]
+    assert (built["sft"], built["dpo"]) == ("stacked", "stacked")
+    # DPO stacked the SFT adapter when the CPU's auto dtype is bf16, merged it into fp32 weights otherwise.
+    assert built["dpo_trained_on"]["applied"] == ("stacked" if built["dtype"] == "bfloat16" else "merged")
     trained = yaml.safe_load((root / "outputs/study/sft/training_config.yaml").read_text())
     assert trained["model"]["init_args"]["load"]["load_in_4bit"] is False
 
