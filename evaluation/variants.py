@@ -13,8 +13,9 @@ update below half an ulp of the weights (a LoRA DPO at lr 5e-7 moves weights by 
 and rounded once, which keeps it on average (:mod:`lightning_modules.merging`, with measurements). The SFT adapter
 is not merged because DPO trained on it merged: merged into bf16 weights, it puts them back on the bf16 grid and
 the DPO adapter over it would be erased as if merged (measured: 0.31 of the update kept, against 1.09 +- 0.12
-stacked). Every merge, and every adapter applied alone on a 16-bit module, is measured, refused when it loses the
-update and recorded in :class:`VariantBuild`.
+stacked). Every merge is measured and refused when it loses the update; an adapter stacked alone on a 16-bit
+module is measured and warned about (only float32 weights would keep more); both are recorded in
+:class:`VariantBuild`.
 """
 
 from __future__ import annotations
@@ -203,14 +204,14 @@ def build_variant(
 
     Each adapter is measured (:func:`lightning_modules.merging.merge_retention`): merged, what the merge kept;
     stacked, what a forward in the weights' dtype keeps where it is alone on a module (the DPO adapter over the
-    stacked SFT one is left out there: summed before rounding).
+    stacked SFT one is left out there: summed before rounding), a warning when that loses the update.
 
     Returns:
         ``(model, build)``: ``build.retained`` holds each adapter's measure.
 
     Raises:
         ValueError: an unknown variant name, or ``sft_dpo`` without a DPO export.
-        ConfigError: an adapter whose update rounding would erase (:func:`lightning_modules.merging.check_retention`).
+        ConfigError: a merge that would lose the update (:func:`lightning_modules.merging.check_retention`).
     """
     build = plan_variant(name, sources, settings)
     load = settings.kwargs()
@@ -226,7 +227,7 @@ def build_variant(
         retained["sft"] = retention.summary()
     elif build.sft == "stacked":
         retention = merge_retention(model, SFT_ADAPTER)
-        check_retention(retention, f"stacking {sft} alone", ALONE_FIX)
+        check_retention(retention, f"stacking {sft} alone", ALONE_FIX, refuse=False)
         retained["sft"] = retention.summary()
     if name == "sft":
         return model.eval(), replace(build, retained=retained)
@@ -242,7 +243,7 @@ def build_variant(
     else:
         over = SFT_ADAPTER if build.sft == "stacked" else None
         retention = merge_retention(model, DPO_ADAPTER, stacked_over=over)
-        check_retention(retention, f"stacking {dpo} alone on its modules", ALONE_FIX)
+        check_retention(retention, f"stacking {dpo} alone on its modules", ALONE_FIX, refuse=False)
     retained["dpo"] = retention.summary()
     return model.eval(), replace(build, retained=retained)
 

@@ -148,16 +148,18 @@ def merge_retention(model: nn.Module, adapter: str, stacked_over: str | None = N
     return MergeRetention(adapter, "/".join(sorted(dtypes)), retained, norm_ratio)
 
 
-def check_retention(retention: MergeRetention, what: str, fix: str) -> None:
+def check_retention(retention: MergeRetention, what: str, fix: str, refuse: bool = True) -> None:
     """Refuse an adapter whose update rounding erases, warn about one it trims (the thresholds above).
 
     Args:
         retention: :func:`merge_retention`'s measure.
         what: what is done, in the user's words (``merging the DPO adapter outputs/study/dpo``).
         fix: the settings that keep the update (``Set load.dtype: float32.``).
+        refuse: ``False`` warns instead, with ``fix``, below :data:`RETAINED_REFUSED_BELOW`: for an adapter that
+            is stacked already, where only float32 weights would do better (a 3-step dry run's adapter, say).
 
     Raises:
-        ConfigError: the median module keeps less than :data:`RETAINED_REFUSED_BELOW` of its update.
+        ConfigError: the median module keeps less than :data:`RETAINED_REFUSED_BELOW` of its update (``refuse``).
     """
     if not retention.retained:
         return
@@ -166,10 +168,14 @@ def check_retention(retention: MergeRetention, what: str, fix: str) -> None:
         f"{len(retention.retained)} LoRA modules, min {retention.min:.3f})"
     )
     if retention.median < RETAINED_REFUSED_BELOW:
-        raise ConfigError(
-            f"Refused: {kept}: the update is below half a {retention.dtype} ulp of most weights and rounds away, "
-            f"so the model would be nearly the one without the adapter. {fix}"
+        lost = (
+            f"{kept}: the update is below half a {retention.dtype} ulp of most weights and rounds away, so the model "
+            f"would be nearly the one without the adapter. {fix}"
         )
+        if refuse:
+            raise ConfigError(f"Refused: {lost}")
+        warnings.warn(f"{lost[0].upper()}{lost[1:]}", stacklevel=2)
+        return
     low = retention.below(RETAINED_WARNED_BELOW)
     if low:
         low_share = f"{len(low)} modules keep less than {RETAINED_WARNED_BELOW}"

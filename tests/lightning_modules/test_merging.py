@@ -74,7 +74,7 @@ def test_merging_a_lost_update_is_refused_and_an_exact_one_is_made(tiny_model_di
 def test_the_thresholds_refuse_below_090_warn_below_099_and_pass_the_rest(recwarn):
     def measured(*shares: float) -> MergeRetention:
         names = [f"layer{i}" for i in range(len(shares))]
-        return MergeRetention("dpo", "bfloat16", dict(zip(names, shares)), dict.fromkeys(names, 1.0))
+        return MergeRetention("dpo", "bfloat16", dict(zip(names, shares, strict=True)), dict.fromkeys(names, 1.0))
 
     with pytest.raises(ConfigError, match=r"keeps 0\.850 of its update \(median over 3 LoRA modules, min 0\.800\)"):
         check_retention(measured(0.8, 0.85, 1.0), "merging it", "Fix.")
@@ -83,3 +83,9 @@ def test_the_thresholds_refuse_below_090_warn_below_099_and_pass_the_rest(recwar
     check_retention(measured(0.995, 1.0), "merging it", "Fix.")
     check_retention(measured(), "merging it", "Fix.")  # an untrained adapter: nothing to lose
     assert not recwarn.list
+
+
+def test_an_adapter_already_stacked_is_warned_about_not_refused():
+    lost = MergeRetention("sft", "bfloat16", {"layer0": 0.3, "layer1": 0.4}, {"layer0": 1.0, "layer1": 1.0})
+    with pytest.warns(UserWarning, match=r"^Stacking it in bfloat16 weights keeps 0\.350 .* Load float32 weights\.$"):
+        check_retention(lost, "stacking it", "Load float32 weights.", refuse=False)
