@@ -8,16 +8,8 @@ its output to the base layer's bf16 output (on the bf16 grid) and rounds the sum
 adapter of the same module (DPO on SFT), the outputs are summed in float32 and rounded once; the SFT adapter's
 large update moves the sum off the grid and the small one shifts the rounding in proportion: kept on average.
 
-Measured on a 2-layer Mistral (hidden 256, weights ~N(0, 0.02), LoRA r=16 on the 7 projections, random updates
-of std s), the slope of the bf16 log-prob change over 1,024-3,072 rows against the float32 one:
-
-    s       retained (below)   merged   stacked alone   SFT merged + DPO stacked   SFT + DPO stacked
-    1e-5    0.29               0.29     0.32            0.31                       1.09 +- 0.12
-    3e-5    0.70               0.74     0.71            0.76                       1.05
-    6e-5    0.93               0.97     0.93
-    1e-4    0.99               0.99     0.98
-
-so :func:`merge_retention` predicts what a merge, or a stacked adapter alone on its module, keeps.
+:func:`merge_retention` predicts what a merge, or a stacked adapter alone on its module, keeps (the measurement
+that shows it, on a 2-layer Mistral in bf16, is in ``docs/gpu.md``, "Merging adapters").
 """
 
 from __future__ import annotations
@@ -35,8 +27,7 @@ RETAINED_REFUSED_BELOW = 0.9
 """A merge whose median module keeps less than this share of its update is refused. The share scales the
 adapter's first-order effect on every log-prob (``logp(W + r dW) - logp(W) ~ r <grad, dW>``): below 0.9 the
 merged model shows more than 10 % less of the trained change than the model that was trained, a bias in the very
-difference the evaluation measures. Measured on bf16 weights ~N(0, 0.02): an update of 1e-5 keeps 0.28, 3e-5
-keeps 0.70, 6e-5 keeps 0.92, 1e-4 keeps 0.99."""
+difference the evaluation measures (what updates of which size keep: ``docs/gpu.md``)."""
 RETAINED_WARNED_BELOW = 0.99
 """A merge with any module below this share (the median above :data:`RETAINED_REFUSED_BELOW`) is made with a
 one-line warning: a 1 % loss is small beside the evaluation's sampling error, but it is not the trained model."""
