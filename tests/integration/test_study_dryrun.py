@@ -90,5 +90,5 @@ def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
         trained = yaml.safe_load((root / "outputs/study" / stage / "training_config.yaml").read_text())
         assert trained["model"]["init_args"]["load"]["load_in_4bit"] is True
         assert trained["model"]["init_args"]["gradient_checkpointing"] is True
-    assert "(stacked, both active)" in results["meta"]["sources"]["sft_dpo"]
+    assert "(stacked, both active; " in results["meta"]["sources"]["sft_dpo"]
     assert results["meta"]["load"]["load_in_4bit"] is True
