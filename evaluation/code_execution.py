@@ -220,9 +220,14 @@ def humaneval_outcome(completion_program: str, test: str, entry_point: str, time
     return code_eval_outcome(completion_program, f"{test}\ncheck({entry_point})", timeout_s)
 
 
-def code_timeout_s(environ: Mapping[str, str] = os.environ) -> float:
-    """The wall-clock limit per executed program: :data:`CODE_TIMEOUT_ENV` in seconds, or the default."""
-    value = environ.get(CODE_TIMEOUT_ENV, "").strip()
+def code_timeout_s(environ: Mapping[str, str] | None = None) -> float:
+    """The wall-clock limit per executed program: :data:`CODE_TIMEOUT_ENV` in seconds, or the default.
+
+    Args:
+        environ: Where to read the variable; the process environment when None.
+    """
+    raw = os.environ.get(CODE_TIMEOUT_ENV, "") if environ is None else environ.get(CODE_TIMEOUT_ENV, "")
+    value = raw.strip()
     if not value:
         return DEFAULT_CODE_TIMEOUT_S
     try:
