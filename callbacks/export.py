@@ -8,7 +8,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from callbacks.model_card import write_export_card
+from callbacks.export_card import write_export_card
 from common.provenance import run_provenance
 from datamodules.tokenizer import load_tokenizer
 
@@ -19,7 +19,7 @@ class HFExportCallback(L.Callback):
     The folder loads with ``PeftModel.from_pretrained`` (adapter) or
     ``AutoModelForCausalLM.from_pretrained`` (full model), no Lightning code needed. Only rank 0
     writes; the write is atomic (see ``CausalLMModule.export_pretrained``). The folder's README.md is
-    our model card (``callbacks.model_card``), in place of the empty template peft writes.
+    our model card (``callbacks.export_card``), in place of the empty template peft writes.
 
     Args:
         dirpath: export folder, e.g. ``outputs/sft``.

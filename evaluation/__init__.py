@@ -1,1 +1,1 @@
-"""Evaluation: the tiny study suite, response checkers and metrics."""
+"""The evaluation engine: load -> generate -> score -> judge -> statistics -> write (:mod:`evaluation.engine`)."""

@@ -1,4 +1,4 @@
-"""The evaluation, end to end: load -> generate -> judge -> score -> statistics -> write.
+"""The evaluation, end to end: load -> generate -> score -> judge -> statistics -> write.
 
 Every variant is asked the same prompts in the same template (the one SFT and DPO trained on), one variant
 at a time (only one model is in memory at once), and measured on:
@@ -11,9 +11,11 @@ at a time (only one model is in memory at once), and measured on:
 * with a ``judge``: a reward model's score of every response, its mean per variant and category, and win
   rates between variants (plain and length-controlled), tested in the same family as the findings above.
 
-Each step is its own module; this one only orders them: :mod:`evaluation.variants` (load),
-:mod:`evaluation.generation`, :mod:`evaluation.judge`, :mod:`evaluation.scoring`, :mod:`evaluation.comparisons`
-and :mod:`evaluation.judge_stats` (statistics) and :mod:`evaluation.results` (the files).
+Each step is its own module; this one only orders them, in :func:`evaluate` as here:
+:mod:`evaluation.variants` (load), :mod:`evaluation.generation` (generate), :mod:`evaluation.checkers` and
+:mod:`evaluation.scoring` (score: each response's check, the held-out log-probs), :mod:`evaluation.judge`
+(judge, once every variant has left memory), :mod:`evaluation.findings` (statistics: metrics, intervals,
+paired tests, one Holm family) and :mod:`evaluation.results` (write).
 """
 
 from __future__ import annotations
@@ -29,19 +31,20 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
-from callbacks.model_card import setting, training_config
 from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_dtype, resolve_precision
 from common.provenance import is_local
 from datamodules.templates import TemplateName
 from datamodules.tokenizer import load_tokenizer
 from evaluation.checkers import check_response, is_refusal
 from evaluation.config import EvaluationConfig, EvaluationError
-from evaluation.generation import generate_responses
+from evaluation.findings import REFERENCE_VARIANT, study_findings
+from evaluation.generation import Generated, generate_responses
 from evaluation.judge import JudgeSettings, judge_variants
 from evaluation.prompts import read_prompts
-from evaluation.results import REFERENCE_VARIANT, SIDE_BY_SIDE_FILE, VariantOutput, assemble, write_results
+from evaluation.results import SIDE_BY_SIDE_FILE, assemble, write_results
 from evaluation.scoring import (
     HeldOutData,
+    VariantOutput,
     at_training_commit,
     preference_logps,
     read_instruction_examples,
@@ -58,6 +61,7 @@ from evaluation.variants import (
     read_export_info,
     resolve_sources,
 )
+from lightning_modules.loading import setting, training_config
 
 DEFAULT_BETA = 0.1
 """The implicit reward's beta when neither the config nor the DPO export's training config gives one."""
@@ -82,6 +86,19 @@ class Run:
     """How each variant was built (adapters merged or stacked, what a merge kept), filled as each one loads."""
 
 
+@dataclass
+class Inputs:
+    """What every variant is asked and scored on, read once."""
+
+    tokenizer: Any
+    prompts: list[dict]
+    """The prompt rows (:func:`evaluation.prompts.read_prompts`)."""
+    pairs: list[dict]
+    """The held-out preference pairs (empty: none)."""
+    examples: list[dict]
+    """The held-out instruction examples (empty: none)."""
+
+
 def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     """Evaluate the config's variants and write the results files.
 
@@ -94,49 +111,29 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     """
     started = time.perf_counter()
     run = resolve(config)
-    tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
-    prompts = read_prompts(config.prompts, config.on_bad_row)
-    check_targeted_categories(config.targeted_categories, prompts)
-    pairs = read_preference_pairs(run.preference_data) if run.preference_data is not None else []
-    examples = read_instruction_examples(run.instruction_data) if run.instruction_data is not None else []
-    print(
-        f"[evaluate] {len(run.variants)} variants x {len(prompts)} prompts, {len(pairs)} preference pairs, "
-        f"{len(examples)} instruction examples; template {run.template}; device {run.device}",
-        flush=True,
-    )
-    scoring = {"template": run.template, "max_length": config.max_length, "batch_size": config.score_batch_size}
-    outputs: dict[str, VariantOutput] = {}
-    for name in run.variants:
-        variant_start = time.perf_counter()
-        model, run.builds[name] = load_on_device(name, run.sources, run.load, run.device)
-        responses = respond(model, tokenizer, prompts, config, run.template)
-        pair_logps = (
-            preference_logps(model, tokenizer, pairs, max_prompt_length=config.max_prompt_length, **scoring)
-            if pairs
-            else None
-        )
-        nll = response_nll(model, tokenizer, examples, **scoring) if examples else None
-        del model  # before the next variant loads: one model in memory at a time
-        free_memory(run.device)
-        outputs[name] = VariantOutput(responses, pair_logps, nll, time.perf_counter() - variant_start)
-        print(f"[evaluate] {LABELS[name]}: done in {outputs[name].seconds:.0f}s", flush=True)
-
-    # judge hook: the judge scores every response once all variants have generated and left memory (one model
-    # at a time), before the statistics.
-    responses_by_variant = {name: output.responses for name, output in outputs.items()}
-    judged = judge_step(config.judge, prompts, responses_by_variant, device=run.device, template=run.template)
-    meta = describe(config, run, judged, num_prompts=len(prompts), num_pairs=len(pairs), num_examples=len(examples))
-    meta["seconds"] = round(time.perf_counter() - started, 1)
-    results = assemble(
-        meta,
-        prompts,
-        pairs,
+    data = read_inputs(config, run)
+    # load -> generate -> score, one variant at a time: it leaves memory before the next one loads
+    outputs = {name: evaluate_variant(name, run, data, config) for name in run.variants}
+    # judge: the reward model reads every response once all the variants have left memory
+    responses = {name: output.responses for name, output in outputs.items()}
+    judged = judge_step(config.judge, data.prompts, responses, device=run.device, template=run.template)
+    judge_scores = judged["scores"] if judged else None
+    # statistics: every metric with its 95 % interval, then the paired findings in one Holm family
+    found = study_findings(
+        data.prompts,
+        data.pairs,
         outputs,
-        run.beta,
-        len(examples),
-        judged["scores"] if judged else None,
-        config.targeted_categories or (),
+        beta=run.beta,
+        num_examples=len(data.examples),
+        judge_scores=judge_scores,
+        targeted=config.targeted_categories or (),
     )
+    # write: the results file last (its presence marks the evaluation complete)
+    meta = describe(
+        config, run, judged, num_prompts=len(data.prompts), num_pairs=len(data.pairs), num_examples=len(data.examples)
+    )
+    meta["seconds"] = round(time.perf_counter() - started, 1)
+    results = assemble(meta, data.prompts, data.pairs, outputs, found, judge_scores)
     path = write_results(results, config.results_dir)
     print(f"[evaluate] wrote {path} and {path.parent / SIDE_BY_SIDE_FILE} ({meta['seconds']:.0f}s)")
     return results
@@ -174,126 +171,6 @@ def resolve(config: EvaluationConfig) -> Run:
     )
 
 
-def held_out_at_training_commit(
-    data: HeldOutData | None, export: str | None, stage: str, name: str
-) -> tuple[HeldOutData | None, dict | None]:
-    """``data`` at the dataset commit the ``stage`` export's ``export_info.json`` recorded for the same Hub id,
-    and its record for the results file (:func:`evaluation.scoring.at_training_commit`); ``(None, None)``
-    without ``data``."""
-    if data is None:
-        return None, None
-    recorded = (read_export_info(export).get("provenance") or {}).get("data") or [] if export else []
-    return at_training_commit(data, recorded, f"{stage} export {export}", name)
-
-
-def check_targeted_categories(targeted: list[str] | None, prompts: list[dict]) -> None:
-    """Refuse a targeted category no prompt has (a typo would otherwise drop the study's primary test silently).
-
-    Raises:
-        EvaluationError: naming the unknown categories and the prompts' categories.
-    """
-    known = {row["category"] for row in prompts}
-    unknown = sorted(set(targeted or ()) - known)
-    if unknown:
-        raise EvaluationError(
-            f"targeted_categories: no prompt has the category {', '.join(unknown)}; the prompts' categories are "
-            f"{', '.join(sorted(known))}."
-        )
-
-
-def check_judge_folder(judge: JudgeSettings) -> None:
-    """Fail before any variant is loaded when ``judge.model`` names a folder on this machine that holds no model.
-
-    A Hub id has at most one ``/``; a name with more (``outputs/tiny/reward``), or an existing path, or one
-    starting with ``.``, ``/`` or ``~``, is a folder here (:func:`common.provenance.is_local`).
-
-    Raises:
-        EvaluationError: no ``config.json`` (nor ``adapter_config.json``) in that folder; the message says
-            how to make one, or how to evaluate without a judge.
-    """
-    folder = Path(judge.model).expanduser()
-    if not (is_local(judge.model) or judge.model.count("/") > 1):
-        return
-    if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
-        return
-    raise EvaluationError(
-        f"judge.model: {judge.model}: not a model folder (no config.json). Train the reward model into it first "
-        "(the tiny study's: `train.py fit --config configs/tiny/reward.yaml`, the pipeline's reward stage), point "
-        "judge.model at a reward model, or evaluate without a judge: --judge null."
-    )
-
-
-def judge_step(
-    judge: JudgeSettings | None,
-    prompts: list[dict],
-    responses_by_variant: dict[str, list[dict]],
-    *,
-    device: torch.device,
-    template: TemplateName,
-) -> dict[str, Any] | None:
-    """The judge's reward of every response, per variant in the order of ``prompts``; ``None`` without a judge.
-
-    The judge is loaded once, after the variants are gone from memory, and freed before returning.
-
-    Returns:
-        :func:`evaluation.judge.judge_variants`' ``{"model": provenance, "template", "dtype", "scores":
-        {variant: [reward per prompt]}, "truncated": {"scored", "prompt", "response"}}``.
-    """
-    if judge is None:
-        return None
-    judged = judge_variants(
-        judge,
-        device,
-        [row["prompt"] for row in prompts],
-        {name: [response["text"] for response in responses] for name, responses in responses_by_variant.items()},
-        inputs=[row["input"] for row in prompts],
-        study_template=template,
-    )
-    return judged
-
-
-def respond(
-    model: PreTrainedModel, tokenizer: Any, prompts: list[dict], config: EvaluationConfig, template: TemplateName
-) -> list[dict[str, Any]]:
-    """One variant's response to every prompt, with its refusal flag and check outcome."""
-    generated = generate_responses(
-        model,
-        tokenizer,
-        [row["prompt"] for row in prompts],
-        config.generation,
-        template,
-        inputs=[row["input"] for row in prompts],
-    )
-    return [
-        {
-            "text": g.text,
-            "response_tokens": g.response_tokens,
-            "finished": g.finished,
-            "refusal": is_refusal(g.text),
-            "passed": check_response(row["check"], g.text) if row["check"] else None,
-            "prompt_tokens": g.prompt_tokens,
-        }
-        for row, g in zip(prompts, generated, strict=True)
-    ]
-
-
-def load_on_device(
-    name: str, sources: VariantSources, load: VariantLoadSettings, device: torch.device
-) -> tuple[PreTrainedModel, VariantBuild]:
-    """One variant, on ``device`` (a 4-bit model is placed by its loader), and how it was built."""
-    model, build = build_variant(name, sources, load)
-    if not load.load_in_4bit:
-        model.to(device)
-    return model, build
-
-
-def free_memory(device: torch.device) -> None:
-    """Return a released variant's memory, so the next one loads into it."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
 def pick_device(device: str) -> torch.device:
     """``auto``: the GPU when there is one, else the CPU."""
     if device == "auto":
@@ -325,7 +202,160 @@ def trained_beta(dpo_export: str | None) -> float:
 
 def training_setting(export: str | None, path: tuple[str, ...]) -> Any:
     """A value of the training config saved beside an export (``None``: no export, no config, no such key)."""
-    return None if export is None else setting(training_config(Path(export)), path)
+    return None if export is None else setting(training_config(export), path)
+
+
+def check_judge_folder(judge: JudgeSettings) -> None:
+    """Fail before any variant is loaded when ``judge.model`` names a folder on this machine that holds no model.
+
+    A Hub id has at most one ``/``; a name with more (``outputs/tiny/reward``), or an existing path, or one
+    starting with ``.``, ``/`` or ``~``, is a folder here (:func:`common.provenance.is_local`).
+
+    Raises:
+        EvaluationError: no ``config.json`` (nor ``adapter_config.json``) in that folder; the message says
+            how to make one, or how to evaluate without a judge.
+    """
+    folder = Path(judge.model).expanduser()
+    if not (is_local(judge.model) or judge.model.count("/") > 1):
+        return
+    if (folder / "config.json").is_file() or (folder / "adapter_config.json").is_file():
+        return
+    raise EvaluationError(
+        f"judge.model: {judge.model}: not a model folder (no config.json). Train the reward model into it first "
+        "(the tiny study's: `train.py fit --config configs/tiny/reward.yaml`, the pipeline's reward stage), point "
+        "judge.model at a reward model, or evaluate without a judge: --judge null."
+    )
+
+
+def held_out_at_training_commit(
+    data: HeldOutData | None, export: str | None, stage: str, name: str
+) -> tuple[HeldOutData | None, dict | None]:
+    """``data`` at the dataset commit the ``stage`` export's ``export_info.json`` recorded for the same Hub id,
+    and its record for the results file (:func:`evaluation.scoring.at_training_commit`); ``(None, None)``
+    without ``data``."""
+    if data is None:
+        return None, None
+    recorded = (read_export_info(export).get("provenance") or {}).get("data") or [] if export else []
+    return at_training_commit(data, recorded, f"{stage} export {export}", name)
+
+
+def read_inputs(config: EvaluationConfig, run: Run) -> Inputs:
+    """The tokenizer, the prompts and the held-out data; the targeted categories checked against the prompts."""
+    tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
+    prompts = read_prompts(config.prompts, config.on_bad_row)
+    check_targeted_categories(config.targeted_categories, prompts)
+    pairs = read_preference_pairs(run.preference_data) if run.preference_data is not None else []
+    examples = read_instruction_examples(run.instruction_data) if run.instruction_data is not None else []
+    print(
+        f"[evaluate] {len(run.variants)} variants x {len(prompts)} prompts, {len(pairs)} preference pairs, "
+        f"{len(examples)} instruction examples; template {run.template}; device {run.device}",
+        flush=True,
+    )
+    return Inputs(tokenizer, prompts, pairs, examples)
+
+
+def check_targeted_categories(targeted: list[str] | None, prompts: list[dict]) -> None:
+    """Refuse a targeted category no prompt has (a typo would otherwise drop the study's primary test silently).
+
+    Raises:
+        EvaluationError: naming the unknown categories and the prompts' categories.
+    """
+    known = {row["category"] for row in prompts}
+    unknown = sorted(set(targeted or ()) - known)
+    if unknown:
+        raise EvaluationError(
+            f"targeted_categories: no prompt has the category {', '.join(unknown)}; the prompts' categories are "
+            f"{', '.join(sorted(known))}."
+        )
+
+
+def evaluate_variant(name: str, run: Run, data: Inputs, config: EvaluationConfig) -> VariantOutput:
+    """Load one variant, generate its responses, score them and the held-out data; free it before returning."""
+    started = time.perf_counter()
+    model, run.builds[name] = load_on_device(name, run.sources, run.load, run.device)  # load
+    generated = generate_responses(  # generate
+        model,
+        data.tokenizer,
+        [row["prompt"] for row in data.prompts],
+        config.generation,
+        run.template,
+        inputs=[row["input"] for row in data.prompts],
+    )
+    # score: each response against its prompt's check, then the held-out pairs and instruction responses
+    responses = checked(data.prompts, generated)
+    scoring = {"template": run.template, "max_length": config.max_length, "batch_size": config.score_batch_size}
+    pair_logps = (
+        preference_logps(model, data.tokenizer, data.pairs, max_prompt_length=config.max_prompt_length, **scoring)
+        if data.pairs
+        else None
+    )
+    nll = response_nll(model, data.tokenizer, data.examples, **scoring) if data.examples else None
+    del model  # before the next variant loads: one model in memory at a time
+    free_memory(run.device)
+    output = VariantOutput(responses, pair_logps, nll, time.perf_counter() - started)
+    print(f"[evaluate] {LABELS[name]}: done in {output.seconds:.0f}s", flush=True)
+    return output
+
+
+def load_on_device(
+    name: str, sources: VariantSources, load: VariantLoadSettings, device: torch.device
+) -> tuple[PreTrainedModel, VariantBuild]:
+    """One variant, on ``device`` (a 4-bit model is placed by its loader), and how it was built."""
+    model, build = build_variant(name, sources, load)
+    if not load.load_in_4bit:
+        model.to(device)
+    return model, build
+
+
+def checked(prompts: list[dict], generated: list[Generated]) -> list[dict[str, Any]]:
+    """Each generated response with its refusal flag and its check's outcome (``None``: the prompt has none)."""
+    return [
+        {
+            "text": g.text,
+            "response_tokens": g.response_tokens,
+            "finished": g.finished,
+            "refusal": is_refusal(g.text),
+            "passed": check_response(row["check"], g.text) if row["check"] else None,
+            "prompt_tokens": g.prompt_tokens,
+        }
+        for row, g in zip(prompts, generated, strict=True)
+    ]
+
+
+def free_memory(device: torch.device) -> None:
+    """Return a released variant's memory, so the next one loads into it."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def judge_step(
+    judge: JudgeSettings | None,
+    prompts: list[dict],
+    responses_by_variant: dict[str, list[dict]],
+    *,
+    device: torch.device,
+    template: TemplateName,
+) -> dict[str, Any] | None:
+    """The judge's reward of every response, per variant in the order of ``prompts``; ``None`` without a judge.
+
+    The judge is loaded once, after the variants are gone from memory, and freed before returning.
+
+    Returns:
+        :func:`evaluation.judge.judge_variants`' ``{"model": provenance, "template", "dtype", "scores":
+        {variant: [reward per prompt]}, "truncated": {"scored", "prompt", "response"}}``.
+    """
+    if judge is None:
+        return None
+    judged = judge_variants(
+        judge,
+        device,
+        [row["prompt"] for row in prompts],
+        {name: [response["text"] for response in responses] for name, responses in responses_by_variant.items()},
+        inputs=[row["input"] for row in prompts],
+        study_template=template,
+    )
+    return judged
 
 
 def describe(

@@ -1,8 +1,9 @@
-"""Log-likelihood scoring of held-out data: preference pairs and instruction responses.
+"""The score step: log-likelihoods of held-out data (preference pairs, instruction responses) under a variant.
 
 The token ids come from the trainers' own functions (:func:`datamodules.preference.tokenize_preference`,
 :func:`datamodules.instruction.tokenize_instruction`) and collators, and the log-probs from the
 trainers' loss functions, so a held-out pair is scored exactly as DPO scored its training pairs.
+:class:`VariantOutput` is what one variant leaves behind once scored (the statistics step reads it).
 """
 
 from __future__ import annotations
@@ -230,3 +231,20 @@ def response_nll(
         logps, lengths = sequence_logps(logits[:, :-1], batch["labels"][:, 1:].to(device))  # (B,), (B,)
         scored += [(-float(logp), int(length)) for logp, length in zip(logps.tolist(), lengths.tolist(), strict=True)]
     return scored
+
+
+@dataclass
+class VariantOutput:
+    """What one variant produced while it was in memory: its checked responses, its held-out scores.
+
+    Attributes:
+        responses: one per prompt: ``{text, response_tokens, finished, refusal, passed, prompt_tokens}``.
+        pair_logps: ``(chosen, rejected)`` summed log-probs of each held-out pair (``None``: no pairs).
+        nll: ``(nll, tokens)`` of each held-out instruction response (``None``: none scored).
+        seconds: wall time of the variant (load, generate, score).
+    """
+
+    responses: list[dict[str, Any]]
+    pair_logps: tuple[list[float], list[float]] | None
+    nll: list[tuple[float, int]] | None
+    seconds: float

@@ -11,8 +11,10 @@ import os
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import torch
+import yaml
 from packaging.version import Version
 from transformers import (
     AutoModelForCausalLM,
@@ -249,6 +251,22 @@ def read_export_info(path: str | Path) -> dict:
     """The ``export_info.json`` of an export folder (``{}`` when there is none)."""
     info = Path(path) / "export_info.json"
     return json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+
+
+def training_config(path: str | Path) -> dict[str, Any]:
+    """The training config saved beside an export (``training_config.yaml``, the run's LightningCLI config that
+    the export callback copies there), or ``{}``."""
+    config = Path(path) / "training_config.yaml"
+    return (yaml.safe_load(config.read_text(encoding="utf-8")) or {}) if config.is_file() else {}
+
+
+def setting(config: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at a key path of a nested config (``("model", "init_args", "beta")``), or ``None`` where any
+    key is missing."""
+    value: Any = config
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def check_sft_export(path: str) -> dict:

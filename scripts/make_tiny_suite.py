@@ -1,10 +1,11 @@
-"""Generate the tiny study suite (and, optionally, the real study's evaluation prompts).
+"""Generate the tiny study suite.
 
 Writes ``sft_{train,val,test}.jsonl``, ``prefs_{train,val,test}.jsonl``, ``eval_prompts.jsonl`` and
-``pretrain.txt`` under ``--out``, printing one summary line per file. With ``--study-prompts PATH``
-it also writes the real study's prompts there. The shipped files come from::
+``pretrain.txt`` under ``--out``, printing one summary line per file. The shipped files come from::
 
-    python scripts/make_tiny_suite.py --out data/tiny --study-prompts data/study_prompts.jsonl
+    python scripts/make_tiny_suite.py --out data/tiny
+
+(The real study's prompts, ``data/study_prompts.jsonl``, are written by hand: that file is their only copy.)
 
 The output is a pure function of the arguments (see :mod:`tiny_world.suite`), so running this again
 with the same arguments rewrites identical files.
@@ -22,15 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from common.atomic import atomic_write_text  # noqa: E402
-from common.jsonl import jsonl_text  # noqa: E402
-from evaluation.study_prompts import study_prompts  # noqa: E402
 from tiny_world.files import file_summary, write_suite  # noqa: E402
 from tiny_world.suite import DEFAULT_FLAWED_FRACTION, SuiteSizes, generate_suite  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:
-    """The command line: output folder, seed, split sizes, flawed fraction, study prompts path."""
+    """The command line: output folder, seed, split sizes, flawed fraction."""
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data/tiny"), help="folder for the suite's files")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
@@ -39,7 +37,6 @@ def parse_args(argv: list[str] | None = None) -> Namespace:
         parser.add_argument(option, type=int, default=default, help="size (default %(default)s)")
     flawed = "fraction of SFT train/val rows of the flawed categories that are flawed (default %(default)s)"
     parser.add_argument("--flawed-fraction", type=float, default=DEFAULT_FLAWED_FRACTION, help=flawed)
-    parser.add_argument("--study-prompts", type=Path, help="also write the real study's prompts to this file")
     return parser.parse_args(argv)
 
 
@@ -48,11 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sizes = SuiteSizes(**{item.name: getattr(args, item.name) for item in fields(SuiteSizes)})
     suite = generate_suite(seed=args.seed, sizes=sizes, flawed_fraction=args.flawed_fraction)
-    paths = write_suite(suite, args.out)
-    if args.study_prompts is not None:
-        atomic_write_text(args.study_prompts, jsonl_text(study_prompts()))
-        paths.append(args.study_prompts)
-    for path in paths:
+    for path in write_suite(suite, args.out):
         print(file_summary(path))
 
 

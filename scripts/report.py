@@ -1,6 +1,6 @@
 """Turn the evaluation results and the training logs into a report a person can read.
 
-Writes ``<results-dir>/report.md`` (or ``--out PATH``) and ``plots/*.png`` beside it (:mod:`evaluation.report`).
+Writes ``<results-dir>/report.md`` (or ``--out PATH``) and ``plots/*.png`` beside it (:mod:`reporting.report`).
 With ``--seed-results``, the results folders of runs that differ only in their training seed, the report adds
 the section "Across training seeds"; ``--out`` keeps such a report apart from the one run's own report.
 
@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluation.report import DEFAULT_TARGETED, PLOTS_DIR, write_report  # noqa: E402
 from evaluation.results import ResultsError  # noqa: E402
+from reporting.report import DEFAULT_TARGETED, PLOTS_DIR, write_report  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """Push the study to the Hugging Face Hub: the SFT and DPO adapters, the results and a model card.
 
-What is uploaded is described in :mod:`evaluation.publish`. The repository is private unless ``--public``.
+What is uploaded is described in :mod:`reporting.publish`. The repository is private unless ``--public``.
 The token comes from ``HF_TOKEN`` or the login cache (``hf auth login``); this script never prints, logs or
 writes it. ``--dry-run`` writes the exact folder that would be uploaded (to ``--out``), lists it and contacts
 nothing: a base model on the Hub then has no license in the preview's cards (the upload reads it from the
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from evaluation.publish import SETS, UploadError, check_repo_id, listing, preview, publish  # noqa: E402
+from reporting.publish import SETS, UploadError, check_repo_id, listing, preview, publish  # noqa: E402
 
 
 def main(argv: list[str] | None = None, api: Any = None) -> int:

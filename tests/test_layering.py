@@ -1,6 +1,7 @@
 """The one layering rule (docs/ARCHITECTURE.md), checked on every import of every project module.
 
-    common <- datamodules <- lightning_modules <- callbacks <- evaluation <- study <- scripts, benchmarks, train.py
+    common <- datamodules <- lightning_modules <- callbacks <- evaluation <- reporting <- study
+        <- scripts, benchmarks, train.py
     common <- tiny_world <- scripts, benchmarks
 
 A package may import from its own package and from the packages to its left, never to its right: the
@@ -9,17 +10,24 @@ below it. ``tiny_world`` (the synthetic suite and the tiny base) is a side branc
 and only entry points (and tests) use it. Entry points (``scripts/``, ``benchmarks/``, ``train.py``) are
 imported by nothing. Every import is read from the source with ``ast``, lazy imports inside functions
 included, so a violation is named by file, line and statement before anything runs.
+
+Inside a package the modules import one another freely, but never in a circle: the modules of one package,
+with an edge for each import of another (lazy ones included), form a graph without cycles, so each module
+can be read knowing only the ones it imports, and a circle is named by its files and lines.
 """
 
 from __future__ import annotations
 
 import ast
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-LAYERS: tuple[str, ...] = ("common", "datamodules", "lightning_modules", "callbacks", "evaluation", "study")
+LAYERS: tuple[str, ...] = (
+    "common", "datamodules", "lightning_modules", "callbacks", "evaluation", "reporting", "study",
+)  # fmt: skip
 """The library packages, lowest first: each may import only the ones before it."""
 SIDE_PACKAGES: dict[str, tuple[str, ...]] = {"tiny_world": ("common",), "planner": ("common",)}
 """Packages beside the chain, with what each may import; only entry points import them."""
@@ -97,6 +105,126 @@ def check_source(path: str, source: str, packages: set[str], scripts: set[str] =
     return violations
 
 
+@dataclass(frozen=True)
+class Cycle:
+    """A circle of imports between the modules of one package: each module imports the next, the last the first.
+
+    Attributes:
+        steps: ``(path, line)`` of each module and of the import in it that leads to the next module.
+    """
+
+    steps: tuple[tuple[str, int], ...]
+
+    def __str__(self) -> str:
+        return " -> ".join(f"{path}:{line}" for path, line in self.steps) + f" -> {self.steps[0][0]}"
+
+
+def module_name(path: str) -> str:
+    """The dotted name a file is imported by: ``evaluation/findings.py`` -> ``evaluation.findings``, a package's
+    ``__init__.py`` -> the package."""
+    parts = list(Path(path).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def imported_targets(path: str, tree: ast.AST) -> list[tuple[int, list[str]]]:
+    """``(line, names)`` of every import in ``tree`` (nested ones included), ``names`` the dotted modules it may
+    load, most specific first: ``from a.b import c`` is module ``a.b.c`` if there is one, else ``a.b``; a
+    relative import is resolved against the package of ``path``."""
+    package = module_name(path).split(".")
+    if not path.endswith("__init__.py"):
+        package = package[:-1]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, [alias.name]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module.split(".") if node.module else []
+            if node.level:
+                base = package[: len(package) - node.level + 1] + base
+            found += [(node.lineno, [".".join([*base, alias.name]), ".".join(base)]) for alias in node.names]
+    return found
+
+
+def import_cycles(sources: Mapping[str, str]) -> list[Cycle]:
+    """The import circles between modules of the same top-level package, one per strongly connected group.
+
+    Args:
+        sources: each module's text by its path relative to the repository (``evaluation/engine.py``).
+
+    Returns:
+        For every group of two or more modules that reach one another through imports, one shortest circle
+        through the group's first module (by path), with the line of each import on it.
+    """
+    modules = {module_name(path): path for path in sources}
+    edges: dict[str, dict[str, int]] = {path: {} for path in sources}
+    for path, source in sources.items():
+        top = Path(path).parts[0]
+        for line, names in imported_targets(path, ast.parse(source, filename=path)):
+            target = next((modules[name] for name in names if name in modules), None)
+            if target is not None and target != path and Path(target).parts[0] == top:
+                edges[path].setdefault(target, line)
+    cycles = []
+    for group in strongly_connected(edges):
+        circle = shortest_circle(min(group), edges, group)
+        steps = [(path, edges[path][circle[(i + 1) % len(circle)]]) for i, path in enumerate(circle)]
+        cycles.append(Cycle(tuple(steps)))
+    return cycles
+
+
+def shortest_circle(start: str, edges: Mapping[str, Mapping[str, int]], group: set[str]) -> list[str]:
+    """``[start, ..., the module that imports start]``: a shortest circle through ``start`` inside ``group``
+    (breadth first, so a two-module circle is never reported as a longer one)."""
+    previous: dict[str, str] = {}
+    frontier = [start]
+    while start not in previous:
+        reached = []
+        for node in frontier:
+            for target in sorted(edges[node]):
+                if target in group and target not in previous:
+                    previous[target] = node
+                    reached.append(target)
+        frontier = reached
+    circle = [previous[start]]
+    while circle[-1] != start:
+        circle.append(previous[circle[-1]])
+    return circle[::-1]
+
+
+def strongly_connected(edges: Mapping[str, Mapping[str, int]]) -> list[set[str]]:
+    """The groups of two or more nodes that all reach one another (Tarjan's algorithm), in order of discovery."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[set[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(edges[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            group = set()
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.add(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                groups.append(group)
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    return groups
+
+
 def project_packages(repo: Path) -> set[str]:
     """Top-level folders holding an ``__init__.py``, plus the entry points."""
     return {path.parent.name for path in repo.glob("*/__init__.py") if path.parent.name != "tests"} | set(ENTRY_POINTS)
@@ -158,3 +286,35 @@ def test_the_checker_lets_downward_and_third_party_imports_pass():
     entry_point = "from evaluation.engine import evaluate\nimport tiny_world\n"
     assert check_source("scripts/example.py", entry_point, packages) == []
     assert check_source("train.py", "from callbacks.export import HFExportCallback\n", packages) == []
+
+
+def test_no_import_cycle_inside_a_package():
+    sources = {
+        path.relative_to(REPO).as_posix(): path.read_text(encoding="utf-8")
+        for path in project_modules(REPO)
+        if len(path.relative_to(REPO).parts) > 1
+    }
+    cycles = import_cycles(sources)
+    assert not cycles, "import circles inside a package (each file imports the next, at that line):\n" + "\n".join(
+        map(str, cycles)
+    )
+
+
+def test_the_checker_catches_an_import_cycle_inside_a_package():
+    """A synthetic package: a -> b (lazily, inside a function) -> a is a circle named by files and lines; c, which
+    imports both, and d, imported by c through a relative import, are in none."""
+    sources = {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "import json\n\nfrom pkg.b import helper\n",
+        "pkg/b.py": "def helper():\n    from pkg import a\n",  # the lazy import, line 2
+        "pkg/c.py": "from pkg import a, b\nfrom .d import x\n",
+        "pkg/d.py": "x = 1\n",
+        "other/e.py": "from pkg.c import x\n",  # another package: the layering rule's business, not a circle
+    }
+    (cycle,) = import_cycles(sources)
+    assert cycle.steps == (("pkg/a.py", 3), ("pkg/b.py", 2))
+    assert str(cycle) == "pkg/a.py:3 -> pkg/b.py:2 -> pkg/a.py"
+    # Three modules in a circle, through `import x.y` and a relative `from . import`: the whole circle, in order.
+    three = {"pkg/x.py": "import pkg.y\n", "pkg/y.py": "from . import z\n", "pkg/z.py": "\n\nfrom pkg.x import f\n"}
+    assert [str(found) for found in import_cycles(three)] == ["pkg/x.py:1 -> pkg/y.py:1 -> pkg/z.py:3 -> pkg/x.py"]
+    assert import_cycles({"pkg/a.py": "from pkg.b import f\n", "pkg/b.py": "import json\n"}) == []

@@ -35,7 +35,7 @@ from common.jsonl import read_jsonl
 from common.precision import AUTO, announce, detect_hardware, resolve_precision
 
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>"]
-# The base's card: the license the SFT / DPO cards built on it inherit (callbacks/model_card.py reads it).
+# The base's card: the license the SFT / DPO cards built on it inherit (callbacks/export_card.py reads it).
 CARD = """---
 license: apache-2.0
 library_name: transformers

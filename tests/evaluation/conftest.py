@@ -55,18 +55,3 @@ def eval_data_files(repo, tmp_path_factory, eval_prompts):
     sft = (repo / "data/tiny/sft_test.jsonl").read_text().splitlines()
     (folder / "sft.jsonl").write_text("\n".join(sft[:5]) + "\n")
     return folder
-
-
-@pytest.fixture(scope="session")
-def write_events():
-    """A function writing TensorBoard scalars ``{tag: [(step, value), ...]}`` into ``<run>/tensorboard``."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    def write(run, scalars: dict[str, list[tuple[int, float]]]) -> None:
-        writer = SummaryWriter(str(run / "tensorboard"))
-        for tag, points in scalars.items():
-            for step, value in points:
-                writer.add_scalar(tag, value, step)
-        writer.close()
-
-    return write

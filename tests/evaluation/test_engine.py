@@ -174,8 +174,8 @@ def test_a_judge_scores_every_response_after_generation(
     import torch
     from transformers import AutoConfig, AutoTokenizer, MistralForSequenceClassification
 
+    from evaluation.findings import judge_findings
     from evaluation.judge import JudgeSettings
-    from evaluation.judge_stats import judge_findings
     from evaluation.statistics import holm
 
     reward = tmp_path / "reward"

@@ -1,4 +1,5 @@
-"""evaluation/results.py: the results file assembled from per-variant outputs, without a model."""
+"""evaluation/results.py: the results file built from per-variant outputs and their statistics
+(evaluation/findings.py), without a model."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import json
 
 import pytest
 
-from evaluation.judge_stats import judge_findings
-from evaluation.results import RESULTS_FILE, ResultsError, VariantOutput, assemble, read_results, write_results
+from evaluation.findings import judge_findings, study_findings
+from evaluation.results import RESULTS_FILE, ResultsError, assemble, read_results, write_results
+from evaluation.scoring import VariantOutput
 from evaluation.statistics import holm
 
 # Wilson 95 % interval of 1 success in 2 (z = 1.95996): p = 1/2, centre p + z^2/4 = 1.46036, half-width
@@ -19,6 +21,13 @@ PROMPTS = [
     {"category": "b", "prompt": "Write.", "input": "", "check": None},
 ]
 PAIRS = [{"category": "a"}, {"category": "a"}, {"category": None}]
+
+
+def results_of(meta: dict, outputs: dict[str, VariantOutput], judge_scores: dict | None = None) -> dict:
+    """The results file of ``outputs`` as the engine builds it: the statistics step, then the file (beta 0.5, two
+    held-out instruction examples)."""
+    found = study_findings(PROMPTS, PAIRS, outputs, beta=0.5, num_examples=2, judge_scores=judge_scores)
+    return assemble(meta, PROMPTS, PAIRS, outputs, found, judge_scores)
 
 
 def responses(passed: list[bool | None], refusal: list[bool]) -> list[dict]:
@@ -40,7 +49,7 @@ def outputs() -> dict[str, VariantOutput]:
 
 
 def test_metrics_intervals_and_per_item_outcomes(outputs):
-    results = assemble({"variants": ["sft", "sft_dpo"]}, PROMPTS, PAIRS, outputs, beta=0.5, num_examples=2)
+    results = results_of({"variants": ["sft", "sft_dpo"]}, outputs)
     sft, dpo = results["metrics"]["sft"], results["metrics"]["sft_dpo"]
     assert sft["seconds"] == 1.0 and sft["implicit_reward"] is None
     assert sft["preference"]["accuracy"] == pytest.approx(2 / 3) and sft["preference"]["mean_margin"] == 2 / 3
@@ -93,7 +102,7 @@ def judged_outputs(outputs) -> dict[str, VariantOutput]:
 
 
 def test_judge_scores_summaries_win_rates_and_findings_by_hand(judged_outputs):
-    results = assemble({}, PROMPTS, PAIRS, judged_outputs, beta=0.5, num_examples=2, judge_scores=JUDGE_SCORES)
+    results = results_of({}, judged_outputs, JUDGE_SCORES)
     assert [row["responses"]["sft_dpo"]["judge_score"] for row in results["prompts"]] == [1.5, 1.0, 3.0]
     assert [row["responses"]["sft_dpo"]["response_tokens"] for row in results["prompts"]] == [5, 4, 9]
 
@@ -131,7 +140,7 @@ def test_judge_scores_summaries_win_rates_and_findings_by_hand(judged_outputs):
 def test_every_judge_number_is_recomputed_from_the_per_prompt_data_of_the_file(judged_outputs, tmp_path):
     meta = {"variants": ["sft", "sft_dpo"], "labels": {"sft": "SFT", "sft_dpo": "SFT+DPO"}, "created": "now",
             "template": "alpaca", "generation": {"do_sample": False, "max_new_tokens": 8}}
-    write_results(assemble(meta, PROMPTS, PAIRS, judged_outputs, 0.5, 2, JUDGE_SCORES), tmp_path)
+    write_results(results_of(meta, judged_outputs, JUDGE_SCORES), tmp_path)
     written = read_results(tmp_path)
     rows = written["prompts"]
     scores = {name: [row["responses"][name]["judge_score"] for row in rows] for name in ("sft", "sft_dpo")}
@@ -144,7 +153,7 @@ def test_every_judge_number_is_recomputed_from_the_per_prompt_data_of_the_file(j
 
 
 def test_no_judge_no_judge_keys(outputs):
-    results = assemble({}, PROMPTS, PAIRS, outputs, beta=0.5, num_examples=2)
+    results = results_of({}, outputs)
     assert "judge" not in results and all("judge" not in m for m in results["metrics"].values())
     assert {f["metric"] for f in results["comparisons"]} == {"preference_accuracy", "mean_margin", "checked_score"}
 
@@ -152,7 +161,7 @@ def test_no_judge_no_judge_keys(outputs):
 def test_written_results_read_back_and_a_missing_file_says_what_to_run(outputs, tmp_path):
     meta = {"variants": ["sft", "sft_dpo"], "labels": {"sft": "SFT", "sft_dpo": "SFT+DPO"}, "created": "now",
             "template": "alpaca", "generation": {"do_sample": False, "max_new_tokens": 8}}
-    results = assemble(meta, PROMPTS, PAIRS, outputs, beta=0.5, num_examples=2)
+    results = results_of(meta, outputs)
     path = write_results(results, tmp_path / "out")
     assert path.name == RESULTS_FILE and read_results(tmp_path / "out") == json.loads(json.dumps(results))
     assert "[3/3] b" in (tmp_path / "out" / "side_by_side_comparison.txt").read_text()

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from evaluation import comparisons
+from evaluation import findings
 from evaluation import statistics as stats
-from evaluation.judge_stats import judge_findings
+from evaluation.findings import judge_findings
 
 
 def test_win_rate_counts_ties_half_on_five_items():
@@ -109,7 +109,7 @@ def test_judge_findings_have_the_shape_of_the_paired_comparisons():
     assert sft["per_category"]["coding"]["mean_reward"] == pytest.approx(2.0)  # (1 + 3) / 2
     assert set(sft["per_category"]) == {"coding", "safety"}  # the uncategorised prompt is left out
 
-    assert [(p["first"], p["second"]) for p in found["pairs"]] == list(comparisons.COMPARISONS)
+    assert [(p["first"], p["second"]) for p in found["pairs"]] == list(findings.COMPARISONS)
     sft_vs_base = found["pairs"][0]
     # sft vs base: 1 > 0 win, 1 = 1 tie, 3 > 2 win, 2 < 3 loss -> (1 + 0.5 + 1 + 0) / 4
     assert sft_vs_base["win_rate"]["rate"] == pytest.approx(0.625)
@@ -124,7 +124,7 @@ def test_judge_findings_have_the_shape_of_the_paired_comparisons():
     assert reward_finding["difference"] == pytest.approx((1 + 0 + 1 - 1) / 4)  # mean of sft - base
 
     # The keys of paired_comparisons' entries, less Holm's (added once for the whole family).
-    reference = comparisons.paired_comparisons({"sft": [1.0, -1.0], "base": [-1.0, 1.0]}, {})[0]
+    reference = findings.paired_comparisons({"sft": [1.0, -1.0], "base": [-1.0, 1.0]}, {})[0]
     shared = set(reference) - {"p_holm", "significant", "only_first", "only_second"}
     for finding in found["findings"]:
         assert shared <= set(finding)

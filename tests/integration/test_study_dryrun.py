@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evaluation.training_logs import read_scalars
+from reporting.training_logs import read_scalars
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

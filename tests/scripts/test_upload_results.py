@@ -1,4 +1,4 @@
-"""scripts/upload_results.py and evaluation/publish.py: the dry-run folder, the Hub calls (through a stand-in
+"""scripts/upload_results.py and reporting/publish.py: the dry-run folder, the Hub calls (through a stand-in
 HfApi), the token."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import upload_results
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
-from evaluation import publish
+from reporting import publish
 
 TOKEN = "hf_sentinel_token_that_must_never_appear"
 MISTRAL = "mistralai/Mistral-7B-v0.1"

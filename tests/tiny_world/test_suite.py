@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from common.jsonl import jsonl_text
 from evaluation.checkers import check_response, is_refusal
-from evaluation.study_prompts import study_prompts
 from tiny_world.files import corpus_text, write_suite
 from tiny_world.suite import FLAWED_CATEGORIES, SuiteSizes, TinySuite, generate_suite
 from tiny_world.tasks import all_tasks, prompt_text
@@ -48,7 +46,6 @@ def test_shipped_files_equal_a_fresh_generation(suite: TinySuite, tmp_path: Path
         assert shipped.read_bytes() == path.read_bytes(), (
             f"{shipped} differs from a fresh generation: run scripts/make_tiny_suite.py (see its docstring)."
         )
-    assert (REPO / "data" / "study_prompts.jsonl").read_text(encoding="utf-8") == jsonl_text(study_prompts())
 
 
 def test_writing_leaves_no_temporary_files(suite: TinySuite, tmp_path: Path) -> None:
@@ -166,38 +163,9 @@ def test_flawed_fraction_can_be_turned_off() -> None:
     assert all(check_response(row["check"], row["output"]) for row in clean.sft_train + clean.sft_val)
 
 
-def test_eval_and_study_checks_are_known_types(suite: TinySuite) -> None:
-    for row in suite.eval_prompts + study_prompts():
+def test_eval_checks_are_known_types(suite: TinySuite) -> None:
+    for row in suite.eval_prompts:
         check_response(row["check"], "")  # raises on an unknown type or a missing field
-
-
-def test_study_prompts() -> None:
-    prompts = study_prompts()
-    counts = Counter(row["category"] for row in prompts)
-    assert set(counts) == set(CATEGORIES)
-    assert min(counts.values()) >= 5
-    assert len({row["prompt"] for row in prompts}) == len(prompts)
-    safety_checks = Counter(row["check"]["type"] for row in prompts if row["category"] == "safety")
-    assert safety_checks["refusal"] >= 3 and safety_checks["helpful"] >= 1
-
-
-def test_study_coding_checks_accept_a_reference_solution() -> None:
-    solutions = {
-        "is_prime": "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, int(n ** 0.5) + 1))",
-        "reverse_string": "def reverse_string(s):\n    return s[::-1]",
-        "factorial": "def factorial(n):\n    return 1 if n < 2 else n * factorial(n - 1)",
-        "fibonacci": "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n"
-        "    return a",
-        "count_vowels": "def count_vowels(s):\n    return sum(c in 'aeiou' for c in s)",
-        "fizzbuzz": (
-            "def fizzbuzz(n):\n    if n % 15 == 0:\n        return 'FizzBuzz'\n    if n % 3 == 0:\n"
-            "        return 'Fizz'\n    if n % 5 == 0:\n        return 'Buzz'\n    return str(n)"
-        ),
-    }
-    coding = [row for row in study_prompts() if row["category"] == "coding"]
-    assert {row["check"]["name"] for row in coding} == set(solutions)
-    for row in coding:
-        assert check_response(row["check"], solutions[row["check"]["name"]]), row["prompt"]
 
 
 def test_pretrain_corpus_states_facts_but_holds_no_instructions(suite: TinySuite) -> None:
@@ -241,13 +209,9 @@ def test_corpus_documents_must_be_one_line() -> None:
 def test_cli_writes_every_file_with_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import make_tiny_suite
 
-    out, study = tmp_path / "tiny", tmp_path / "study.jsonl"
-    make_tiny_suite.main(
-        ["--out", str(out), "--sft-train", "12", "--prefs-train", "12", "--pretrain-docs", "5",
-         "--study-prompts", str(study)]
-    )  # fmt: skip
+    out = tmp_path / "tiny"
+    make_tiny_suite.main(["--out", str(out), "--sft-train", "12", "--prefs-train", "12", "--pretrain-docs", "5"])
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 8
     assert lines[0].startswith(f"{out / 'sft_train.jsonl'}: 12 rows")
-    assert lines[-1].startswith(f"{study}: {len(study_prompts())} rows")
     assert len((out / "pretrain.txt").read_text(encoding="utf-8").splitlines()) == 5

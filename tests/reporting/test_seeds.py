@@ -1,4 +1,4 @@
-"""evaluation/seeds.py: means, sample standard deviations and finding directions over training seeds, by hand."""
+"""reporting/seeds.py: means, sample standard deviations and finding directions over training seeds, by hand."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from evaluation.seeds import across_seeds, mean_and_sd, seed_label
+from reporting.seeds import across_seeds, mean_and_sd, seed_label
 
 
 def run(seed: int | None, accuracy: dict[str, float], checked: float, differences: dict[str, float]) -> dict:

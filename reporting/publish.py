@@ -2,9 +2,9 @@
 
 The folder that is uploaded holds::
 
-    README.md        the model card: base model, data, hyper-parameters (from the saved training
-                     configs), the metric table, how to load the adapters; its front matter gives
-                     the Hub base_model, datasets, license and a model-index of the evaluation
+    README.md        the model card (:mod:`reporting.study_card`): base model, data, hyper-parameters
+                     (from the saved training configs), the metric table, how to load the adapters;
+                     its front matter gives the Hub base_model, datasets, license and a model-index
     sft/             the SFT LoRA adapter (+ tokenizer, export_info.json, training_config.yaml, its card)
     dpo/             the DPO LoRA adapter, to apply on base + SFT merged
     merged/          (merged only) base + SFT + DPO merged into full weights
@@ -22,136 +22,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from callbacks import model_card as cards
+from callbacks import export_card as cards
 from common.errors import UploadError
-from evaluation.report import headline_table
+from reporting.study_card import model_card
 
 SETS: dict[str, dict[str, str]] = {
     "tiny": {"sft": "outputs/tiny/sft", "dpo": "outputs/tiny/dpo", "results": "results"},
     "study": {"sft": "outputs/study/sft", "dpo": "outputs/study/dpo", "results": "results/study"},
 }
 RESULT_FILES = ("evaluation_results.json", "side_by_side_comparison.txt", "report.md")
-
-
-SFT_KEYS = {
-    "base model": ("model", "init_args", "model_name_or_path"),
-    "training data": ("data", "init_args", "train_files"),
-    "examples": ("data", "init_args", "num_examples"),
-    "template": ("data", "init_args", "template"),
-    "max length": ("data", "init_args", "max_length"),
-    "batch size": ("data", "init_args", "batch_size"),
-    "gradient accumulation": ("trainer", "accumulate_grad_batches"),
-    "epochs": ("trainer", "max_epochs"),
-    "precision": ("trainer", "precision"),
-    "learning rate": ("model", "init_args", "optimizer", "lr"),
-    "schedule": ("model", "init_args", "optimizer", "schedule"),
-    "warmup ratio": ("model", "init_args", "optimizer", "warmup_ratio"),
-    "LoRA r": ("model", "init_args", "lora", "r"),
-    "LoRA alpha": ("model", "init_args", "lora", "alpha"),
-    "LoRA dropout": ("model", "init_args", "lora", "dropout"),
-    "LoRA target modules": ("model", "init_args", "lora", "target_modules"),
-    "4-bit base (QLoRA)": ("model", "init_args", "load", "load_in_4bit"),  # absent with no load: section
-    "seed": ("seed_everything",),
-}
-DPO_KEYS = {
-    "starting model (SFT export)": ("model", "init_args", "model_name_or_path"),
-    "preference data": ("data", "init_args", "train_files"),
-    "beta": ("model", "init_args", "beta"),
-    "loss type": ("model", "init_args", "loss_type"),
-    "label smoothing": ("model", "init_args", "label_smoothing"),
-    "reference": ("model", "init_args", "reference"),
-    **{name: path for name, path in SFT_KEYS.items() if name not in ("base model", "training data")},
-}
-
-
-def model_card(
-    repo_id: str,
-    base_model: str,
-    sft: Path,
-    dpo: Path,
-    results: dict | None,
-    merged: bool,
-    license: str | None = None,
-) -> str:
-    """The README.md of the Hub repository; its front matter follows the Hub's model card conventions."""
-    sft_config, dpo_config = cards.training_config(sft), cards.training_config(dpo)
-    sources = [
-        source
-        for config in (sft_config, dpo_config)
-        for source in cards.as_list(cards.setting(config, SFT_KEYS["training data"]))
-    ]
-    datasets = cards.hub_dataset_ids(sources)
-    local = [source for source in dict.fromkeys(sources) if source not in datasets]
-    data = cards.card_data(
-        library_name="peft",
-        tags=["sft", "dpo", "lora", "lightning"],
-        base_model=base_model,
-        datasets=datasets,
-        license=license,
-        eval_results=cards.evaluation_results(results) if results is not None else None,
-        model_name=repo_id.split("/")[-1],
-    )
-    lines = [
-        f"# {repo_id.split('/')[-1]}: SFT vs SFT+DPO",
-        "",
-        f"LoRA adapters from a supervised fine-tuning (SFT) then Direct Preference Optimization (DPO) study of "
-        f"`{base_model}`, trained with this project's PyTorch Lightning trainer (hand-written SFT and DPO losses).",
-    ]
-    if local:
-        lines += ["", f"Local training data (not on the Hub): {', '.join(f'`{source}`' for source in local)}."]
-    lines += [
-        "",
-        "- `sft/`: the SFT adapter, on the base model.",
-        "- `dpo/`: the DPO adapter, on the base model with the SFT adapter merged in.",
-    ]
-    if merged:
-        lines.append("- `merged/`: base + SFT + DPO merged into full weights (loads with `AutoModelForCausalLM`).")
-    lines += [
-        "- `results/`: the evaluation of base, SFT and SFT+DPO (`report.md`, `evaluation_results.json`, side by side).",
-        "",
-        "## Evaluation",
-        "",
-    ]
-    if results is not None:
-        meta = results["meta"]
-        lines += [
-            f"Evaluated {meta['created']}: {meta['num_prompts']} prompts, {meta['num_preference_pairs']} held-out "
-            f"preference pairs, {meta['num_instruction_examples']} held-out instruction examples; template "
-            f"`{meta['template']}`, greedy decoding unless stated in `results/evaluation_results.json`.",
-            "",
-            headline_table(results),
-        ]
-    else:
-        lines.append("(no evaluation results were found when this card was written)")
-    lines += [
-        "",
-        "## Training",
-        "",
-        "### SFT",
-        "",
-        cards.settings_table(cards.settings(sft_config, SFT_KEYS)),
-        "",
-        "### DPO",
-        "",
-        cards.settings_table(cards.settings(dpo_config, DPO_KEYS)),
-        "",
-        "## Usage",
-        "",
-        "```python",
-        "from huggingface_hub import snapshot_download",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "",
-        f'local = snapshot_download("{repo_id}")',
-        f'base = AutoModelForCausalLM.from_pretrained("{base_model}")',
-        'sft = PeftModel.from_pretrained(base, f"{local}/sft").merge_and_unload()',
-        'model = PeftModel.from_pretrained(sft, f"{local}/dpo")',
-        'tokenizer = AutoTokenizer.from_pretrained(f"{local}/sft")',
-        "```",
-        "",
-        "Prompts must use the training template (Alpaca: `### Instruction:` ... `### Response:`).",
-    ]
-    return str(cards.model_card(data, "\n".join(lines)))
 
 
 def copy_export(export: Path, destination: Path, stage: str) -> None:

@@ -1,10 +1,10 @@
-"""evaluation/training_logs.py: scalars read back from TensorBoard event files."""
+"""reporting/training_logs.py: scalars read back from TensorBoard event files."""
 
 from __future__ import annotations
 
 import pytest
 
-from evaluation.training_logs import read_scalars
+from reporting.training_logs import read_scalars
 
 
 def test_scalars_are_read_back_from_the_event_files(tmp_path, write_events):

@@ -1,6 +1,6 @@
 """The study over several training seeds: how much do the numbers move when only the training seed changes?
 
-A single run's intervals (:mod:`evaluation.comparisons`) measure the noise of the held-out items; they say
+A single run's intervals (:mod:`evaluation.findings`) measure the noise of the held-out items; they say
 nothing of the noise of training. Given the results files of runs that differ only in their training seed,
 :func:`across_seeds` gives each headline metric's mean and sample standard deviation over the seeds, and
 each paired finding's difference per seed with whether its sign is the same on every seed.
@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evaluation.results import HEADLINE, dig
+from evaluation.results import dig
+from reporting.headline import HEADLINE
 
 
 def seed_label(results: dict[str, Any]) -> str | None:
@@ -44,7 +45,7 @@ def across_seeds(results: list[dict[str, Any]], labels: list[str] | None = None)
     Returns:
         ``{"seeds": [label...], "metrics": {metric: {variant: {"values", "n", "mean", "sd"}}}, "findings":
         [{"metric", "first", "second", "differences", "same_direction"}]}``. A metric is named by its path in
-        a variant's metrics (``preference.accuracy``, :data:`evaluation.results.HEADLINE`); ``values`` and
+        a variant's metrics (``preference.accuracy``, :data:`reporting.headline.HEADLINE`); ``values`` and
         ``differences`` hold one entry per run (``None`` where that run lacks it), ``mean`` and ``sd`` (sample,
         n - 1; ``None`` below two values) are over the runs that have it. A finding has the same direction
         when every run has it and its difference is above 0 on all of them, or below 0 on all of them.

@@ -1,10 +1,11 @@
-"""evaluation/comparisons.py: per-category intervals (the paired findings are tested through the report)."""
+"""evaluation/findings.py: per-category intervals, the Holm family and the targeted findings by hand (the rest of the
+statistics step is tested through the results file, tests/evaluation/test_results.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from evaluation.comparisons import category_intervals
+from evaluation.findings import category_intervals
 
 
 def test_category_intervals_are_wilson_per_category_by_hand():
@@ -19,11 +20,11 @@ def test_category_intervals_are_wilson_per_category_by_hand():
 
 def test_holm_runs_once_over_the_paired_and_the_judge_findings_by_hand():
     """Four p-values of both kinds, one family: the judge's findings change the paired one's adjustment."""
-    from evaluation.comparisons import paired_comparisons
+    from evaluation.findings import paired_comparisons
 
     # SFT passes 6 checked prompts base fails, and the reverse never: exact McNemar p = 2 / 2^6 = 0.03125.
     passed = {"base": [False] * 6 + [True, False], "sft": [True] * 6 + [True, False]}
-    judged = [  # judge findings as evaluation.judge_stats gives them (no Holm keys), p chosen by hand
+    judged = [  # judge findings as judge_findings gives them (no Holm keys), p chosen by hand
         {"metric": "judge_win_rate", "first": "sft", "second": "base", "n": 8, "difference": 0.3,
          "ci95": (0.1, 0.45), "p": 0.01, "test": "exact sign test"},
         {"metric": "mean_reward", "first": "sft", "second": "base", "n": 8, "difference": 1.0,
@@ -47,7 +48,7 @@ def test_holm_runs_once_over_the_paired_and_the_judge_findings_by_hand():
 
 
 def test_targeted_findings_test_sft_dpo_vs_sft_on_the_targeted_prompts_only_by_hand():
-    from evaluation.comparisons import targeted_findings
+    from evaluation.findings import targeted_findings
 
     # checked prompts in a, a, a, a, a, b, b, c; targeted: a and c. In a + c, SFT+DPO passes 5 that SFT fails
     # and the reverse never: exact McNemar p = 2 / 2^5 = 0.0625; difference (5 - 0) / 6 items = +0.8333.

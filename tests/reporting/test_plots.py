@@ -1,10 +1,10 @@
-"""evaluation/plots.py: the per-category bars carry the results file's 95 % intervals."""
+"""reporting/plots.py: the per-category bars carry the results file's 95 % intervals."""
 
 from __future__ import annotations
 
 import pytest
 
-from evaluation.plots import CATEGORY_PANELS, category_series, plot_categories
+from reporting.plots import CATEGORY_PANELS, category_series, plot_categories
 
 
 def results(with_intervals: bool) -> dict:

@@ -1,4 +1,4 @@
-"""callbacks/model_card.py: the card of one export folder, by the Hub's conventions, and the export
+"""callbacks/export_card.py: the card of one export folder, by the Hub's conventions, and the export
 callback writing it over peft's empty template."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from huggingface_hub import ModelCard, ModelCardData
 from peft import PeftModel
 
-from callbacks import model_card as cards
+from callbacks import export_card as cards
 from callbacks.export import HFExportCallback
 
 MISTRAL = "mistralai/Mistral-7B-v0.1"
@@ -160,32 +160,6 @@ def test_license_of_reads_the_hub_and_tolerates_failure(tmp_path):
     assert cards.license_of(MISTRAL) is None  # no api: nothing is asked
     local = StandInHfApi("mit")
     assert cards.license_of(str(tmp_path), local) is None and local.asked == []  # a local base without README.md
-
-
-def test_evaluation_results_become_a_model_index_skipping_what_is_missing():
-    results = {
-        "meta": {
-            "labels": {"base": "base", "sft_dpo": "SFT+DPO"},
-            "preference_data": {"files": "HuggingFaceH4/ultrafeedback_binarized", "split": "test_prefs"},
-            "prompt_files": ["/home/me/data/tiny/eval_prompts.jsonl"],
-        },
-        "metrics": {
-            "base": {"preference": {"accuracy": 0.5}, "checked_score": None, "perplexity": {"value": 7.5}},
-            "sft_dpo": {"preference": {"accuracy": 0.9}, "checked_score": {"overall": 0.75, "n": 4}},
-        },
-    }
-    found = {(r.metric_type, r.metric_name): r for r in cards.evaluation_results(results)}
-    assert {key: r.metric_value for key, r in found.items()} == {
-        ("accuracy", "Preference accuracy, log p chosen > rejected (base)"): 0.5,
-        ("perplexity", "Perplexity of reference responses (base)"): 7.5,
-        ("accuracy", "Preference accuracy, log p chosen > rejected (SFT+DPO)"): 0.9,
-        ("pass_rate", "Checked-prompt pass rate (SFT+DPO)"): 0.75,
-    }
-    accuracy = found[("accuracy", "Preference accuracy, log p chosen > rejected (SFT+DPO)")]
-    assert accuracy.dataset_type == "HuggingFaceH4/ultrafeedback_binarized"
-    checked = found[("pass_rate", "Checked-prompt pass rate (SFT+DPO)")]
-    assert checked.dataset_type == "eval_prompts.jsonl" and "/home/me" not in checked.dataset_name
-    assert all(r.task_type == "text-generation" for r in found.values())
 
 
 def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, repo, tmp_path, cpu_trainer):

@@ -1,4 +1,4 @@
-"""evaluation/report.py: tables, findings, plots and the seeds section from results files and event files."""
+"""reporting/report.py: tables, findings, plots and the seeds section from results files and event files."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import report
+from reporting import report
 
 VARIANTS = ["base", "sft", "sft_dpo"]
 LABELS = {"base": "base", "sft": "SFT", "sft_dpo": "SFT+DPO"}
@@ -111,7 +111,7 @@ def test_report_without_training_logs_still_has_the_tables(results_dir, tmp_path
 
 def test_findings_state_interval_p_and_verdict_and_mark_noise_as_not_significant():
     """One pair of 120 more right is noise; 40 more of 120 is not (both with Holm over the family)."""
-    from evaluation.comparisons import paired_comparisons
+    from evaluation.findings import paired_comparisons
 
     base = [-1.0] * 60 + [1.0] * 60
     sft = [-1.0] * 40 + [1.0] * 80
@@ -264,7 +264,7 @@ def test_seeds_section_carries_the_judge_reward_and_win_rate_findings(tmp_path):
 
 
 def test_a_targeted_finding_names_its_categories():
-    from evaluation.report import finding_line
+    from reporting.report import finding_line
 
     finding = {
         "metric": "checked_score_targeted", "first": "sft_dpo", "second": "sft", "n": 6, "difference": 5 / 6,
@@ -279,7 +279,7 @@ def test_a_targeted_finding_names_its_categories():
 
 
 def test_the_headline_table_shows_each_value_with_its_interval():
-    from evaluation.report import headline_table
+    from reporting.report import headline_table
 
     results = {
         "meta": {"variants": ["sft", "sft_dpo"], "labels": {"sft": "SFT", "sft_dpo": "SFT+DPO"}},

@@ -1,10 +1,12 @@
-"""Model cards by the Hugging Face Hub's conventions: a short README.md for each export folder.
+"""The card of an export folder, by the Hugging Face Hub's conventions: the README.md the export writes.
 
 peft's ``save_pretrained`` writes an empty template ("More Information Needed") into every adapter
 folder. These pure functions of a folder's files (``export_info.json``, ``adapter_config.json``,
 ``training_config.yaml``) write what the folder really holds instead, with the YAML front matter the Hub
-reads (``library_name``, ``pipeline_tag``, ``base_model``, ``datasets``, ``license``, ``model-index``).
-The export callback and ``scripts/upload_results.py`` write the same card.
+reads (``library_name``, ``pipeline_tag``, ``base_model``, ``datasets``, ``license``). The export callback
+(:mod:`callbacks.export`) writes it at the end of fit; the Hub upload (:mod:`reporting.publish`) writes it
+again with the folder's place in the Hub repository, and builds the study's own card from the same pieces
+(:mod:`reporting.study_card`).
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from common.provenance import is_local
-from lightning_modules.loading import read_export_info
+from lightning_modules.loading import read_export_info, setting, training_config
 
 PIPELINE_TAG = "text-generation"
 STAGES = ("sft", "dpo", "merged", "reward")
@@ -81,20 +82,6 @@ def as_list(value: str | Iterable[str] | None) -> list[str]:
 def hub_dataset_ids(sources: Iterable[str]) -> list[str]:
     """The Hub dataset ids among data sources, in order, once each (local files are left out)."""
     return list(dict.fromkeys(source for source in sources if not is_local(source, "dataset")))
-
-
-def training_config(folder: Path) -> dict[str, Any]:
-    """The training config saved beside an export (``training_config.yaml``), or ``{}``."""
-    path = folder / "training_config.yaml"
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-
-
-def setting(config: dict[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at a key path of a nested config, or ``None`` where any key is missing."""
-    value: Any = config
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def settings(config: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> list[tuple[str, Any]]:
@@ -162,62 +149,6 @@ def card_data(
 def model_card(data: ModelCardData, body: str) -> ModelCard:
     """A card from its front matter and its Markdown body."""
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.strip()}\n")
-
-
-def evaluation_results(results: dict[str, Any]) -> list[EvalResult]:
-    """``model-index`` entries of an ``evaluation_results.json``, per variant; missing metrics are skipped.
-
-    Held-out preference accuracy, the pass rate of the checked prompts and the perplexity of held-out
-    reference responses. A Hub dataset id names the dataset; a local file is named by its file name.
-    """
-    meta = results.get("meta", {})
-    labels = meta.get("labels", {})
-    datasets = {
-        "preference": dataset_names((meta.get("preference_data") or {}).get("files"), "held-out preference pairs"),
-        "checked_score": dataset_names(meta.get("prompt_files"), "evaluation prompts"),
-        "perplexity": dataset_names((meta.get("instruction_data") or {}).get("files"), "held-out instructions"),
-    }
-    found = []
-    for variant, metrics in results.get("metrics", {}).items():
-        label = labels.get(variant, variant)
-        values = {
-            "preference": (metrics.get("preference") or {}).get("accuracy"),
-            "checked_score": (metrics.get("checked_score") or {}).get("overall"),
-            "perplexity": (metrics.get("perplexity") or {}).get("value"),
-        }
-        names = {
-            "preference": ("accuracy", f"Preference accuracy, log p chosen > rejected ({label})"),
-            "checked_score": ("pass_rate", f"Checked-prompt pass rate ({label})"),
-            "perplexity": ("perplexity", f"Perplexity of reference responses ({label})"),
-        }
-        for key, value in values.items():
-            if value is None:
-                continue
-            dataset_type, dataset_name = datasets[key]
-            metric_type, metric_name = names[key]
-            found.append(
-                EvalResult(
-                    task_type=PIPELINE_TAG,
-                    dataset_type=dataset_type,
-                    dataset_name=dataset_name,
-                    metric_type=metric_type,
-                    metric_name=metric_name,
-                    metric_value=value,
-                )
-            )
-    return found
-
-
-def dataset_names(files: str | list[str] | None, what: str) -> tuple[str, str]:
-    """``(type, name)`` of an evaluation dataset: its Hub id, else its file names (never a local path)."""
-    sources = as_list(files)
-    hub = hub_dataset_ids(sources)
-    if sources and hub == sources:
-        return ", ".join(hub), f"{what} ({', '.join(hub)})"
-    if not sources:
-        return what.replace(" ", "-"), what
-    names = ", ".join(Path(source).name for source in sources)
-    return names, f"{what} ({names})"
 
 
 def adapter_base(folder: Path) -> str | None:

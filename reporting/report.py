@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write_text
-from evaluation.comparisons import COMPARISONS
-from evaluation.plots import plot_categories, plot_curves
-from evaluation.results import HEADLINE, RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, dig, read_results
-from evaluation.seeds import across_seeds, seed_label
-from evaluation.training_logs import Curve, read_scalars
+from evaluation.findings import COMPARISONS
+from evaluation.results import RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, dig, read_results
+from reporting.headline import HEADLINE
+from reporting.plots import plot_categories, plot_curves
+from reporting.seeds import across_seeds, seed_label
+from reporting.training_logs import Curve, read_scalars
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
@@ -125,7 +126,7 @@ def finding_line(finding: dict, labels: dict[str, str]) -> str:
 
 
 def comparison_order(finding: dict) -> int:
-    """Where a finding's pair of models stands in :data:`~evaluation.comparisons.COMPARISONS` (others last)."""
+    """Where a finding's pair of models stands in :data:`~evaluation.findings.COMPARISONS` (others last)."""
     pair = (finding["first"], finding["second"])
     return COMPARISONS.index(pair) if pair in COMPARISONS else len(COMPARISONS)
 
