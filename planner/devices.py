@@ -25,6 +25,8 @@ class Device:
             blocks it keeps for reuse, blocks split to odd sizes).
         dropout_mask_bytes: bytes per element of a dropout mask saved for backward: CUDA's fused dropout
             keeps a bool mask; on a CPU torch multiplies by a mask in the input's own dtype.
+        memory_bandwidth: peak memory bandwidth in bytes/s (what a decode step, reading every weight once, is
+            bound by); ``None`` on a CPU.
     """
 
     name: str
@@ -34,17 +36,19 @@ class Device:
     fixed_overhead_bytes: int
     fragmentation: float
     dropout_mask_bytes: int | None  # None: the input's dtype
+    memory_bandwidth: float | None = None
 
     @property
     def is_cuda(self) -> bool:
         return self.hardware.device == "cuda"
 
 
-# Dense bf16 tensor-core peaks from the vendors' data sheets (the sparse figures are twice these).
+# Dense bf16 tensor-core peaks and HBM bandwidths from the vendors' data sheets (the sparse FLOP figures are
+# twice these): name, FLOP/s, GB, compute capability, bytes/s.
 GPU_SPECS = {
-    "A100": ("A100 SXM 80GB", 312e12, 80, (8, 0)),
-    "H100": ("H100 SXM 80GB", 989e12, 80, (9, 0)),
-    "H200": ("H200 SXM 141GB", 989e12, 141, (9, 0)),
+    "A100": ("A100 SXM 80GB", 312e12, 80, (8, 0), 2.039e12),
+    "H100": ("H100 SXM 80GB", 989e12, 80, (9, 0), 3.35e12),
+    "H200": ("H200 SXM 141GB", 989e12, 141, (9, 0), 4.8e12),
 }
 CUDA_FIXED_OVERHEAD = 1 * GiB
 """The CUDA context with torch's kernels loaded (about 0.5-0.6 GiB on an A100/H100) plus the cuBLAS and
@@ -56,12 +60,12 @@ logits) is a typical reserved/allocated gap for training steps of varying length
 
 def gpu(name: str, memory_gb: float | None = None) -> Device:
     """A100, H100 or H200 (SXM), optionally with another memory size (``--gpu-memory-gb``)."""
-    label, peak, memory, capability = GPU_SPECS[name]
+    label, peak, memory, capability, bandwidth = GPU_SPECS[name]
     if memory_gb is not None:
         label = f"{label.rsplit(' ', 1)[0]} limited to {memory_gb:g} GB"
         memory = memory_gb
     hardware = Hardware(device="cuda", name=label, cuda_bf16=True, cuda_capability=capability)
-    return Device(label, hardware, peak, int(memory * GB), CUDA_FIXED_OVERHEAD, CUDA_FRAGMENTATION, 1)
+    return Device(label, hardware, peak, int(memory * GB), CUDA_FIXED_OVERHEAD, CUDA_FRAGMENTATION, 1, bandwidth)
 
 
 def this_cpu(memory_gb: float | None = None) -> Device:

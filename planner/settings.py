@@ -117,8 +117,8 @@ class PlannedRun:
 STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "RewardModule": "reward"}
 
 
-def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The YAML at ``path`` with each ``dotted.key=value`` of ``overrides`` applied (values parsed as YAML)."""
+def read_yaml(path: str | Path) -> dict:
+    """The YAML mapping at ``path``."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())
@@ -126,8 +126,25 @@ def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise PlanError(f"--config {path}: cannot be read ({error.strerror}).") from None
     except yaml.YAMLError as error:
         raise PlanError(f"--config {path}: not valid YAML ({error}).") from None
-    if not isinstance(config, dict) or "model" not in config or "trainer" not in config:
-        raise PlanError(f"--config {path}: not a training config (no trainer: and model: sections).")
+    if not isinstance(config, dict):
+        raise PlanError(f"--config {path}: not a config (a YAML mapping of sections).")
+    return config
+
+
+def is_training_config(config: dict) -> bool:
+    """A training config has ``trainer:`` and ``model:`` sections (an evaluation config has neither)."""
+    return "model" in config and "trainer" in config
+
+
+def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The training YAML at ``path`` with each ``dotted.key=value`` of ``overrides`` applied (values parsed as
+    YAML)."""
+    config = read_yaml(path)
+    if not is_training_config(config):
+        raise PlanError(
+            f"--config {path}: not a training config (no trainer: and model: sections) nor an evaluation config "
+            "(no sft_adapter:, prompts: or variants:)."
+        )
     for override in overrides:
         apply_override(config, override)
     return config

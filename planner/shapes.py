@@ -144,14 +144,23 @@ def resolve_model(settings: PlannedRun, model_config: str | Path | None = None) 
     Raises:
         PlanError: no readable config.json; the message names ``--model-config``.
     """
+    return resolve_model_name(settings.model, settings.config_path.parent, model_config)
+
+
+def resolve_model_name(
+    model: str,
+    search_dir: Path,
+    model_config: str | Path | None = None,
+    key: str = "model.init_args.model_name_or_path",
+) -> ResolvedModel:
+    """:func:`resolve_model` for a model named by ``key`` of a config in ``search_dir`` (an evaluation config's
+    ``sft_adapter`` or ``judge.model``, say)."""
     sft_adapter = None
     if model_config is not None:
         path = Path(model_config)
-        adapter = _sft_adapter_of(settings.model, settings.config_path.parent)
-        return ResolvedModel(read_architecture(path), f"{path} (--model-config)", adapter)
+        return ResolvedModel(read_architecture(path), f"{path} (--model-config)", adapter_of(model, search_dir))
     chain: list[str] = []
-    name = settings.model
-    search_dir = settings.config_path.parent
+    name = model
     for _ in range(8):  # export -> SFT export -> base: a short chain; the bound stops a loop of configs
         chain.append(name)
         folder = Path(name)
@@ -180,7 +189,7 @@ def resolve_model(settings: PlannedRun, model_config: str | Path | None = None) 
             return ResolvedModel(read_architecture(cached), _describe(chain), sft_adapter)
         break
     raise PlanError(
-        f"model.init_args.model_name_or_path {settings.model!r}: no config.json found (followed: "
+        f"{key} {model!r}: no config.json found (followed: "
         f"{' -> '.join(chain)}; not a local model folder, not in the offline Hugging Face cache, no "
         f"configs/models/<name>.json). Pass --model-config PATH/config.json, e.g. "
         f"--model-config configs/models/mistral-7b-v0.1.json."
@@ -236,8 +245,9 @@ def _config_exporting_to(path: str, search_dir: Path) -> tuple[Path, dict] | Non
     return None
 
 
-def _sft_adapter_of(name: str, search_dir: Path) -> Lora | None:
-    """The SFT adapter's shape behind a DPO start point, when the export or its config says it."""
+def adapter_of(name: str, search_dir: Path) -> Lora | None:
+    """The LoRA adapter's shape of an export (the SFT adapter behind a DPO start point, the DPO adapter an
+    evaluation stacks), when the export's ``adapter_config.json`` or the config that writes it says it."""
     folder = Path(name)
     if (folder / "adapter_config.json").is_file():
         return _lora_from_adapter_config(json.loads((folder / "adapter_config.json").read_text()))
