@@ -17,7 +17,9 @@ from typing import Any
 from common.errors import EvaluationError
 from datamodules.sources import BadRowPolicy
 from datamodules.templates import TemplateName
+from evaluation.harness import HarnessSettings
 from evaluation.judge import JudgeSettings
+from evaluation.prompt_sets import PromptSetSettings
 from evaluation.scoring import HeldOutData
 from evaluation.variants import VARIANTS, VariantLoadSettings
 
@@ -55,6 +57,31 @@ class GenerationSettings:
 
 
 @dataclass
+class BenchmarkSettings:
+    """The public benchmarks, run on every variant beside the study's own prompts.
+
+    Attributes:
+        harness: lm-evaluation-harness tasks (IFEval, GSM8K, TruthfulQA MC2, MMLU, HumanEval...), scored by
+            lm-eval on the loaded variant (:mod:`evaluation.harness`); ``null``: none.
+        prompt_sets: public prompt sets answered by the study's own generation (XSTest, AlpacaEval;
+            :mod:`evaluation.prompt_sets`); AlpacaEval's responses are scored by the ``judge``.
+    """
+
+    harness: HarnessSettings | None = None
+    prompt_sets: list[PromptSetSettings] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.harness, dict):
+            self.harness = _build(HarnessSettings, self.harness)
+        self.prompt_sets = [
+            _build(PromptSetSettings, entry) if isinstance(entry, dict) else entry for entry in self.prompt_sets or []
+        ]
+        names = [entry.name for entry in self.prompt_sets]
+        if len(set(names)) != len(names):
+            raise EvaluationError(f"benchmarks.prompt_sets: a set is listed twice: {names}.")
+
+
+@dataclass
 class EvaluationConfig:
     """Evaluate base, SFT and SFT+DPO and write the results files.
 
@@ -75,6 +102,7 @@ class EvaluationConfig:
             ``null`` skips it.
         judge: a reward model that scores every generated response once the variants are done (``null``:
             no judge).
+        benchmarks: public benchmarks run on every variant (lm-eval tasks and prompt sets; ``null``: none).
         targeted_categories: the prompt categories the preference pairs are meant to improve; SFT+DPO vs SFT
             on just these prompts (checked score and judge win rate, pooled) joins the tested findings, the
             study's primary question. ``null``: no such test.
@@ -99,6 +127,7 @@ class EvaluationConfig:
     preference_data: HeldOutData | None = None
     instruction_data: HeldOutData | None = None
     judge: JudgeSettings | None = None
+    benchmarks: BenchmarkSettings | None = None
     targeted_categories: list[str] | None = None
     beta: float | None = None
     generation: GenerationSettings = field(default_factory=GenerationSettings)
