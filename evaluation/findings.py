@@ -11,11 +11,12 @@ The tests themselves are the pure functions of :mod:`evaluation.statistics`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evaluation import metrics
+from evaluation import metrics, power
 from evaluation import statistics as stats
 from evaluation.scoring import VariantOutput
 
@@ -55,6 +56,7 @@ def study_findings(
     num_examples: int,
     judge_scores: dict[str, list[float]] | None = None,
     targeted: Sequence[str] = (),
+    extra: Sequence[dict] = (),
 ) -> Findings:
     """The statistics of one evaluation: each variant's metrics with their intervals, then the findings.
 
@@ -69,6 +71,8 @@ def study_findings(
             the other findings.
         targeted: the categories the preference pairs target: SFT+DPO vs SFT on just their prompts
             (:func:`targeted_findings`) joins the family.
+        extra: more findings, without Holm's keys, tested in the same family (the public benchmarks':
+            :func:`evaluation.benchmark_stats.benchmark_findings`).
     """
     pair_categories = [pair["category"] for pair in pairs]
     margins = {name: metrics.logp_margins(*o.pair_logps) for name, o in outputs.items() if o.pair_logps is not None}
@@ -102,7 +106,9 @@ def study_findings(
     targeted_found = targeted_findings(
         passed, checked_categories, targeted, judge_scores, [row["category"] for row in prompts]
     )
-    comparisons = paired_comparisons(margins, passed, [*(judged["findings"] if judged else ()), *targeted_found])
+    comparisons = paired_comparisons(
+        margins, passed, [*(judged["findings"] if judged else ()), *targeted_found, *extra]
+    )
     return Findings(margins, implicit, per_model, comparisons, judged["pairs"] if judged else None)
 
 
@@ -405,8 +411,39 @@ def paired_comparisons(
 
 def holm_family(found: list[dict]) -> list[dict]:
     """``found`` with ``p_holm`` and ``significant`` set on every finding: Holm's adjustment of all their
-    ``p`` together, one family (:func:`evaluation.statistics.holm`)."""
+    ``p`` together, one family (:func:`evaluation.statistics.holm`); and with its power (:func:`with_power`)."""
     for finding, adjusted in zip(found, stats.holm([f["p"] for f in found]), strict=True):
         finding["p_holm"] = adjusted
         finding["significant"] = adjusted < ALPHA
+        with_power(finding)
     return found
+
+
+def with_power(finding: dict) -> dict:
+    """Set ``mde`` on a finding: the smallest true difference its test would find four times in five at
+    alpha 0.05 (before Holm), for its ``n`` and the spread its own data showed (:mod:`evaluation.power`).
+
+    * exact McNemar (pass / fail items): :func:`~evaluation.power.mcnemar_mde` at the observed discordance
+      (the share of items where exactly one variant passed), also set as ``discordance``;
+    * paired sign-flip (means): :func:`~evaluation.power.paired_mean_mde` at the observed ``sd`` of the
+      differences, in the metric's own unit;
+    * exact sign test (win rates): :func:`~evaluation.power.win_rate_mde` on the untied items, in rate points
+      like the finding's ``difference`` (the rate minus one half).
+
+    ``mde`` is ``None`` where no difference is detectable at this n (no discordant or untied item, too few
+    items); a finding from another test is left without one.
+    """
+    test, n = finding.get("test"), finding.get("n")
+    mde: float | None = None
+    if test == "exact McNemar" and "only_first" in finding:
+        finding["discordance"] = (finding["only_first"] + finding["only_second"]) / n
+        mde = power.mcnemar_mde(n, finding["discordance"])
+    elif test == "paired sign-flip" and "sd" in finding:
+        mde = power.paired_mean_mde(n, finding["sd"])
+    elif test == "exact sign test" and "wins" in finding:
+        untied = finding["wins"] + finding["losses"]
+        mde = power.win_rate_mde(untied, tied=finding["ties"]) if untied else math.inf
+    else:
+        return finding
+    finding["mde"] = mde if math.isfinite(mde) else None
+    return finding

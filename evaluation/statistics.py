@@ -159,17 +159,21 @@ def compare_binary(first: Sequence[bool], second: Sequence[bool]) -> dict:
 
 
 def compare_means(first: Sequence[float], second: Sequence[float]) -> dict:
-    """``first - second`` on paired values: the mean difference, its paired bootstrap interval and the
-    sign-flip randomization p-value."""
+    """``first - second`` on paired values: the mean difference, its paired bootstrap interval, the
+    sign-flip randomization p-value, and ``sd``, the sample standard deviation of the differences (``n - 1``;
+    0.0 for one item), from which the test's minimum detectable effect follows."""
     if len(first) != len(second) or not first:
         raise ValueError("paired values need the same, non-zero number of items")
     differences = [a - b for a, b in zip(first, second, strict=True)]
+    mean = sum(differences) / len(differences)
+    spread = sum((d - mean) ** 2 for d in differences) / (len(differences) - 1) if len(differences) > 1 else 0.0
     return {
         "n": len(first),
-        "difference": sum(differences) / len(differences),
+        "difference": mean,
         "ci95": bootstrap_interval(differences),
         "p": sign_flip_p(differences),
         "test": "paired sign-flip",
+        "sd": math.sqrt(spread),
     }
 
 

@@ -96,5 +96,7 @@ def test_paired_comparisons_count_the_discordant_items():
     means = stats.compare_means([1.0, 2.0, 3.0], [0.5, 2.5, 1.0])
     assert means["difference"] == pytest.approx((0.5 - 0.5 + 2.0) / 3)
     assert math.isclose(means["p"], stats.sign_flip_p([0.5, -0.5, 2.0]))
+    # differences 0.5, -0.5, 2.0 around 2/3: squared deviations 1/36 + 49/36 + 64/36 = 114/36, over n - 1 = 2
+    assert means["sd"] == pytest.approx(math.sqrt(57 / 36))
     with pytest.raises(ValueError):
         stats.compare_binary([True], [True, False])
