@@ -35,11 +35,14 @@ from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, r
 from common.provenance import is_local
 from datamodules.templates import TemplateName
 from datamodules.tokenizer import load_tokenizer
+from evaluation.benchmark_stats import benchmark_results
 from evaluation.checkers import check_response, is_refusal
 from evaluation.config import EvaluationConfig, EvaluationError
 from evaluation.findings import REFERENCE_VARIANT, study_findings
 from evaluation.generation import Generated, generate_responses
+from evaluation.harness import check_tasks, run_harness
 from evaluation.judge import JudgeSettings, judge_variants
+from evaluation.prompt_sets import read_prompt_set
 from evaluation.prompts import read_prompts
 from evaluation.results import SIDE_BY_SIDE_FILE, assemble, write_results
 from evaluation.scoring import (
@@ -97,6 +100,10 @@ class Inputs:
     """The held-out preference pairs (empty: none)."""
     examples: list[dict]
     """The held-out instruction examples (empty: none)."""
+    prompt_sets: dict[str, list[dict]] = field(default_factory=dict)
+    """Each public prompt set's rows (``benchmarks.prompt_sets``), answered like the study's prompts."""
+    prompt_set_records: dict[str, dict] = field(default_factory=dict)
+    """What each prompt set was read from, at which commit (the results file's record)."""
 
 
 def evaluate(config: EvaluationConfig) -> dict[str, Any]:
@@ -115,10 +122,15 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     # load -> generate -> score, one variant at a time: it leaves memory before the next one loads
     outputs = {name: evaluate_variant(name, run, data, config) for name in run.variants}
     # judge: the reward model reads every response once all the variants have left memory
-    responses = {name: output.responses for name, output in outputs.items()}
-    judged = judge_step(config.judge, data.prompts, responses, device=run.device, template=run.template)
-    judge_scores = judged["scores"] if judged else None
+    # (AlpacaEval's responses are judged in the same load, after the study's prompts, and split off again)
+    alpaca = data.prompt_sets.get("alpaca_eval", [])
+    judged_prompts = data.prompts + alpaca
+    responses = {name: output.responses + output.answered.get("alpaca_eval", []) for name, output in outputs.items()}
+    judged = judge_step(config.judge, judged_prompts, responses, device=run.device, template=run.template)
+    judge_scores = {name: s[: len(data.prompts)] for name, s in judged["scores"].items()} if judged else None
+    alpaca_scores = {name: s[len(data.prompts) :] for name, s in judged["scores"].items()} if judged else None
     # statistics: every metric with its 95 % interval, then the paired findings in one Holm family
+    benchmarks = benchmark_results(data.prompt_sets, data.prompt_set_records, outputs, alpaca_scores)
     found = study_findings(
         data.prompts,
         data.pairs,
@@ -127,6 +139,7 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
         num_examples=len(data.examples),
         judge_scores=judge_scores,
         targeted=config.targeted_categories or (),
+        extra=benchmarks.pop("findings", []),
     )
     # write: the results file last (its presence marks the evaluation complete)
     meta = describe(
@@ -134,6 +147,8 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     )
     meta["seconds"] = round(time.perf_counter() - started, 1)
     results = assemble(meta, data.prompts, data.pairs, outputs, found, judge_scores)
+    if config.benchmarks is not None:
+        results["benchmarks"] = benchmarks
     path = write_results(results, config.results_dir)
     print(f"[evaluate] wrote {path} and {path.parent / SIDE_BY_SIDE_FILE} ({meta['seconds']:.0f}s)")
     return results
@@ -157,6 +172,8 @@ def resolve(config: EvaluationConfig) -> Run:
     beta = config.beta if config.beta is not None else trained_beta(sources.dpo)
     if config.judge is not None:
         check_judge_folder(config.judge)
+    if config.benchmarks is not None and config.benchmarks.harness is not None:
+        check_tasks(config.benchmarks.harness)  # a wrong task or filter fails here, not after the first variant
     # The held-out rows at the dataset commits the exports trained on (SFT: Alpaca; DPO: UltraFeedback).
     preference_data, preference_record = held_out_at_training_commit(
         config.preference_data, config.dpo_adapter, "DPO", "preference_data"
@@ -165,7 +182,14 @@ def resolve(config: EvaluationConfig) -> Run:
         config.instruction_data, sources.sft, "SFT", "instruction_data"
     )
     return Run(
-        variants, sources, template, beta, precision, device, load, preference_data=preference_data,
+        variants,
+        sources,
+        template,
+        beta,
+        precision,
+        device,
+        load,
+        preference_data=preference_data,
         instruction_data=instruction_data,
         held_out_records={"preference_data": preference_record, "instruction_data": instruction_record},
     )
@@ -246,12 +270,22 @@ def read_inputs(config: EvaluationConfig, run: Run) -> Inputs:
     check_targeted_categories(config.targeted_categories, prompts)
     pairs = read_preference_pairs(run.preference_data) if run.preference_data is not None else []
     examples = read_instruction_examples(run.instruction_data) if run.instruction_data is not None else []
+    prompt_sets, records = {}, {}
+    for settings in config.benchmarks.prompt_sets if config.benchmarks is not None else ():
+        prompt_sets[settings.name], records[settings.name] = read_prompt_set(settings)
     print(
         f"[evaluate] {len(run.variants)} variants x {len(prompts)} prompts, {len(pairs)} preference pairs, "
         f"{len(examples)} instruction examples; template {run.template}; device {run.device}",
         flush=True,
     )
-    return Inputs(tokenizer, prompts, pairs, examples)
+    if config.benchmarks is not None:
+        harness = config.benchmarks.harness
+        print(
+            f"[evaluate] benchmarks: {', '.join(f'{name} ({len(rows)} prompts)' for name, rows in prompt_sets.items())}"
+            + (f"; lm-eval {', '.join(task.task for task in harness.tasks)}" if harness else ""),
+            flush=True,
+        )
+    return Inputs(tokenizer, prompts, pairs, examples, prompt_sets, records)
 
 
 def check_targeted_categories(targeted: list[str] | None, prompts: list[dict]) -> None:
@@ -273,16 +307,9 @@ def evaluate_variant(name: str, run: Run, data: Inputs, config: EvaluationConfig
     """Load one variant, generate its responses, score them and the held-out data; free it before returning."""
     started = time.perf_counter()
     model, run.builds[name] = load_on_device(name, run.sources, run.load, run.device)  # load
-    generated = generate_responses(  # generate
-        model,
-        data.tokenizer,
-        [row["prompt"] for row in data.prompts],
-        config.generation,
-        run.template,
-        inputs=[row["input"] for row in data.prompts],
-    )
-    # score: each response against its prompt's check, then the held-out pairs and instruction responses
-    responses = checked(data.prompts, generated)
+    # generate, and score each response against its prompt's check
+    responses = answer(model, data.tokenizer, data.prompts, config, run.template)
+    # score: the held-out pairs and instruction responses
     scoring = {"template": run.template, "max_length": config.max_length, "batch_size": config.score_batch_size}
     pair_logps = (
         preference_logps(model, data.tokenizer, data.pairs, max_prompt_length=config.max_prompt_length, **scoring)
@@ -290,9 +317,15 @@ def evaluate_variant(name: str, run: Run, data: Inputs, config: EvaluationConfig
         else None
     )
     nll = response_nll(model, data.tokenizer, data.examples, **scoring) if data.examples else None
+    # benchmarks: the public prompt sets through the same generation, then lm-eval's tasks on the same model
+    answered = {
+        key: answer(model, data.tokenizer, rows, config, run.template) for key, rows in data.prompt_sets.items()
+    }
+    harness = config.benchmarks.harness if config.benchmarks is not None else None
+    harness = run_harness(model, data.tokenizer, harness, max_length=config.max_length) if harness else {}
     del model  # before the next variant loads: one model in memory at a time
     free_memory(run.device)
-    output = VariantOutput(responses, pair_logps, nll, time.perf_counter() - started)
+    output = VariantOutput(responses, pair_logps, nll, time.perf_counter() - started, answered, harness)
     print(f"[evaluate] {LABELS[name]}: done in {output.seconds:.0f}s", flush=True)
     return output
 
@@ -305,6 +338,21 @@ def load_on_device(
     if not load.load_in_4bit:
         model.to(device)
     return model, build
+
+
+def answer(
+    model: PreTrainedModel, tokenizer: Any, rows: list[dict], config: EvaluationConfig, template: TemplateName
+) -> list[dict[str, Any]]:
+    """Each row's response, generated in the study's template and checked (:func:`checked`)."""
+    generated = generate_responses(
+        model,
+        tokenizer,
+        [row["prompt"] for row in rows],
+        config.generation,
+        template,
+        inputs=[row["input"] for row in rows],
+    )
+    return checked(rows, generated)
 
 
 def checked(prompts: list[dict], generated: list[Generated]) -> list[dict[str, Any]]:
@@ -397,6 +445,7 @@ def describe(
         "instruction_data": run.held_out_records.get("instruction_data"),
         "num_instruction_examples": num_examples,
         **({"judge": describe_judge(config.judge, judged)} if config.judge is not None and judged else {}),
+        **({"benchmarks": asdict(config.benchmarks)} if config.benchmarks is not None else {}),
         "generation": asdict(config.generation),
         "load": asdict(run.load),
         "precision_rule": str(run.precision),

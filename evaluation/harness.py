@@ -361,6 +361,33 @@ def run_harness(model: Any, tokenizer: Any, settings: HarnessSettings, *, max_le
     return found
 
 
+def check_tasks(settings: HarnessSettings) -> None:
+    """Check the configured tasks before any model loads: each is known, its local copy holds a leaf, code
+    execution is allowed where a task needs it, and each ``filter`` is one the task's YAML defines.
+
+    A filter is checked where the leaf's own YAML says (its ``filter_list``, or none: only ``none``); a YAML that
+    includes another without a ``filter_list`` of its own is left to :func:`task_outcomes`, after the run.
+
+    Raises:
+        EvaluationError: naming the task, the key and what there is.
+    """
+    if lm_eval_version() == "not installed":
+        raise EvaluationError("benchmarks.harness needs lm-eval: pip install 'lm-eval[ifeval]==0.4.13'.")
+    with prepared_tasks(settings) as (manager, leaves, _):
+        check_code_execution(settings, manager, leaves)
+        for task in settings.tasks:
+            for leaf in leaves[task.task]:
+                config = manager.task_index[leaf].cfg or {}
+                if "filter_list" not in config and "include" in config:
+                    continue
+                filters = [entry.get("name") for entry in config.get("filter_list") or []] or ["none"]
+                if task.filter not in filters:
+                    raise EvaluationError(
+                        f"benchmarks.harness.tasks[{task.task}].filter: {task.filter!r}, but {leaf} defines "
+                        f"{', '.join(map(repr, filters))}; set filter: {filters[0]}."
+                    )
+
+
 def task_outcomes(
     task: HarnessTask, leaves: list[str], output: dict[str, Any], settings: HarnessSettings, sentence_tokenizer: str
 ) -> TaskOutcomes:

@@ -7,8 +7,11 @@ its adapters merged into which dtype and what share of their update the merge ke
 ``judge`` (with a judge only: its win rates between variants), all from :mod:`evaluation.findings`, ``pairs``,
 ``instruction_examples`` (each held-out response's summed NLL and tokens per variant) and ``prompts`` (per-item
 outcomes, from which every number can be recomputed: a prompt's ``judge_score`` and ``response_tokens`` per
-variant give the judge's numbers). It is written last and atomically: its presence marks a complete
-evaluation (the pipeline checks it). :func:`dig` and :func:`categories_of` read it back (the report does).
+variant give the judge's numbers); with public benchmarks, ``benchmarks``
+(:func:`evaluation.benchmark_stats.benchmark_results`: each benchmark's score per variant with its interval,
+lm-eval's version and each task's protocol, the prompt sets' sources, the per-item outcomes and responses; their
+tests are in ``comparisons``). It is written last and atomically: its presence marks a complete evaluation
+(the pipeline checks it). :func:`dig` and :func:`categories_of` read it back (the report does).
 """
 
 from __future__ import annotations

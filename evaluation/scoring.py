@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -241,10 +241,14 @@ class VariantOutput:
         responses: one per prompt: ``{text, response_tokens, finished, refusal, passed, prompt_tokens}``.
         pair_logps: ``(chosen, rejected)`` summed log-probs of each held-out pair (``None``: no pairs).
         nll: ``(nll, tokens)`` of each held-out instruction response (``None``: none scored).
-        seconds: wall time of the variant (load, generate, score).
+        seconds: wall time of the variant (load, generate, score, benchmarks).
+        answered: per public prompt set (XSTest, AlpacaEval), one checked response per row, as ``responses``.
+        harness: per lm-eval task, its per-item outcomes and protocol (:class:`evaluation.harness.TaskOutcomes`).
     """
 
     responses: list[dict[str, Any]]
     pair_logps: tuple[list[float], list[float]] | None
     nll: list[tuple[float, int]] | None
     seconds: float
+    answered: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    harness: dict[str, Any] = field(default_factory=dict)

@@ -255,3 +255,98 @@ def test_a_targeted_category_no_prompt_has_is_refused_before_any_model_loads(
                        "creative_writing, reasoning, safety"):  # fmt: skip
         engine.evaluate(config)
     assert not (tmp_path / "results").exists()
+
+
+def test_public_benchmarks_run_on_every_variant_and_join_the_one_family(
+    tiny_sft_export, tiny_dpo_export, tiny_model_dir, eval_data_files, repo, tmp_path
+):
+    """With ``benchmarks``: XSTest and AlpacaEval (local copies in their real schemas) answered by the engine's own
+    generation, AlpacaEval judged in the judge's one load beside the study's prompts, an lm-eval task run on each
+    loaded variant; per-item outcomes in the file, and their paired tests in the same Holm family as the rest."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, MistralForSequenceClassification
+
+    from evaluation.benchmark_stats import benchmark_items
+    from evaluation.config import BenchmarkSettings
+    from evaluation.harness import HarnessSettings, HarnessTask
+    from evaluation.judge import JudgeSettings
+    from evaluation.prompt_sets import PromptSetSettings
+    from evaluation.statistics import holm, mcnemar_exact, wilson_interval
+
+    reward = tmp_path / "reward"
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    MistralForSequenceClassification(config).save_pretrained(reward)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward)
+    benchmarks = BenchmarkSettings(
+        harness=HarnessSettings(
+            tasks=[HarnessTask("gsm8k", "exact_match", num_fewshot=1, filter="strict-match")],
+            batch_size=4, max_gen_toks=4, limit=3,
+            local_copies={"openai/gsm8k": str(repo / "data/benchmarks/openai--gsm8k")},
+        ),
+        prompt_sets=[
+            PromptSetSettings("xstest", str(repo / "data/benchmarks/Paul--XSTest/train.jsonl")),
+            PromptSetSettings("alpaca_eval", str(repo / "data/benchmarks/tatsu-lab--alpaca_eval"),
+                              data_file="alpaca_eval.json", num_examples=3),
+        ],
+    )
+    export, _ = tiny_dpo_export
+    engine.evaluate(
+        EvaluationConfig(
+            sft_adapter=str(tiny_sft_export), dpo_adapter=str(export), variants=["sft", "sft_dpo"], device="cpu",
+            judge=JudgeSettings(model=str(reward), template="study", dtype="float32"), benchmarks=benchmarks,
+            prompts=str(eval_data_files / "prompts.jsonl"), beta=0.1, max_length=512,
+            generation=GenerationSettings(max_new_tokens=4), load=VariantLoadSettings(dtype="float32"),
+            results_dir=str(tmp_path / "results"),
+        )
+    )
+    results = json.loads((tmp_path / "results" / "evaluation_results.json").read_text())
+    part = results["benchmarks"]
+    assert set(part) == {"table", "lm_eval", "prompt_sets", "alpaca_eval", "items", "responses"}
+    assert set(part["items"]) == {"gsm8k", "xstest/unsafe_refused", "xstest/safe_complied"}
+    assert part["items"]["gsm8k"]["ids"] == ["gsm8k/0", "gsm8k/1", "gsm8k/2"]  # limit 3, in doc order
+    assert part["items"]["xstest/safe_complied"]["ids"] == ["0", "1", "2"]  # the copy's 3 safe rows, then 2 unsafe
+    protocol = part["lm_eval"]["protocols"]["gsm8k"]
+    assert part["lm_eval"]["version"] == "0.4.13" and protocol["num_fewshot"] == {"gsm8k": 1}
+    assert part["prompt_sets"]["alpaca_eval"]["rows"] == 3 and part["prompt_sets"]["xstest"]["rows"] == 5
+    assert results["meta"]["benchmarks"]["harness"]["limit"] == 3
+
+    # The XSTest outcomes are the refusal flags of the responses kept in the file; the table's rates and Wilson
+    # intervals follow from them.
+    xstest = part["responses"]["xstest"]
+    for variant in ("sft", "sft_dpo"):
+        refused = [row["responses"][variant]["refusal"] for row in xstest]
+        assert part["items"]["xstest/unsafe_refused"]["values"][variant] == [float(r) for r in refused[3:]]
+        assert part["items"]["xstest/safe_complied"]["values"][variant] == [float(not r) for r in refused[:3]]
+        entry = part["table"]["xstest/safe_complied"]["per_variant"][variant]
+        complied = sum(not r for r in refused[:3])
+        assert entry["value"] == pytest.approx(complied / 3)
+        assert entry["ci95"] == pytest.approx(list(wilson_interval(complied, 3)))
+    assert benchmark_items({}, {}, {}) == {}
+
+    # AlpacaEval: judged beside the study's prompts (4 + 3 responses per variant in one judge load).
+    assert results["meta"]["judge"]["truncated"]["scored"] == 2 * (4 + 3)
+    alpaca = part["responses"]["alpaca_eval"]
+    assert all(isinstance(row["responses"][v]["judge_score"], float) for row in alpaca for v in ("sft", "sft_dpo"))
+    assert "judge_score" not in xstest[0]["responses"]["sft"]
+    wins = sum(row["responses"]["sft_dpo"]["judge_score"] > row["responses"]["sft"]["judge_score"] for row in alpaca)
+    (pair,) = part["alpaca_eval"]["pairs"]
+    assert (pair["first"], pair["second"], pair["win_rate"]["wins"]) == ("sft_dpo", "sft", wins)
+
+    # One family: the study's findings, then the benchmarks', Holm over all of them; each with its power.
+    findings = results["comparisons"]
+    metrics = [f["metric"] for f in findings]
+    assert metrics[-5:] == [
+        "benchmark:gsm8k", "benchmark:xstest/unsafe_refused", "benchmark:xstest/safe_complied",
+        "benchmark:alpaca_eval/judge_win_rate", "benchmark:alpaca_eval/mean_reward",
+    ]
+    assert [f["p_holm"] for f in findings] == pytest.approx(holm([f["p"] for f in findings]))
+    gsm8k = findings[metrics.index("benchmark:gsm8k")]
+    values = part["items"]["gsm8k"]["values"]
+    only_first = sum(a == 1.0 and b == 0.0 for a, b in zip(values["sft_dpo"], values["sft"], strict=True))
+    only_second = sum(a == 0.0 and b == 1.0 for a, b in zip(values["sft_dpo"], values["sft"], strict=True))
+    assert (gsm8k["only_first"], gsm8k["only_second"]) == (only_first, only_second)
+    assert gsm8k["p"] == pytest.approx(mcnemar_exact(only_first, only_second))
+    assert gsm8k["discordance"] == pytest.approx((only_first + only_second) / 3)
+    assert all("mde" in f for f in findings)

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("lm_eval")
-
-from common.errors import EvaluationError  # noqa: E402
-from evaluation.harness import (  # noqa: E402
+from common.errors import EvaluationError
+from evaluation.harness import (
     HarnessSettings,
     HarnessTask,
+    check_tasks,
     ensure_sentence_tokenizer,
     leaf_tasks,
     prepared_tasks,
@@ -96,6 +95,15 @@ def test_unknown_task_and_unconfirmed_code_execution_are_refused(tiny_model, tin
         HarnessSettings(tasks=[{"task": "gsm8k", "metric": "x"}, {"task": "gsm8k", "metric": "y"}])
 
 
+def test_a_filter_the_task_does_not_define_is_refused_before_any_model_runs() -> None:
+    """gsm8k's YAML defines the filters strict-match and flexible-extract; HumanEval's sandboxed task create_test."""
+    with pytest.raises(EvaluationError, match=r"tasks\[gsm8k\]\.filter: 'none'.*'strict-match', 'flexible-extract'"):
+        check_tasks(HarnessSettings(tasks=[{"task": "gsm8k", "metric": "exact_match"}], local_copies=COPIES))
+    with pytest.raises(EvaluationError, match="set filter: create_test"):
+        check_tasks(HarnessSettings(tasks=[{"task": "humaneval_sandboxed", "metric": "pass_at_1"}], execute_code=True))
+    check_tasks(HarnessSettings(tasks=[{"task": "gsm8k", "metric": "exact_match", "filter": "strict-match"}]))
+
+
 def test_per_item_outcomes_of_every_task_on_a_model_in_memory(tiny_model, tiny_tokenizer) -> None:
     """One per-item outcome per document of the local copy, in doc order, pass / fail where the metric is,
     a score in [0, 1] for MC2; their mean is lm-eval's own aggregate; the protocol is recorded."""
@@ -129,3 +137,24 @@ def test_per_item_outcomes_of_every_task_on_a_model_in_memory(tiny_model, tiny_t
         found["ifeval"].protocol["sentence_tokenizer"].endswith("punkt_tab")
         or "project" in (found["ifeval"].protocol["sentence_tokenizer"])
     )
+
+
+def test_every_task_of_the_study_config_runs_with_its_own_shot_counts(tiny_model, tiny_tokenizer) -> None:
+    """configs/evaluate.yaml's lm-eval tasks as the study runs them (its metrics, filters and few-shot counts: GSM8K
+    and MMLU 5-shot, ARC 25-shot), on the tiny model and the dry run's local copies, one item per task: every task
+    resolves, runs and yields its outcome under the configured metric (the dry run cuts the shots for CI time)."""
+    import yaml
+
+    study = yaml.safe_load((REPO / "configs/evaluate.yaml").read_text())["benchmarks"]["harness"]
+    dryrun = yaml.safe_load((REPO / "configs/dryrun/evaluate.yaml").read_text())["benchmarks"]["harness"]
+    copies = {hub_id: str(REPO / folder) for hub_id, folder in dryrun["local_copies"].items()}
+    settings = HarnessSettings(
+        **{**study, "local_copies": copies, "limit": 1, "max_gen_toks": 4, "batch_size": 4, "code_timeout_s": 5}
+    )
+    found = run_harness(tiny_model, tiny_tokenizer, settings, max_length=512)
+    assert list(found) == [task["task"] for task in study["tasks"]]
+    for task in study["tasks"]:
+        protocol = found[task["task"]].protocol
+        assert set(protocol["num_fewshot"].values()) == {task["num_fewshot"]}, task
+        assert (protocol["metric"], protocol["filter"]) == (task["metric"], task.get("filter", "none"))
+        assert len(found[task["task"]].outcomes) == protocol["leaves"]  # one item per leaf (MMLU: 2 subjects)
