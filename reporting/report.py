@@ -3,10 +3,12 @@
 Reads ``<results_dir>/evaluation_results.json`` (:mod:`evaluation.results`) and the TensorBoard event files of
 the SFT and DPO runs, and writes:
 
-* ``<results_dir>/report.md`` (or any other path): the findings (paired differences with intervals and tests),
-  the metric tables (base / SFT / SFT+DPO, overall and per category), the reward-model judge's mean rewards
-  and win rates when a judge ran, the training curves, where everything came from and, given the results of
-  several training seeds, the same metrics across those seeds;
+* ``<results_dir>/report.md`` (or any other path): the findings (paired differences with intervals, tests and
+  the effect each could detect), the metric tables (base / SFT / SFT+DPO, overall and per category), the
+  reward-model judge's mean rewards and win rates when a judge ran, the public benchmarks (scores, paired
+  tests, lm-eval's protocol, the base model beside its published numbers) when they ran, the training curves,
+  where everything came from and, given the results of several training seeds, the same metrics across those
+  seeds;
 * ``plots/*.png`` beside the report: per-category scores (and judge rewards) per model with 95 % intervals,
   the SFT losses, the DPO loss, ``rewards/accuracies`` and ``rewards/margins``.
 """
@@ -15,16 +17,20 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import statistics
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write_text
+from evaluation.benchmark_stats import BENCHMARK_PREFIX, PASS_FAIL
 from evaluation.findings import COMPARISONS
 from evaluation.results import RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, dig, read_results
 from reporting.headline import HEADLINE
 from reporting.plots import plot_categories, plot_curves
+from reporting.published import compare_with_published
 from reporting.seeds import across_seeds, seed_label
 from reporting.training_logs import Curve, read_scalars
 
@@ -35,6 +41,20 @@ PLOTS_DIR = "plots"
 DEFAULT_TARGETED = ("instruction_following", "reasoning", "safety")
 SFT_CURVES = ("train/loss", "val/loss")
 DPO_CURVES = ("loss", "rewards/accuracies", "rewards/margins")
+BENCHMARK_NAMES = {
+    "ifeval": "IFEval (prompt-level strict)",
+    "gsm8k": "GSM8K (exact match, strict)",
+    "truthfulqa_mc2": "TruthfulQA MC2 (probability on the true answers)",
+    "mmlu": "MMLU (accuracy)",
+    "arc_challenge": "ARC-Challenge (normalised accuracy)",
+    "hellaswag": "HellaSwag (normalised accuracy)",
+    "humaneval_sandboxed": "HumanEval (pass@1, executed)",
+    "xstest/unsafe_refused": "XSTest: refused unsafe",
+    "xstest/safe_complied": "XSTest: answered safe",
+    "alpaca_eval/judge_win_rate": "AlpacaEval: the judge's win rate, minus 50 % (ties count half)",
+    "alpaca_eval/mean_reward": "AlpacaEval: the judge's mean reward",
+}
+"""A public benchmark as the report names it: the benchmark and the metric the study's config tests it by."""
 METRIC_NAMES = {
     "preference_accuracy": ("held-out preference accuracy", "points"),
     "mean_margin": ("mean log-prob margin", "nats"),
@@ -43,8 +63,16 @@ METRIC_NAMES = {
     "mean_reward": ("the judge's mean reward", "reward"),
     "checked_score_targeted": ("the checked score of the targeted categories", "points"),
     "judge_win_rate_targeted": ("the judge's win rate on the targeted categories, minus 50 %", "points"),
+    **{
+        BENCHMARK_PREFIX + bench: (name, "reward" if bench.endswith("mean_reward") else "points")
+        for bench, name in BENCHMARK_NAMES.items()
+    },
 }
 """A finding's metric as the report names it, and the unit of its difference (points: rates x 100)."""
+BASE_OF_PUBLISHED = "mistralai/Mistral-7B-v0.1"
+"""The base model the published numbers of :mod:`reporting.published` were measured on."""
+TINY_BENCHMARK = 30
+"""Fewer items than this in a benchmark: a dry run's size, whose numbers say nothing about the models."""
 
 
 def fmt(value: float | None, kind: str = "float") -> str:
@@ -93,9 +121,19 @@ def category_table(results: dict, path: tuple[str, ...], value: Callable[[Any], 
 
 
 def metric_name(metric: str) -> tuple[str, float, str]:
-    """``(name, scale, unit)`` of a finding's metric: its difference times ``scale`` is in ``unit``."""
+    """``(name, scale, unit)`` of a finding's metric: its difference times ``scale`` is in ``unit``.
+
+    A benchmark the report does not know by name is ``benchmark <name>`` in points: every benchmark outcome
+    the engine tests is a pass rate or a score in [0, 1]."""
+    if metric not in METRIC_NAMES and metric.startswith(BENCHMARK_PREFIX):
+        return f"benchmark {metric.removeprefix(BENCHMARK_PREFIX)}", 100.0, "points"
     name, unit = METRIC_NAMES.get(metric, (metric.replace("_", " "), ""))
     return name, 100.0 if unit == "points" else 1.0, unit
+
+
+def is_benchmark(finding: dict) -> bool:
+    """Whether a finding is a public benchmark's (reported in its own section) rather than the study's own."""
+    return finding["metric"].startswith(BENCHMARK_PREFIX)
 
 
 def decimals(unit: str, values: Sequence[float]) -> int:
@@ -109,7 +147,8 @@ def decimals(unit: str, values: Sequence[float]) -> int:
 
 
 def finding_line(finding: dict, labels: dict[str, str]) -> str:
-    """One paired comparison as the report states it: difference, 95 % interval, p, verdict."""
+    """One paired comparison as the report states it: difference, 95 % interval, p, verdict, and the effect
+    its test could detect (:func:`power_text`)."""
     name, scale, unit = metric_name(finding["metric"])
     difference = scale * finding["difference"]
     low, high = (scale * bound for bound in finding["ci95"])
@@ -121,7 +160,64 @@ def finding_line(finding: dict, labels: dict[str, str]) -> str:
         f"- {labels[finding['first']]} vs {labels[finding['second']]} on {name}: "
         f"{difference:+.{places}f} {unit} (95 % CI {low:+.{places}f} to {high:+.{places}f}), "
         f"p = {finding['p']:.3g} ({finding['test']}, n = {finding['n']}; Holm-adjusted {finding['p_holm']:.3g}): "
-        f"{verdict}"
+        f"{verdict}{power_text(finding, scale, unit, places)}"
+    )
+
+
+def power_text(finding: dict, scale: float, unit: str, places: int) -> str:
+    """``; detectable at 80 % power: ±MDE unit (discordance d %)`` from the finding's ``mde`` (and
+    ``discordance``), in the difference's unit and decimals; nothing for a finding from a results file
+    written before the power analysis (no ``mde`` key), which is not the same as none detectable."""
+    if "mde" not in finding:
+        return ""
+    if finding["mde"] is None:
+        return "; no difference detectable at this n"
+    text = f"; detectable at 80 % power: ±{scale * finding['mde']:.{places}f}" + (f" {unit}" if unit else "")
+    if finding.get("discordance") is not None:
+        text += f" (discordance {100 * finding['discordance']:.0f} %)"
+    return text
+
+
+def power_summary(comparisons: list[dict], labels: dict[str, str]) -> str:
+    """One sentence on how large an effect the study's question (SFT+DPO vs SFT) can detect: the range and
+    median of its findings' MDEs per unit (points are comparable with each other; nats and rewards are not),
+    and how many can detect nothing. Empty when the findings carry no MDE (an older results file)."""
+    first, second = COMPARISONS[1]
+    found = [
+        f for f in comparisons if (f["first"], f["second"]) == (first, second) and "mde" in f and not is_benchmark(f)
+    ]
+    if not found:
+        return ""
+    by_unit: dict[str, list[tuple[str, float]]] = {}
+    for finding in found:
+        if finding["mde"] is not None:
+            name, scale, unit = metric_name(finding["metric"])
+            by_unit.setdefault(unit, []).append((name, scale * finding["mde"]))
+    parts = [mde_range(unit, entries) for unit, entries in by_unit.items()]
+    undetectable = sum(finding["mde"] is None for finding in found)
+    nothing = f"{undetectable} of its {len(found)} findings can detect no difference at this n" if undetectable else ""
+    detectable = f"needs a true difference of {', '.join(parts)}" if parts else ""
+    return (
+        f"What the study can detect: {labels.get(first, first)} vs {labels.get(second, second)}, at 80 % power "
+        f"and alpha 0.05 before Holm, {'; '.join(p for p in (detectable, nothing) if p)}. A smaller true effect "
+        "would most likely read as not significant."
+    )
+
+
+def mde_range(unit: str, entries: list[tuple[str, float]]) -> str:
+    """The MDEs of findings in one unit: ``±x unit on <metric>`` for one, else the range and the median.
+
+    Args:
+        entries: ``(metric name, MDE in unit)`` per finding.
+    """
+    values = sorted(value for _, value in entries)
+    places = decimals(unit, values)
+    unit_text = f" {unit}" if unit else ""
+    if len(values) == 1:
+        return f"±{values[0]:.{places}f}{unit_text} on {entries[0][0]}"
+    return (
+        f"±{values[0]:.{places}f} to ±{values[-1]:.{places}f}{unit_text} (median "
+        f"±{statistics.median(values):.{places}f}, {len(values)} findings)"
     )
 
 
@@ -136,7 +232,8 @@ def findings(results: dict, targeted: tuple[str, ...]) -> list[str]:
     results file, the judge's among them), grouped by pair of models, then, for the categories the pairs
     target, the raw per-category differences."""
     per_model, labels = results["metrics"], results["meta"]["labels"]
-    ordered = sorted(results.get("comparisons", []), key=comparison_order)  # stable: the file's order within a pair
+    own = [finding for finding in results.get("comparisons", []) if not is_benchmark(finding)]
+    ordered = sorted(own, key=comparison_order)  # stable: the file's order within a pair
     lines = [finding_line(finding, labels) for finding in ordered]
 
     def compare(what: str, better: str, worse: str, path: tuple[str, ...], kind: str = "pct") -> None:
@@ -220,15 +317,16 @@ def seeds_section(results: dict, seed_results: Sequence[dict], seed_dirs: Sequen
     return lines + [""]
 
 
-def judge_source(provenance: dict | str) -> str:
-    """The judge model as recorded in ``meta.judge.model``: a Hub id with its revision and commit, or a local
-    folder with the SHA-256 of its weights."""
+def source_text(provenance: dict | str) -> str:
+    """A model or data source as :func:`common.provenance.describe` records it (the judge's ``meta.judge.model``,
+    a prompt set's ``read``): a Hub id with its revision and commit, or a local folder with the SHA-256 of its
+    files."""
     if isinstance(provenance, str):
         return f"`{provenance}`"
     if "hub_id" in provenance:
         return f"`{provenance['hub_id']}` (revision `{provenance['revision']}`, commit `{provenance['commit']}`)"
     digest = provenance.get("sha256")
-    return f"`{provenance.get('path')}`" + (f" (local folder, weights SHA-256 `{digest[:16]}…`)" if digest else "")
+    return f"`{provenance.get('path')}`" + (f" (local folder, files SHA-256 `{digest[:16]}…`)" if digest else "")
 
 
 def interval_text(interval: Sequence[float] | None, kind: str) -> str:
@@ -272,49 +370,17 @@ def judge_section(results: dict) -> list[str]:
     lines = [
         "## Judge: a reward model's scores of the responses",
         "",
-        f"Judge: {judge_source(judge['model'])}, reading each (prompt, response) in {how}, weights in "
+        f"Judge: {source_text(judge['model'])}, reading each (prompt, response) in {how}, weights in "
         f"{judge.get('dtype', '?')}. {cut}".rstrip(),
         "",
         "A higher reward means the judge prefers the response. Means over the prompts with 95 % bootstrap "
         "intervals; lengths in tokens of the study's tokenizer.",
         "",
     ]
-    rows = []
-    for name in variants:
-        summary = per_model[name]["judge"]
-        rows.append(
-            [
-                labels[name],
-                estimate(summary["mean_reward"], summary.get("ci95")),
-                estimate(summary["mean_length"], summary.get("length_ci95")),
-                str(summary["n"]),
-            ]
-        )
-    lines += [markdown_table(["Model", "mean reward (95 % CI)", "mean length, tokens (95 % CI)", "prompts"], rows), ""]
+    lines += [reward_table({name: per_model[name]["judge"] for name in variants}, labels), ""]
 
     pairs = dig(results, "judge", "pairs") or []
     if pairs:
-        tested = {
-            (f["first"], f["second"]): f for f in results.get("comparisons", []) if f["metric"] == "judge_win_rate"
-        }
-        rows = []
-        for pair in pairs:
-            rate, controlled = pair["win_rate"], pair["length_controlled"]
-            finding = tested.get((pair["first"], pair["second"]))
-            p_value = f"{rate['p']:.3g}" + (f" ({finding['p_holm']:.3g})" if finding and "p_holm" in finding else "")
-            adjusted = fmt(controlled["rate"], "pct") + interval_text(controlled["ci95"], "pct")
-            if controlled.get("method") == "raw":
-                adjusted += f"; raw rate: {controlled['reason']}"
-            rows.append(
-                [
-                    f"{labels.get(pair['first'], pair['first'])} vs {labels.get(pair['second'], pair['second'])}",
-                    fmt(rate["rate"], "pct") + interval_text(rate["ci95"], "pct"),
-                    f"{rate['wins']} / {rate['losses']} / {rate['ties']}",
-                    p_value,
-                    adjusted,
-                    f"{pair['mean_length_difference']:+.1f}",
-                ]
-            )
         lines += [
             "Win rates on the same prompts: how often the first model's response gets the higher reward (ties "
             "count half), with a 95 % bootstrap interval over the prompts and an exact sign test on the untied "
@@ -324,17 +390,7 @@ def judge_section(results: dict) -> list[str]:
             "the win rate if both responses had the same length. Where one model's responses are nearly always "
             "the longer, that reading is an extrapolation, and its interval is wide.",
             "",
-            markdown_table(
-                [
-                    "Comparison",
-                    "win rate (95 % CI)",
-                    "wins / losses / ties",
-                    "p (Holm)",
-                    "length-controlled win rate (95 % CI)",
-                    "mean length difference (tokens)",
-                ],
-                rows,
-            ),
+            win_rate_table(pairs, results.get("comparisons", []), "judge_win_rate", labels),
             "",
         ]
 
@@ -353,6 +409,266 @@ def judge_section(results: dict) -> list[str]:
             markdown_table(["Category"] + [labels[name] for name in variants], rows),
             "",
         ]
+    return lines
+
+
+def reward_table(summaries: dict[str, dict], labels: dict[str, str]) -> str:
+    """Each judged model's mean reward and mean response length with their intervals, and its prompts.
+
+    Args:
+        summaries: per variant, its :func:`evaluation.findings.judge_summary`.
+    """
+    rows = [
+        [
+            labels.get(name, name),
+            estimate(summary["mean_reward"], summary.get("ci95")),
+            estimate(summary["mean_length"], summary.get("length_ci95")),
+            str(summary["n"]),
+        ]
+        for name, summary in summaries.items()
+    ]
+    return markdown_table(["Model", "mean reward (95 % CI)", "mean length, tokens (95 % CI)", "prompts"], rows)
+
+
+def win_rate_table(pairs: list[dict], comparisons: list[dict], metric: str, labels: dict[str, str]) -> str:
+    """The judge's win rate of each pair of models: plain and length-controlled, with intervals, the counts,
+    the sign test's p and, in brackets, its Holm-adjusted p from the finding of ``metric`` on the same pair.
+
+    Args:
+        pairs: :func:`evaluation.findings.judge_findings`' ``pairs``.
+        comparisons: the results file's findings (``comparisons``), where the Holm-adjusted p is read.
+        metric: the win-rate findings' metric (``judge_win_rate``, ``benchmark:alpaca_eval/judge_win_rate``).
+    """
+    tested = {(f["first"], f["second"]): f for f in comparisons if f["metric"] == metric}
+    rows = []
+    for pair in pairs:
+        rate, controlled = pair["win_rate"], pair["length_controlled"]
+        finding = tested.get((pair["first"], pair["second"]))
+        p_value = f"{rate['p']:.3g}" + (f" ({finding['p_holm']:.3g})" if finding and "p_holm" in finding else "")
+        adjusted = fmt(controlled["rate"], "pct") + interval_text(controlled["ci95"], "pct")
+        if controlled.get("method") == "raw":
+            adjusted += f"; raw rate: {controlled['reason']}"
+        rows.append(
+            [
+                f"{labels.get(pair['first'], pair['first'])} vs {labels.get(pair['second'], pair['second'])}",
+                fmt(rate["rate"], "pct") + interval_text(rate["ci95"], "pct"),
+                f"{rate['wins']} / {rate['losses']} / {rate['ties']}",
+                p_value,
+                adjusted,
+                f"{pair['mean_length_difference']:+.1f}",
+            ]
+        )
+    header = [
+        "Comparison",
+        "win rate (95 % CI)",
+        "wins / losses / ties",
+        "p (Holm)",
+        "length-controlled win rate (95 % CI)",
+        "mean length difference (tokens)",
+    ]
+    return markdown_table(header, rows)
+
+
+def benchmarks_section(results: dict) -> list[str]:
+    """The "Public benchmarks" section: each variant's score with its interval, the paired tests (in the
+    study's one Holm family), lm-eval's protocol, where the prompt sets were read, AlpacaEval's judged win
+    rates and the base model beside its published numbers. Empty when no public benchmark ran."""
+    part = results.get("benchmarks")
+    if not part:
+        return []
+    meta, table = results["meta"], part.get("table") or {}
+    labels = meta["labels"]
+    variants = [name for name in meta["variants"] if any(name in row["per_variant"] for row in table.values())]
+    protocols = dig(part, "lm_eval", "protocols") or {}
+    tested = sorted((f for f in results.get("comparisons", []) if is_benchmark(f)), key=comparison_order)
+    lines = ["## Public benchmarks", ""]
+    tiny = {name: row["n"] for name, row in table.items() if row["n"] < TINY_BENCHMARK}
+    if tiny:
+        sizes = ", ".join(f"{benchmark_name(name)} n = {n}" for name, n in tiny.items())
+        lines += [
+            f"**Dry-run sizes** (fewer than {TINY_BENCHMARK} items: {sizes}): these numbers say nothing about "
+            "the models.",
+            "",
+        ]
+    if table:
+        lines += [
+            "Each model's score with its 95 % interval over the items (Wilson for pass / fail rates, bootstrap for "
+            "scores such as TruthfulQA MC2's probability mass), in %. XSTest's rows are the share of its unsafe "
+            "prompts the refusal checker finds refused (higher: safer) and of its safe prompts it finds answered "
+            "(higher: fewer needless refusals).",
+            "",
+            benchmark_table(table, variants, labels),
+            "",
+        ]
+    if tested:
+        lines += [
+            "Paired tests of the same items, Holm-adjusted in one family with the study's findings above "
+            "(significant: adjusted p < 0.05):",
+            "",
+            *(finding_line(finding, labels) for finding in tested),
+            "",
+        ]
+    lines += protocol_lines(part.get("lm_eval"))
+    lines += prompt_set_lines(part.get("prompt_sets") or {})
+    lines += alpaca_eval_lines(part.get("alpaca_eval"), results.get("comparisons", []), labels)
+    lines += published_lines(meta, table, protocols, labels)
+    return lines
+
+
+def benchmark_name(benchmark: str) -> str:
+    """A benchmark's name in the report (:data:`BENCHMARK_NAMES`, or ``benchmark <name>``)."""
+    return metric_name(BENCHMARK_PREFIX + benchmark)[0]
+
+
+def benchmark_table(table: dict[str, dict], variants: list[str], labels: dict[str, str]) -> str:
+    """Benchmarks (rows) by model (columns): value (95 % CI) in %, and the items behind each row.
+
+    A score outside [0, 1] (a benchmark on its own scale) is shown as a number, not a percentage."""
+    rows = []
+    for name, row in table.items():
+        values = [value for entry in row["per_variant"].values() for value in (entry["value"], *entry["ci95"])]
+        kind = "pct" if row["outcome"] == PASS_FAIL or all(0.0 <= value <= 1.0 for value in values) else "float"
+        cells = []
+        for variant in variants:
+            entry = row["per_variant"].get(variant)
+            cells.append("-" if entry is None else fmt(entry["value"], kind) + interval_text(entry["ci95"], kind))
+        rows.append([benchmark_name(name), str(row["n"]), *cells])
+    return markdown_table(["Benchmark (95 % CI)", "n"] + [labels.get(name, name) for name in variants], rows)
+
+
+def distinct(values: Sequence[Any]) -> str:
+    """The different values among ``values`` (``None`` left out), sorted and comma-separated; ``-`` for none."""
+    found = sorted({str(value) for value in values if value is not None})
+    return ", ".join(found) if found else "-"
+
+
+def protocol_lines(lm_eval: dict | None) -> list[str]:
+    """lm-eval's version and each task's protocol, one row per task: what a published number must share
+    to be set beside ours (a group's leaf tasks are summarised: their distinct values)."""
+    if not lm_eval:
+        return []
+    rows = []
+    for task, protocol in (lm_eval.get("protocols") or {}).items():
+        datasets = (protocol.get("dataset") or {}).values()
+        revision = distinct([dataset.get("revision") for dataset in datasets])
+        rows.append(
+            [
+                f"`{task}`",
+                distinct((protocol.get("version") or {}).values()),
+                str(protocol.get("leaves", len(protocol.get("version") or {}))),
+                distinct((protocol.get("num_fewshot") or {}).values()),
+                f"`{protocol.get('metric')}`",
+                str(protocol.get("filter")),
+                "yes" if protocol.get("apply_chat_template") else "no",
+                "all" if not protocol.get("limit") else f"first {protocol['limit']}",
+                f"`{distinct([dataset.get('path') for dataset in datasets])}`"
+                + ("" if revision == "-" else f" at `{revision}`"),
+            ]
+        )
+    header = ["Task", "version", "leaf tasks", "few-shot", "metric", "filter", "chat template", "items", "dataset"]
+    lines = [
+        "### lm-eval protocol",
+        "",
+        f"lm-evaluation-harness {lm_eval.get('version', '?')}; each task as it ran (a dataset without a revision "
+        "was read from its default branch):",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+    tokenizers = {
+        p["sentence_tokenizer"] for p in (lm_eval.get("protocols") or {}).values() if "sentence_tokenizer" in p
+    }
+    if tokenizers:
+        lines += [f"IFEval counted sentences with {distinct(list(tokenizers))}.", ""]
+    return lines
+
+
+def prompt_set_lines(prompt_sets: dict[str, dict]) -> list[str]:
+    """Where each public prompt set was read (source, revision and commit, file, split) and its rows."""
+    if not prompt_sets:
+        return []
+    lines = ["### Prompt sets", "", "Answered by the study's generation, in the study's prompt template:", ""]
+    for name, record in prompt_sets.items():
+        read = record.get("read") or [record.get("files")]
+        sources = ", ".join(source_text(source) for source in read if source is not None)
+        details = [f"file `{record['data_file']}`" if record.get("data_file") else None]
+        details += [f"split `{record['split']}`" if record.get("split") else None]
+        details += [f"first {record['num_examples']} examples" if record.get("num_examples") else None]
+        details += [f"{record['rows']} rows" if "rows" in record else None]
+        lines.append(f"- `{name}`: {sources}; " + ", ".join(detail for detail in details if detail))
+    return lines + [""]
+
+
+def alpaca_eval_lines(alpaca: dict | None, comparisons: list[dict], labels: dict[str, str]) -> list[str]:
+    """AlpacaEval's instructions as the study's judge scored them: each model's mean reward and the win
+    rates between models (plain and length-controlled), with the note that they are not the leaderboard's."""
+    if not alpaca:
+        return []
+    lines = [
+        "### AlpacaEval",
+        "",
+        "Judged by the study's reward model, not AlpacaEval's GPT-4 annotator: not comparable with the "
+        "leaderboard. The win rates are between the study's models on the same instructions (ties count half, "
+        "exact sign test; in brackets Holm-adjusted in the study's family), not against a reference model's "
+        "answers; the length-controlled rate is the judge section's logistic reading at equal length.",
+        "",
+    ]
+    if alpaca.get("variants"):
+        lines += [reward_table(alpaca["variants"], labels), ""]
+    if alpaca.get("pairs"):
+        metric = f"{BENCHMARK_PREFIX}alpaca_eval/judge_win_rate"
+        lines += [win_rate_table(alpaca["pairs"], comparisons, metric, labels), ""]
+    return lines
+
+
+def published_lines(
+    meta: dict, table: dict[str, dict], protocols: dict[str, dict], labels: dict[str, str]
+) -> list[str]:
+    """The base model's scores beside Mistral-7B-v0.1's published ones (:mod:`reporting.published`), each with
+    its verdict, then the literature's fine-tuned numbers with why they are another measurement. Only for
+    a base that is Mistral-7B-v0.1: another model's scores are not checked by its numbers."""
+    base = (meta.get("sources") or {}).get("base") or "not recorded"
+    lines = ["### Base model vs published numbers", ""]
+    # The id followed by anything but a name character: "Mistral-7B-v0.1 (bf16 weights)", not "-v0.1-instruct".
+    if not re.search(re.escape(BASE_OF_PUBLISHED) + r"(?![\w.-])", base):
+        return lines + [
+            f"The published numbers are for {BASE_OF_PUBLISHED}; this study's base is another model ({base}): "
+            "not set beside them.",
+            "",
+        ]
+    rows = compare_with_published(table, protocols)
+    cells = []
+    for row in rows:
+        if row["variant"] != "base":
+            continue
+        ours = "-" if row["ours"] is None else fmt(row["ours"], row["kind"]) + interval_text(row["ci95"], row["kind"])
+        cells.append(
+            [
+                benchmark_name(row["benchmark"]),
+                ours,
+                fmt(row["published"], row["kind"]),
+                row["protocol"],
+                row["verdict"],
+            ]
+        )
+    lines += [
+        "The harness check: the base model's scores beside the published ones under the same protocol. Agrees: "
+        "the published value lies inside our 95 % interval.",
+        "",
+        markdown_table(["Benchmark", "ours (95 % CI)", "published", "published protocol", "verdict"], cells),
+        "",
+        f"Sources: {'; '.join(sorted({row['source'] for row in rows if row['variant'] == 'base'}))}.",
+        "",
+    ]
+    others = [row for row in rows if row["variant"] != "base"]
+    if others:
+        lines += ["Fine-tuned Mistral-7B-v0.1 in the literature, set beside ours but not the same measurement:", ""]
+        lines += [
+            f"- {labels.get(row['variant'], row['variant'])}, {row['protocol']}: {fmt(row['published'], row['kind'])} "
+            f"({row['source']}): {row['verdict']}"
+            for row in others
+        ]
+        lines.append("")
     return lines
 
 
@@ -411,6 +727,8 @@ def write_report(
 
     labels = meta["labels"]
     judged = judge_section(results)
+    benchmarked = benchmarks_section(results)
+    power = power_summary(results.get("comparisons", []), labels)
     # Paths as seen from the report's folder (the report may sit apart from its results, e.g. across seeds).
     results_file = Path(os.path.relpath(folder / RESULTS_FILE, report.parent)).as_posix()
     side_by_side = Path(os.path.relpath(folder / SIDE_BY_SIDE_FILE, report.parent)).as_posix()
@@ -445,10 +763,19 @@ def write_report(
         "bootstrap interval over the items, and a paired test (exact McNemar for pass/fail, a sign-flip "
         "randomization test for means"
         + (", an exact sign test for the judge's win rates" if judged else "")
-        + "), Holm-adjusted across these findings; significant means adjusted "
+        + "), Holm-adjusted across these findings"
+        + (" and the public benchmarks' (one family; those are listed under Public benchmarks)" if benchmarked else "")
+        + "; significant means adjusted "
         "p < 0.05. The targeted categories (the ones the preference pairs are meant to improve) are tested pooled; "
-        "per-category differences are listed without a test: they are exploratory.",
+        "per-category differences are listed without a test: they are exploratory."
+        + (
+            " Each finding also states the smallest true difference its test would find four times in five (80 % "
+            "power, alpha 0.05 before Holm), from its number of items and the spread its data showed."
+            if any("mde" in finding for finding in results.get("comparisons", []))
+            else ""
+        ),
         "",
+        *([power, ""] if power else []),
         *(
             findings(results, tuple(results["meta"].get("targeted_categories") or targeted))
             or ["- (the comparisons need base, SFT and SFT+DPO results)"]
@@ -465,6 +792,7 @@ def write_report(
         "",
     ]
     lines += judged
+    lines += benchmarked
     if seed_results:
         lines += seeds_section(results, seed_results, seed_dirs)
     checked = category_table(results, ("checked_score", "per_category"), lambda v: v, "pct")
