@@ -123,12 +123,12 @@ def test_judge_findings_have_the_shape_of_the_paired_comparisons():
     assert reward_finding["metric"] == "mean_reward"
     assert reward_finding["difference"] == pytest.approx((1 + 0 + 1 - 1) / 4)  # mean of sft - base
 
-    # The keys of paired_comparisons' entries, less Holm's (added once for the whole family).
+    # The keys of paired_comparisons' entries, less what the family adds (Holm's, the power) and McNemar's own.
     reference = findings.paired_comparisons({"sft": [1.0, -1.0], "base": [-1.0, 1.0]}, {})[0]
-    shared = set(reference) - {"p_holm", "significant", "only_first", "only_second"}
+    shared = set(reference) - {"p_holm", "significant", "mde", "discordance", "only_first", "only_second"}
     for finding in found["findings"]:
         assert shared <= set(finding)
-        assert "p_holm" not in finding
+        assert "p_holm" not in finding and "mde" not in finding
     adjusted = stats.holm([f["p"] for f in found["findings"]])
     assert len(adjusted) == 6  # 3 pairs x (win rate, mean reward)
 
