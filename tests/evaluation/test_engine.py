@@ -171,19 +171,12 @@ def test_a_judge_scores_every_response_after_generation(
 ):
     """With ``judge`` set, each response carries the judge's reward (a tiny untrained classifier here), and the
     results file its provenance, per-variant summaries, win rates and findings in the one Holm family."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, MistralForSequenceClassification
 
     from evaluation.findings import judge_findings
     from evaluation.judge import JudgeSettings
     from evaluation.statistics import holm
 
-    reward = tmp_path / "reward"
-    config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.num_labels = 1
-    torch.manual_seed(0)
-    MistralForSequenceClassification(config).save_pretrained(reward)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward)
+    reward = untrained_judge(tiny_model_dir, tmp_path / "reward")
     judge = JudgeSettings(model=str(reward), template="study", dtype="float32")
     export, _ = tiny_dpo_export
     engine.evaluate(
@@ -263,8 +256,6 @@ def test_public_benchmarks_run_on_every_variant_and_join_the_one_family(
     """With ``benchmarks``: XSTest and AlpacaEval (local copies in their real schemas) answered by the engine's own
     generation, AlpacaEval judged in the judge's one load beside the study's prompts, an lm-eval task run on each
     loaded variant; per-item outcomes in the file, and their paired tests in the same Holm family as the rest."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, MistralForSequenceClassification
 
     from evaluation.benchmark_stats import benchmark_items
     from evaluation.config import BenchmarkSettings
@@ -273,12 +264,7 @@ def test_public_benchmarks_run_on_every_variant_and_join_the_one_family(
     from evaluation.prompt_sets import PromptSetSettings
     from evaluation.statistics import holm, mcnemar_exact, wilson_interval
 
-    reward = tmp_path / "reward"
-    config = AutoConfig.from_pretrained(tiny_model_dir)
-    config.num_labels = 1
-    torch.manual_seed(0)
-    MistralForSequenceClassification(config).save_pretrained(reward)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(reward)
+    reward = untrained_judge(tiny_model_dir, tmp_path / "reward")
     benchmarks = BenchmarkSettings(
         harness=HarnessSettings(
             tasks=[HarnessTask("gsm8k", "exact_match", num_fewshot=1, filter="strict-match")],
@@ -350,3 +336,16 @@ def test_public_benchmarks_run_on_every_variant_and_join_the_one_family(
     assert gsm8k["p"] == pytest.approx(mcnemar_exact(only_first, only_second))
     assert gsm8k["discordance"] == pytest.approx((only_first + only_second) / 3)
     assert all("mde" in f for f in findings)
+
+
+def untrained_judge(tiny_model_dir, folder):
+    """A tiny untrained reward model (the tiny base's shapes, one output, seeded) saved to ``folder``."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, MistralForSequenceClassification
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.num_labels = 1
+    torch.manual_seed(0)
+    MistralForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    return folder
