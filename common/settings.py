@@ -112,6 +112,34 @@ class OptimizerSettings:
 
 
 @dataclass
+class LossTerm:
+    """One entry of a preference run's weighted loss list, ``model.losses`` (TRL: ``loss_type`` + ``loss_weights``).
+
+    The run trains on ``sum_k weight_k * loss_k``. The losses and their options are in
+    ``lightning_modules.preference_losses.LOSSES`` (each function's docstring has its formula and paper); an option
+    a loss does not take is refused with the ones it does.
+
+    Attributes:
+        name: ``sigmoid`` (DPO), ``robust``, ``hinge``, ``ipo`` (length-normalised), ``ipo_sum``, ``exo_pair``,
+            ``nca_pair``, ``bco_pair``, ``sppo_hard``, ``aot_pair``, ``aot_unpaired``, ``apo_zero``, ``apo_down``,
+            ``discopop``, ``sigmoid_norm``; reference-free: ``simpo``, ``orpo``, ``sft`` (the chosen answers' NLL).
+        weight: the loss's weight in the sum.
+        beta: this loss's beta (ORPO: lambda); ``null``: the module's ``beta``.
+        label_smoothing: the assumed share of flipped labels (sigmoid / cDPO, robust, exo_pair, aot, simpo);
+            ``null``: the loss's default.
+        gamma: SimPO's target reward margin; ``null``: its default (0.5, TRL's).
+        tau: DiscoPOP's temperature; ``null``: its default (0.05).
+    """
+
+    name: str
+    weight: float = 1.0
+    beta: float | None = None
+    label_smoothing: float | None = None
+    gamma: float | None = None
+    tau: float | None = None
+
+
+@dataclass
 class RunSettings:
     """Where a training run writes; the trainer adds the callbacks every run has (``study.run``).
 

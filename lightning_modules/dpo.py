@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
@@ -15,7 +15,7 @@ from torch import nn
 from common.atomic import atomic_torch_save
 from common.errors import ConfigError
 from common.provenance import describe
-from common.settings import LoadSettings, LoraSettings, OptimizerSettings
+from common.settings import LoadSettings, LoraSettings, LossTerm, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
 from lightning_modules.decoder_layers import check_checkpointing_options, compile_decoder_layers, enable_checkpointing
@@ -27,12 +27,19 @@ from lightning_modules.loading import (
     load_sft_model,
     training_load_settings,
 )
-from lightning_modules.losses import DPOLossType, chosen_nll_loss, dpo_loss, token_logps
+from lightning_modules.losses import token_logps
+from lightning_modules.preference_losses import (
+    PairLogps,
+    WeightedLoss,
+    combine,
+    metric_names,
+    needs_reference,
+    resolve_losses,
+)
 
 ReferenceStrategy = Literal["separate", "adapter", "precomputed"]
 METRICS = (
     "loss",
-    "nll",  # RPO's chosen NLL, logged when nll_weight > 0
     "rewards/chosen",
     "rewards/rejected",
     "rewards/accuracies",
@@ -54,10 +61,14 @@ class SequenceStats:
 
 
 class DPOModule(CausalLMModule):
-    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) on top of the SFT model.
+    """DPO (Rafailov et al. 2023, https://arxiv.org/abs/2305.18290) and the pairwise methods it competes with, on
+    top of the SFT model.
 
-    The policy is the SFT model plus a new trainable LoRA (or all weights, ``lora: null``); the
-    reference is the frozen SFT model, provided by one of three strategies:
+    The loss is a weighted list of the registered preference losses (``losses``,
+    :data:`~lightning_modules.preference_losses.LOSSES`): DPO's ``sigmoid`` by default, or IPO, SimPO, ORPO, RPO
+    (``sigmoid`` + ``sft``), MPO and the others. The policy is the SFT model plus a new trainable LoRA (or all
+    weights, ``lora: null``); when a loss of the list needs a reference, it is the frozen SFT model, provided by
+    one of three strategies:
 
     * ``separate``: a second frozen copy in eval mode (twice the weights in memory);
     * ``adapter``: the policy with the DPO adapter switched off under ``torch.no_grad()`` (LoRA only;
@@ -65,21 +76,25 @@ class DPOModule(CausalLMModule):
     * ``precomputed``: reference log-probs of every pair computed once before training and cached on
       disk (no reference forward per step, no reference weights during training).
 
-    Chosen and rejected responses go through one concatenated forward pass.
+    When every loss is reference-free (``simpo``, ``orpo``, ``sft``) there is no reference at all: no second copy,
+    no adapter switch, no precomputed pass, whatever ``reference`` says. Chosen and rejected responses go through
+    one concatenated forward pass.
 
     Args:
         model_name_or_path: the SFT stage's export folder (LoRA adapter or full model).
         lora: the new DPO adapter; ``null`` trains all weights.
-        reference: ``separate``, ``adapter`` or ``precomputed``.
-        beta: DPO temperature (the study: 0.1).
-        loss_type: ``sigmoid`` (DPO / cDPO), ``robust``, ``hinge`` or ``ipo``.
-        label_smoothing: cDPO / robust ``eps``.
-        nll_weight: ``alpha`` of RPO (Pang et al. 2024): adds ``alpha *`` the chosen responses' token NLL
-            (:func:`~lightning_modules.losses.chosen_nll_loss`) to the DPO loss; 0 is plain DPO. TRL: ``rpo_alpha``.
-            Under DDP the NLL is normalised by each rank's chosen tokens and the ranks' gradients averaged (as TRL
-            does), not by the global token count as the SFT loss is: a 2-process run differs from 1 process in
-            the 5th digit (seen in fp32 on the tiny model: validation loss 6.81552 vs 6.81501), where plain DPO
-            matches to 1e-5.
+        reference: ``separate``, ``adapter`` or ``precomputed``; unused when every loss is reference-free.
+        beta: the losses' temperature (the study: 0.1), unless a loss entry sets its own.
+        losses: the weighted loss list, e.g. ``[{name: sigmoid, weight: 0.8}, {name: bco_pair, weight: 0.2},
+            {name: sft, weight: 1.0}]`` (MPO); ``null``: the one loss ``loss_type`` names (+ ``sft`` at
+            ``nll_weight``). An ``sft`` term (RPO's NLL) is normalised by each rank's chosen tokens under DDP and the
+            ranks' gradients averaged (as TRL does), not by the global token count as the SFT loss is: a 2-process
+            run differs from 1 process in the 5th digit, where plain DPO matches to 1e-5.
+        loss_type: the shorter spelling of a one-loss list, ``losses: [{name: <loss_type>}]``; only without
+            ``losses``.
+        label_smoothing: with ``loss_type``: that loss's ``label_smoothing`` (cDPO / robust ``eps``).
+        nll_weight: with ``loss_type``: adds ``{name: sft, weight: nll_weight}`` (RPO's alpha, TRL's old
+            ``rpo_alpha``); 0 adds nothing.
         merge_sft_adapter: ``true`` merges a LoRA SFT export into the base weights (measured first, refused when
             rounding to the weights' dtype would lose the update: :mod:`lightning_modules.merging`); ``false`` keeps
             it as a frozen stacked adapter, as 4-bit weights require. Unset: stacked when a DPO LoRA trains on
@@ -109,7 +124,8 @@ class DPOModule(CausalLMModule):
         lora: LoraSettings | None = None,
         reference: ReferenceStrategy = "precomputed",
         beta: float = 0.1,
-        loss_type: DPOLossType = "sigmoid",
+        losses: list[LossTerm] | None = None,
+        loss_type: str = "sigmoid",
         label_smoothing: float = 0.0,
         nll_weight: float = 0.0,
         merge_sft_adapter: bool | None = None,
@@ -126,29 +142,18 @@ class DPOModule(CausalLMModule):
         self.save_hyperparameters(logger=False)
         check_checkpointing_options(gradient_checkpointing, checkpoint_last_layer)
         self.packed_sdpa = packed_sdpa
-        if reference == "adapter" and lora is None:
+        self.loss_terms = self._resolve_losses(beta, losses, loss_type, label_smoothing, nll_weight)
+        self.uses_reference = needs_reference(self.loss_terms)
+        if not self.uses_reference:
+            names = ", ".join(term.name for term in self.loss_terms)
+            rank_zero_info(f"[reference] none: every loss of the run is reference-free ({names})")
+        if self.uses_reference and reference == "adapter" and lora is None:
             raise ConfigError("reference: adapter disables the DPO LoRA to get the reference; it needs model.lora set.")
         load = training_load_settings(load, lora)
         if load.load_in_4bit and lora is None:
             raise ConfigError("load.load_in_4bit (QLoRA) trains a LoRA on a frozen 4-bit base: set model.lora.")
-        # Validate the loss settings now rather than at the first step.
-        try:
-            dpo_loss(
-                *(torch.zeros(1),) * 4,
-                beta=beta,
-                loss_type=loss_type,
-                label_smoothing=label_smoothing,
-                chosen_lengths=torch.ones(1),
-                rejected_lengths=torch.ones(1),
-            )
-        except ValueError as error:
-            raise ConfigError(f"model: {error}") from None
         self.model_name_or_path = model_name_or_path
-        self.reference_strategy = reference
-        self.beta, self.loss_type, self.label_smoothing = beta, loss_type, label_smoothing
-        if nll_weight < 0:
-            raise ConfigError(f"nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
-        self.nll_weight = nll_weight
+        self.reference_strategy: ReferenceStrategy | None = reference if self.uses_reference else None  # None: none
         self.reference_cache_dir = reference_cache_dir
         self.reference_pass_seconds: dict[str, float] = {}  # per split, when this run computed the cache
         self.uses_lora = lora is not None
@@ -168,7 +173,7 @@ class DPOModule(CausalLMModule):
         applied = {"applied": "stacked" if self.stacked else "merged", "dtype": load.dtype}
         self.sft_adapter = None if export["kind"] == "full_model" else applied
         policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
-        if reference == "separate":
+        if self.uses_reference and reference == "separate":
             reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
             reference_model.eval().requires_grad_(False)
             # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
@@ -179,7 +184,31 @@ class DPOModule(CausalLMModule):
         if compile_layers:
             compile_decoder_layers(self.model)
         self.model.train()
-        self.add_running_means(METRICS)
+        self.add_running_means(METRICS + metric_names(self.loss_terms))
+
+    @staticmethod
+    def _resolve_losses(
+        beta: float, losses: list[LossTerm] | None, loss_type: str, label_smoothing: float, nll_weight: float
+    ) -> list[WeightedLoss]:
+        """The run's loss list: ``losses``, or the older ``loss_type`` / ``label_smoothing`` / ``nll_weight``."""
+        if nll_weight < 0:
+            raise ConfigError(f"model.nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
+        older = [{"name": loss_type, "label_smoothing": label_smoothing or None}]
+        older += [{"name": "sft", "weight": nll_weight}] if nll_weight > 0 else []
+        if losses is not None and (loss_type != "sigmoid" or label_smoothing != 0.0 or nll_weight != 0.0):
+            spelled = ", ".join(
+                "{" + ", ".join(f"{key}: {value}" for key, value in entry.items() if value is not None) + "}"
+                for entry in older
+            )
+            raise ConfigError(
+                "model.losses and model.loss_type / label_smoothing / nll_weight both set: write only losses "
+                f"(here: add the older ones as losses: [{spelled}])."
+            )
+        entries = older if losses is None else [asdict(term) for term in losses]
+        try:
+            return resolve_losses(entries, default_beta=beta)
+        except ValueError as error:
+            raise ConfigError(f"model.{error}") from None
 
     def _add_dpo_weights(self, policy: nn.Module, lora: LoraSettings | None) -> nn.Module:
         if lora is None:
@@ -228,6 +257,8 @@ class DPOModule(CausalLMModule):
     @torch.no_grad()
     def reference_logps(self, batch: dict) -> torch.Tensor:
         """``(2B,)`` reference log-probs of the batch's rows, from the configured strategy."""
+        if self.reference_strategy is None:
+            raise RuntimeError("no loss of this run reads the reference, so there is none.")
         if "reference_chosen_logps" in batch:
             return torch.cat([batch["reference_chosen_logps"], batch["reference_rejected_logps"]])
         if self.reference_strategy == "precomputed":
@@ -239,32 +270,28 @@ class DPOModule(CausalLMModule):
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         policy = self.sequence_stats(self.model, batch)
-        reference = self.reference_logps(batch)
+        reference = self.reference_logps(batch) if self.uses_reference else None
         pairs = policy.logps.shape[0] // 2
         chosen, rejected = slice(0, pairs), slice(pairs, None)
-        losses, chosen_rewards, rejected_rewards = dpo_loss(
+        logps = PairLogps(
             policy.logps[chosen],
             policy.logps[rejected],
-            reference[chosen],
-            reference[rejected],
-            beta=self.beta,
-            loss_type=self.loss_type,
-            label_smoothing=self.label_smoothing,
-            chosen_lengths=policy.lengths[chosen],
-            rejected_lengths=policy.lengths[rejected],
+            policy.lengths[chosen],
+            policy.lengths[rejected],
+            None if reference is None else reference[chosen],
+            None if reference is None else reference[rejected],
         )
-        loss = losses.mean()
-        values = {}
-        if self.nll_weight > 0:
-            nll = chosen_nll_loss(policy.logps[chosen], policy.lengths[chosen])
-            loss = loss + self.nll_weight * nll
-            values["nll"] = nll.detach()
+        loss, terms = combine(self.loss_terms, logps)
+        values = {"loss": loss.detach(), **terms.metrics}
+        if terms.chosen_rewards is not None and terms.rejected_rewards is not None:
+            chosen_rewards, rejected_rewards = terms.chosen_rewards, terms.rejected_rewards
+            values |= {
+                "rewards/chosen": chosen_rewards.mean(),
+                "rewards/rejected": rejected_rewards.mean(),
+                "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
+                "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
+            }
         values |= {
-            "loss": loss.detach(),
-            "rewards/chosen": chosen_rewards.mean(),
-            "rewards/rejected": rejected_rewards.mean(),
-            "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean(),
-            "rewards/margins": (chosen_rewards - rejected_rewards).mean(),
             "logps/chosen": policy.logps[chosen].detach().mean(),
             "logps/rejected": policy.logps[rejected].detach().mean(),
             "logits/chosen": policy.mean_logits[chosen].mean(),

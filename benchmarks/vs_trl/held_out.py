@@ -29,7 +29,8 @@ def held_out_loss(model, spec: dict) -> float:
     from datamodules.instruction import tokenize_instruction
     from datamodules.preference import tokenize_preference
     from datamodules.tokenizer import load_tokenizer
-    from lightning_modules.losses import dpo_loss, sequence_logps, sft_loss
+    from lightning_modules.losses import sequence_logps, sft_loss
+    from lightning_modules.preference_losses import PairLogps, sigmoid
 
     tokenizer = load_tokenizer(str(Path(spec["workdir"]) / "base"))
     eval_file = spec["files"]["sft_eval" if spec["task"] == "sft" else "prefs_eval"]
@@ -60,11 +61,14 @@ def held_out_loss(model, spec: dict) -> float:
     ]
     batch = PreferenceCollator(tokenizer.pad_token_id)(examples)
     logits, labels = logits_and_labels(batch)
-    logps, _ = sequence_logps(logits, labels)
+    logps, lengths = sequence_logps(logits, labels)
     reference = torch.tensor(spec["reference_eval_logps"])
     pairs = len(examples)
-    losses, _, _ = dpo_loss(logps[:pairs], logps[pairs:], reference[:pairs], reference[pairs:], beta=0.1)
-    return float(losses.mean())
+    chosen, rejected = slice(0, pairs), slice(pairs, None)
+    pair_logps = PairLogps(
+        logps[chosen], logps[rejected], lengths[chosen], lengths[rejected], reference[chosen], reference[rejected]
+    )
+    return float(sigmoid(pair_logps, beta=0.1).losses.mean())
 
 
 def reference_eval_logps(workdir: Path, args: Namespace, files: dict) -> list[float]:

@@ -37,7 +37,7 @@ def test_the_reference_against_itself_has_zero_implicit_reward():
 def test_implicit_reward_margin_matches_the_dpo_loss_rewards():
     import torch
 
-    from lightning_modules.losses import dpo_loss
+    from lightning_modules.preference_losses import PairLogps, sigmoid
 
     logps = [
         torch.tensor([-4.0, -7.5]),
@@ -45,8 +45,9 @@ def test_implicit_reward_margin_matches_the_dpo_loss_rewards():
         torch.tensor([-5.0, -7.0]),
         torch.tensor([-5.5, -6.0]),
     ]
-    _, chosen_rewards, rejected_rewards = dpo_loss(*logps, beta=0.3)
-    expected = (chosen_rewards - rejected_rewards).tolist()
+    lengths = torch.ones(2)
+    terms = sigmoid(PairLogps(logps[0], logps[1], lengths, lengths, logps[2], logps[3]), beta=0.3)
+    expected = (terms.chosen_rewards - terms.rejected_rewards).tolist()
     assert implicit_reward_margins(*(t.tolist() for t in logps), beta=0.3) == pytest.approx(expected)
 
 

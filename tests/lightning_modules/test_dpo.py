@@ -10,7 +10,7 @@ from preference_helpers import first_batch, preference_data
 from torch.testing import assert_close
 
 from common.errors import ModelLoadError
-from common.settings import LoraSettings, OptimizerSettings
+from common.settings import LoraSettings, LossTerm, OptimizerSettings
 from datamodules import PreferenceDataModule
 from lightning_modules.dpo import DPOModule
 
@@ -113,6 +113,36 @@ def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path, cpu_tr
     assert mean(last, "train/loss") < math.log(2)
 
 
+METHODS = {  # what each method trains on, at the settings its paper (or TRL) suggests for a small model
+    "dpo": (0.1, [LossTerm("sigmoid")]),
+    "ipo": (0.1, [LossTerm("ipo")]),
+    "rpo": (0.1, [LossTerm("sigmoid"), LossTerm("sft")]),
+    "mpo": (0.1, [LossTerm("sigmoid", 0.8), LossTerm("bco_pair", 0.2), LossTerm("sft")]),
+    "simpo": (2.0, [LossTerm("simpo", gamma=0.5)]),
+    "orpo": (0.1, [LossTerm("orpo")]),
+}
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_lowers_its_loss_on_the_tiny_pairs(method, tiny_sft_export, repo, tmp_path, cpu_trainer):
+    L.seed_everything(0, verbose=False)
+    beta, losses = METHODS[method]
+    data = preference_data(tiny_sft_export, repo, tmp_path, num_examples=32)
+    module = DPOModule(
+        str(tiny_sft_export),
+        lora=LORA,
+        reference="adapter",
+        beta=beta,
+        losses=losses,
+        optimizer=OptimizerSettings(lr=1e-2, warmup_steps=2),
+    )
+    recorder = Recorder()
+    cpu_trainer(max_steps=20, callbacks=[recorder], limit_val_batches=0).fit(module, datamodule=data)
+    first, last = recorder.rows[:4], recorder.rows[-4:]
+    mean = lambda rows: sum(r["train/loss"] for r in rows) / len(rows)  # noqa: E731
+    assert mean(last) < mean(first)
+
+
 def test_precomputed_cache_is_reused_and_invalidated_by_new_data(
     tiny_sft_export, repo, tmp_path, monkeypatch, cpu_trainer
 ):
@@ -174,8 +204,15 @@ def test_export_of_the_dpo_adapter_reloads_without_lightning(tiny_sft_export, re
     "kwargs, error, message",
     [
         ({"reference": "adapter", "lora": None}, ValueError, "needs model.lora"),
-        ({"loss_type": "nope"}, ValueError, "Unknown DPO loss_type"),
+        ({"loss_type": "nope"}, ValueError, r"model.losses\[0\] \(nope\): unknown loss; choose one of sigmoid"),
         ({"beta": -1.0}, ValueError, "beta"),
+        ({"losses": [LossTerm("ipo", beta=0.0)]}, ValueError, r"model.losses\[0\] \(ipo\): beta must be > 0"),
+        (
+            {"losses": [LossTerm("sigmoid")], "nll_weight": 1.0},
+            ValueError,
+            r"write only losses \(here: add the older ones as losses: "
+            r"\[\{name: sigmoid\}, \{name: sft, weight: 1.0\}\]\)",
+        ),
     ],
 )
 def test_bad_settings_fail_before_training(tiny_sft_export, kwargs, error, message):
@@ -212,6 +249,39 @@ def test_rpo_adds_alpha_times_the_chosen_token_nll_to_the_dpo_loss(tiny_sft_expo
     assert nll > 0 and "val/nll" in logged
     with pytest.raises(ValueError, match="nll_weight"):
         DPOModule(str(tiny_sft_export), lora=LORA, nll_weight=-1.0)
+    # the same run written as a loss list
+    listed = DPOModule(
+        str(tiny_sft_export), lora=LORA, reference="adapter", losses=[LossTerm("sigmoid"), LossTerm("sft", alpha)]
+    ).eval()
+    listed.log = lambda name, value, **kwargs: None
+    with torch.no_grad():
+        assert_close(listed._shared_step(batch, "val"), loss)
+
+
+def test_a_reference_free_run_builds_no_reference_and_takes_no_precomputed_pass(
+    tiny_sft_export, repo, tmp_path, monkeypatch, cpu_trainer
+):
+    """SimPO and ORPO read no reference: whatever ``reference`` says, no second model, no pass, no cached log-probs."""
+    passes = []
+    monkeypatch.setattr(DPOModule, "_compute_reference_cache", lambda *args: passes.append(args))
+    seen = []
+    monkeypatch.setattr(DPOModule, "reference_logps", lambda self, batch: seen.append(batch))
+    for reference in ("separate", "precomputed"):
+        module = DPOModule(
+            str(tiny_sft_export),
+            lora=LORA,
+            reference=reference,
+            beta=2.0,
+            losses=[LossTerm("simpo", gamma=0.5)],
+            reference_cache_dir=str(tmp_path / "ref"),
+        )
+        assert module.reference_strategy is None and "reference_model" not in module.__dict__
+        data = preference_data(tiny_sft_export, repo, tmp_path)
+        trainer = cpu_trainer(max_steps=2, limit_val_batches=1)
+        trainer.fit(module, datamodule=data)
+        assert passes == [] and seen == []
+        assert not getattr(data, "reference_attached", False)
+        assert "train/margin" in trainer.callback_metrics and "train/rewards/margins" in trainer.callback_metrics
 
 
 def test_the_sft_adapter_stays_stacked_on_bf16_weights_and_the_export_records_how(

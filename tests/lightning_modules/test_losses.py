@@ -9,8 +9,6 @@ from torch.testing import assert_close
 
 from lightning_modules.losses import (
     bradley_terry_loss,
-    chosen_nll_loss,
-    dpo_loss,
     sequence_logps,
     sft_loss,
     token_logps,
@@ -78,94 +76,6 @@ def test_sequence_logps_sums_over_the_response_mask():
     assert lengths.tolist() == [4, 4]
 
 
-# Log-probs picked by hand: h = (pc - rc) - (pr - rr) = (-3 - -4) - (-9 - -6) = 1 + 3 = 4
-PC, PR, RC, RR = torch.tensor([-3.0]), torch.tensor([-9.0]), torch.tensor([-4.0]), torch.tensor([-6.0])
-
-
-def logsigmoid(x: float) -> float:
-    return -math.log(1 + math.exp(-x))
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.2])
-def test_sigmoid_and_cdpo(eps):
-    beta, h = 0.5, 4.0
-    expected = -(1 - eps) * logsigmoid(beta * h) - eps * logsigmoid(-beta * h)
-    losses, chosen, rejected = dpo_loss(PC, PR, RC, RR, beta=beta, label_smoothing=eps)
-    assert_close(losses, torch.tensor([expected]))
-    assert_close(chosen, torch.tensor([beta * (-3 - -4)]))
-    assert_close(rejected, torch.tensor([beta * (-9 - -6)]))
-
-
-def test_cdpo_with_zero_eps_is_dpo():
-    torch.manual_seed(0)
-    logps = [torch.randn(5) for _ in range(4)]
-    assert_close(
-        dpo_loss(*logps, label_smoothing=0.0)[0], -F.logsigmoid(0.1 * ((logps[0] - logps[2]) - (logps[1] - logps[3])))
-    )
-
-
-def test_robust():
-    beta, h, eps = 0.5, 4.0, 0.1
-    expected = (-(1 - eps) * logsigmoid(beta * h) + eps * logsigmoid(-beta * h)) / (1 - 2 * eps)
-    assert_close(
-        dpo_loss(PC, PR, RC, RR, beta=beta, loss_type="robust", label_smoothing=eps)[0], torch.tensor([expected])
-    )
-
-
-def test_hinge():
-    assert_close(dpo_loss(PC, PR, RC, RR, beta=0.1, loss_type="hinge")[0], torch.tensor([1 - 0.1 * 4.0]))
-    assert_close(dpo_loss(PC, PR, RC, RR, beta=0.5, loss_type="hinge")[0], torch.tensor([0.0]))  # relu(1 - 2)
-
-
-def test_ipo_uses_length_normalised_log_ratios():
-    beta = 0.25
-    lc, lr = torch.tensor([2]), torch.tensor([3])
-    expected = ((-3 - -4) / 2 - (-9 - -6) / 3 - 1 / (2 * beta)) ** 2  # (0.5 + 1 - 2)^2 = 0.25
-    losses, _, _ = dpo_loss(PC, PR, RC, RR, beta=beta, loss_type="ipo", chosen_lengths=lc, rejected_lengths=lr)
-    assert_close(losses, torch.tensor([expected]))
-    assert expected == pytest.approx(0.25)
-
-
-def test_policy_equal_to_reference_gives_ln2_and_zero_rewards():
-    logps = torch.tensor([-5.0, -7.5])
-    losses, chosen, rejected = dpo_loss(logps, logps - 1, logps, logps - 1)
-    assert_close(losses, torch.full((2,), math.log(2)))
-    assert chosen.abs().sum() == 0 and rejected.abs().sum() == 0
-
-
-@pytest.mark.parametrize("loss_type", ["sigmoid", "robust", "hinge", "ipo"])
-def test_raising_the_chosen_logp_lowers_the_loss(loss_type):
-    pc = torch.tensor([-3.0], requires_grad=True)
-    kwargs = {"chosen_lengths": torch.tensor([2]), "rejected_lengths": torch.tensor([3])}
-    losses, _, _ = dpo_loss(pc, PR, RC, RR, beta=0.1, loss_type=loss_type, **kwargs)
-    losses.sum().backward()
-    assert pc.grad.item() < 0
-
-
-def test_rewards_are_detached():
-    pc = torch.tensor([-3.0], requires_grad=True)
-    _, chosen, _ = dpo_loss(pc, PR, RC, RR)
-    assert not chosen.requires_grad
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"loss_type": "kto"}, "Unknown DPO loss_type"),
-        ({"beta": -0.1}, "beta"),
-        ({"loss_type": "ipo", "beta": 0.0}, "beta"),
-        ({"label_smoothing": 0.7}, "label_smoothing"),
-        ({"label_smoothing": -0.1}, "label_smoothing"),
-        ({"loss_type": "robust", "label_smoothing": 0.5}, "label_smoothing"),
-        ({"loss_type": "hinge", "label_smoothing": 0.1}, "label_smoothing"),
-        ({"loss_type": "ipo"}, "chosen_lengths"),
-    ],
-)
-def test_invalid_arguments_raise(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        dpo_loss(PC, PR, RC, RR, **kwargs)
-
-
 # ---- Bradley-Terry reward-model loss: -logsigmoid(r_c - r_r - m) -------------------------------------------
 
 
@@ -211,17 +121,3 @@ def test_bradley_terry_gradient_raises_chosen_and_lowers_rejected():
     bradley_terry_loss(chosen, rejected).sum().backward()
     assert_close(chosen.grad, torch.tensor([-0.5]))
     assert_close(rejected.grad, torch.tensor([0.5]))
-
-
-def test_chosen_nll_is_the_token_mean_over_the_batch_not_the_row_mean():
-    # Two chosen responses: 2 tokens summing to -2 nats, 3 tokens summing to -6 nats.
-    # Token mean over the batch: (2 + 6) / (2 + 3) = 1.6 (the row mean of 1.0 and 2.0 would be 1.5).
-    logps, lengths = torch.tensor([-2.0, -6.0]), torch.tensor([2, 3])
-    assert_close(chosen_nll_loss(logps, lengths), torch.tensor(1.6))
-    assert_close(chosen_nll_loss(torch.zeros(0), torch.zeros(0, dtype=torch.long)), torch.tensor(0.0))
-
-
-def test_chosen_nll_gradient_raises_every_chosen_logp_by_one_over_the_token_count():
-    logps = torch.tensor([-2.0, -6.0], requires_grad=True)
-    chosen_nll_loss(logps, torch.tensor([2, 3])).backward()
-    assert_close(logps.grad, torch.tensor([-0.2, -0.2]))  # d/dlogp of -(sum)/5

@@ -77,7 +77,7 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
             qlora_without_lora,
             ["error: load.load_in_4bit (QLoRA) trains a LoRA", "set model.lora"],
         ),
-        "dpo_loss": (dpo_loss, ["error: model: label_smoothing (cDPO eps) must be in [0, 0.5], got 0.7"]),
+        "dpo_loss": (dpo_loss, ["error: model.losses[0] (sigmoid): label_smoothing must be in [0.0, 0.5], got 0.7"]),
         "fsdp_on_cpu": (
             fsdp_on_cpu,
             [
