@@ -36,7 +36,8 @@ EXPORT_SETTINGS: dict[str, tuple[str, ...]] = {
     "LoRA r": ("model", "init_args", "lora", "r"),
     "LoRA alpha": ("model", "init_args", "lora", "alpha"),
     "beta": ("model", "init_args", "beta"),
-    "loss type": ("model", "init_args", "loss_type"),
+    "loss type": ("model", "init_args", "loss_type"),  # the older spelling of a one-loss list
+    "losses": ("model", "init_args", "losses"),
     "precision": ("trainer", "precision"),
 }
 
@@ -84,10 +85,19 @@ def hub_dataset_ids(sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(source for source in sources if not is_local(source, "dataset")))
 
 
+SUPERSEDED_BY: dict[str, str] = {"loss type": "losses", "label smoothing": "losses"}
+"""Rows left out when the row they name is set: ``losses`` replaces the older ``loss_type`` spelling."""
+
+
 def settings(config: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> list[tuple[str, Any]]:
-    """``(name, value)`` of each key path found in a saved LightningCLI config."""
-    found = [(name, setting(config, path)) for name, path in keys.items()]
-    return [(name, value) for name, value in found if value is not None]
+    """``(name, value)`` of each key path found in a saved LightningCLI config (lists of entries without their
+    unset fields)."""
+    found = {name: _compact(setting(config, path)) for name, path in keys.items()}
+    return [
+        (name, value)
+        for name, value in found.items()
+        if value is not None and found.get(SUPERSEDED_BY.get(name, "")) is None
+    ]
 
 
 def settings_table(rows: list[tuple[str, Any]]) -> str:
@@ -97,6 +107,13 @@ def settings_table(rows: list[tuple[str, Any]]) -> str:
     lines = ["| Setting | Value |", "|:---|:---|"]
     lines += [f"| {name} | `{json.dumps(value) if isinstance(value, list) else value}` |" for name, value in rows]
     return "\n".join(lines)
+
+
+def _compact(value: Any) -> Any:
+    """A list of settings entries (``model.losses``) without their unset (``null``) fields."""
+    if isinstance(value, list):
+        return [{k: v for k, v in item.items() if v is not None} if isinstance(item, dict) else item for item in value]
+    return value
 
 
 def license_of(base_model: str, api: Any = None) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from common.settings import LoadSettings
+from lightning_modules.preference_losses import LOSSES
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 """``LoraSettings.target_modules``' default (lightning_modules/loading.py)."""
@@ -47,7 +48,8 @@ class PlannedRun:
         load_in_4bit: ``model.init_args.load.load_in_4bit``: QLoRA base.
         gradient_checkpointing: recompute the decoder layers in the backward pass (all but the last).
         checkpoint_last_layer: with ``gradient_checkpointing``, the last layer too.
-        reference: DPO only: ``separate``, ``adapter`` or ``precomputed``.
+        reference: DPO only: ``separate``, ``adapter`` or ``precomputed``; ``none`` when every loss of the run is
+            reference-free (SimPO, ORPO: no reference model, switch or pass, whatever ``reference`` says).
         merge_sft_adapter: DPO only: ``None`` means stacked for a LoRA on 4-bit or non-float32 weights, else merged
             (``DPOModule``'s rule).
         precision: ``trainer.precision`` (``auto`` or a Lightning name).
@@ -168,6 +170,20 @@ def apply_override(config: dict, override: str) -> None:
         raise PlanError(f"--set {override!r}: the value is not valid YAML ({error}).") from None
 
 
+def reference_of(model: dict, config_path: str | Path) -> str:
+    """The reference a DPO module builds: ``model.init_args.reference``, or ``none`` when no loss reads one."""
+    entries = model.get("losses") or [{"name": model.get("loss_type", "sigmoid")}]
+    names = [str(entry.get("name")) for entry in entries]
+    unknown = [name for name in names if name not in LOSSES]
+    if unknown:
+        raise PlanError(
+            f"{config_path}: model.init_args.losses: unknown loss {unknown[0]!r}; one of {', '.join(LOSSES)}."
+        )
+    if not any(LOSSES[name].needs_reference for name in names):
+        return "none"
+    return str(model.get("reference", "precomputed"))
+
+
 def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
     """Pick the settings of :class:`PlannedRun` out of a (possibly overridden) training config."""
     model_section = config["model"]
@@ -198,7 +214,7 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
         load_in_4bit=load is not None and bool(load.get("load_in_4bit", False)),
         gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
         checkpoint_last_layer=bool(model.get("checkpoint_last_layer", False)),
-        reference=str(model.get("reference", "precomputed")),
+        reference=reference_of(model, config_path) if stage == "dpo" else "precomputed",
         merge_sft_adapter=model.get("merge_sft_adapter"),
         precision=str(trainer.get("precision", "auto")),
         devices=devices,

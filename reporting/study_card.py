@@ -41,8 +41,9 @@ DPO_KEYS = {
     "starting model (SFT export)": ("model", "init_args", "model_name_or_path"),
     "preference data": ("data", "init_args", "train_files"),
     "beta": ("model", "init_args", "beta"),
-    "loss type": ("model", "init_args", "loss_type"),
+    "loss type": ("model", "init_args", "loss_type"),  # the older spelling of a one-loss list
     "label smoothing": ("model", "init_args", "label_smoothing"),
+    "losses": ("model", "init_args", "losses"),
     "reference": ("model", "init_args", "reference"),
     **{name: path for name, path in SFT_KEYS.items() if name not in ("base model", "training data")},
 }

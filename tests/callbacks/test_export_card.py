@@ -201,3 +201,22 @@ def test_the_export_callback_writes_our_card_over_peft_template(tiny_model_dir, 
     exec(python_block(text), namespace)  # the card's own usage snippet
     assert isinstance(namespace["model"], PeftModel)
     assert namespace["tokenizer"].eos_token == "</s>"
+
+
+def test_a_loss_list_replaces_the_older_loss_type_row():
+    config = {
+        "model": {
+            "init_args": {
+                "loss_type": "sigmoid",
+                "label_smoothing": 0.0,
+                "losses": [{"name": "sigmoid", "weight": 0.8, "gamma": None}, {"name": "sft", "weight": 1.0}],
+            }
+        }
+    }
+    rows = dict(cards.settings(config, cards.EXPORT_SETTINGS))
+    assert "loss type" not in rows
+    assert cards.settings_table([("losses", rows["losses"])]).endswith(
+        '| losses | `[{"name": "sigmoid", "weight": 0.8}, {"name": "sft", "weight": 1.0}]` |'
+    )
+    config["model"]["init_args"]["losses"] = None
+    assert dict(cards.settings(config, cards.EXPORT_SETTINGS))["loss type"] == "sigmoid"

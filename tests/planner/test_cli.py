@@ -127,6 +127,19 @@ def test_precomputed_reference_is_one_forward_over_the_data(monkeypatch):
     assert reference.tokens == (61_135 + 1_000) * 2 * time.row_tokens  # chosen and rejected rows, train + val
 
 
+def test_a_reference_free_run_plans_no_reference_pass_or_copy(monkeypatch):
+    monkeypatch.chdir(REPO)
+    overrides = ["model.init_args.reference=separate", "model.init_args.losses=[{name: simpo}, {name: sft}]"]
+    settings = load_settings("configs/dpo.yaml", overrides)
+    assert settings.reference == "none"
+    time = plan_time(resolve_model(settings).architecture, settings, peak_flops=1e15, mfu=0.5)
+    assert [stage.name for stage in time.stages] == ["training", "validation"]
+    dpo = load_settings("configs/dpo.yaml", ["model.init_args.reference=separate"])
+    assert dpo.reference == "separate"  # sigmoid reads the reference
+    with pytest.raises(PlanError, match="unknown loss 'dpo'"):
+        load_settings("configs/dpo.yaml", ["model.init_args.losses=[{name: dpo}]"])
+
+
 def test_unknown_model_is_one_error_line(tmp_path, capsys):
     config = yaml.safe_load((REPO / "configs/dpo.yaml").read_text())
     config["model"]["init_args"]["model_name_or_path"] = str(tmp_path / "no-such-export")
