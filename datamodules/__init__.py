@@ -1,4 +1,4 @@
-"""LightningDataModules for instruction (SFT) and preference (DPO) data.
+"""LightningDataModules for instruction (SFT), preference (DPO) and unpaired preference (KTO) data.
 
 The two DataModules are imported on first use (PEP 562), not with the package: they need ``datasets``, and the
 pieces below them (``datamodules.tokenizer``, ``.collate``, ``.templates``) are used where it is not installed
@@ -14,10 +14,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from datamodules.instruction import InstructionDataModule
     from datamodules.preference import PreferenceDataModule
+    from datamodules.unpaired import UnpairedDataModule
 
-_LAZY = {"InstructionDataModule": "datamodules.instruction", "PreferenceDataModule": "datamodules.preference"}
+_LAZY = {
+    "InstructionDataModule": "datamodules.instruction",
+    "PreferenceDataModule": "datamodules.preference",
+    "UnpairedDataModule": "datamodules.unpaired",
+}
 
-__all__ = ["InstructionDataModule", "PreferenceDataModule"]
+__all__ = ["InstructionDataModule", "PreferenceDataModule", "UnpairedDataModule"]
 
 
 def __getattr__(name: str) -> type:

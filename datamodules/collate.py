@@ -115,4 +115,6 @@ class PreferenceCollator:
             for key in ("reference_chosen_logps", "reference_rejected_logps"):
                 batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float32)
         batch["pair_index"] = torch.tensor([ex["pair_index"] for ex in examples], dtype=torch.long)
+        if "desirable" in examples[0]:  # KTO's unpaired rows: (B,) labels of the first half's completions
+            batch["desirable"] = torch.tensor([bool(ex["desirable"]) for ex in examples], dtype=torch.bool)
         return batch

@@ -95,7 +95,8 @@ def tokenize_preference(
     """Prompt, chosen and rejected ids; the prompt keeps its end, each response its start.
 
     ``prompt_cut`` (0/1) and ``response_cut`` (0/1: either response lost its end) record the truncation,
-    so the data module can say how many pairs it shortened.
+    so the data module can say how many pairs it shortened. An example's ``desirable`` label (KTO's unpaired
+    rows, :mod:`datamodules.unpaired`) is kept.
     """
     prompt = format_prompt(
         example["prompt"],
@@ -121,7 +122,7 @@ def tokenize_preference(
         "response_cut": int(max(len(full_chosen_ids), len(full_rejected_ids)) > room),
         "row": example["_row"],
         "source": example["_source"],
-    }
+    } | ({"desirable": bool(example["desirable"])} if "desirable" in example else {})
 
 
 class PreferenceDataModule(TokenizedDataModule):
@@ -147,6 +148,12 @@ class PreferenceDataModule(TokenizedDataModule):
             larger batches than training; ``None``: 4 x ``eval_batch_size``.
         **kwargs: batching options of :class:`~datamodules.base.TokenizedDataModule`.
     """
+
+    parse_row = staticmethod(parse_preference_row)
+    """How one record becomes an example (a subclass reads another schema)."""
+    unit = "pairs"
+    """What one example is, in messages."""
+    report_name = "preference data"
 
     def __init__(
         self,
@@ -196,20 +203,21 @@ class PreferenceDataModule(TokenizedDataModule):
         if self.train_dataset is not None:
             return
         self.load_tokenizer()
-        report = PreparationReport("preference data", self.on_bad_row, self.max_skipped_fraction)
+        report = PreparationReport(self.report_name, self.on_bad_row, self.max_skipped_fraction)
         commits = self.resolve_sources(self.train_files + self.val_files)
         train = refuse_multi_turn_without_chat(
-            collect(self.train_files, parse_preference_row, report, self.split, commits),
+            collect(self.train_files, self.parse_row, report, self.split, commits),
             self.template,
             report,
             "chosen",
         )
+        train = self.arrange(train)
         random.Random(self.seed).shuffle(train)
         train = train[: self.num_examples] if self.num_examples is not None else train
         hub_val = [f for f in self.train_files if not is_local(f, "dataset")] if not self.val_files else []
         val_sources, val_split = (self.val_files, self.split) if self.val_files else (hub_val, self.val_split)
-        val = collect(val_sources, parse_preference_row, report, val_split, commits) if val_sources else []
-        val = refuse_multi_turn_without_chat(val, self.template, report, "chosen")
+        val = collect(val_sources, self.parse_row, report, val_split, commits) if val_sources else []
+        val = self.arrange(refuse_multi_turn_without_chat(val, self.template, report, "chosen"))
         val = val[: self.num_val_examples] if self.num_val_examples is not None else val
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val") if val else None
@@ -217,6 +225,10 @@ class PreferenceDataModule(TokenizedDataModule):
         self.provenance["fingerprint"] = dict(self.fingerprints)
         self.report = report
         report.finish()
+
+    def arrange(self, examples: list[dict]) -> list[dict]:
+        """The examples of a split as read, before the selection: the pairs themselves."""
+        return examples
 
     def _tokenize(self, examples: list[dict], split: str) -> Dataset:
         tokenizer, template = self.tokenizer, self.template
@@ -236,7 +248,7 @@ class PreferenceDataModule(TokenizedDataModule):
         if prompts_cut or responses_cut:
             rank_zero_info(
                 f"[preference data] {split}: {prompts_cut} of {len(dataset)} prompts longer than max_prompt_length "
-                f"keep their last {max_prompt_length} tokens; {responses_cut} pairs have a response cut to fit "
+                f"keep their last {max_prompt_length} tokens; {responses_cut} {self.unit} have a response cut to fit "
                 f"max_length ({max_length} tokens, prompt included)"
             )
         # The position of each pair, so a precomputed reference log-prob can be looked up per pair.
