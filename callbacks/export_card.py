@@ -189,7 +189,8 @@ def export_base(folder: Path, info: dict[str, Any]) -> str | None:
 def stage_of(info: dict[str, Any]) -> str:
     """``"dpo"``, ``"reward"`` or ``"sft"``, from the LightningModule named in ``export_info.json``."""
     stage = str(info.get("stage", "")).lower()
-    return "dpo" if "dpo" in stage else "reward" if "reward" in stage else "sft"
+    preference = "dpo" in stage or "kto" in stage  # a preference-optimised export, whatever the loss
+    return "dpo" if preference else "reward" if "reward" in stage else "sft"
 
 
 def usage(stage: str, adapter: bool, base: str, here: Location, sft: Location | None) -> list[str]:

@@ -379,6 +379,61 @@ def sft(logps: PairLogps) -> LossTerms:
     return LossTerms(nll, metrics={"nll": nll.detach().mean()})
 
 
+# ---- unpaired: KTO -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnpairedLogps:
+    """The log-probs of KTO's unpaired rows; every tensor is ``(B,)`` (summed log-probs, fp32).
+
+    Attributes:
+        policy: ``pi``, log p_policy(y | x) of each row's own completion.
+        reference: ``ref``, the same under the reference.
+        policy_kl: log p_policy(y' | x) of a mismatched completion ``y'`` (another row's) for the same prompt.
+        reference_kl: the same under the reference.
+        desirable: ``True`` where the completion is desirable, ``False`` where undesirable.
+    """
+
+    policy: torch.Tensor
+    reference: torch.Tensor
+    policy_kl: torch.Tensor
+    reference_kl: torch.Tensor
+    desirable: torch.Tensor
+
+
+def kto(
+    logps: UnpairedLogps, *, beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0
+) -> LossTerms:
+    """KTO, Ethayarajh et al. 2024 (https://arxiv.org/abs/2402.01306), eq. 8, as TRL's KTOTrainer computes it.
+
+    With ``r = pi - ref`` and the reference point ``z_0 = max(0, mean_j (pi(y'_j | x_j) - ref(y'_j | x_j)))``, the
+    batch's mismatched pairs' mean log-ratio (an estimate of ``KL(pi || ref)``, detached: no gradient flows
+    through it):
+
+    * desirable ``y``: ``loss = w_D * (1 - sigma(beta * (r - z_0)))``;
+    * undesirable ``y``: ``loss = w_U * (1 - sigma(beta * (z_0 - r)))``.
+
+    The paper advises ``w_D * n_D / (w_U * n_U)`` in [1, 4/3] for ``n_D`` desirable and ``n_U`` undesirable rows.
+    Under DDP ``z_0`` is each rank's batch mean (TRL averages it over the ranks).
+
+    Returns:
+        :class:`LossTerms` with ``(B,)`` losses; ``chosen_rewards`` are ``beta * r`` of the desirable rows,
+        ``rejected_rewards`` of the undesirable ones (either may be empty); metric ``kl`` is ``z_0``.
+    """
+    _check_beta(beta)
+    if desirable_weight < 0 or undesirable_weight < 0:
+        raise ValueError(
+            f"desirable_weight and undesirable_weight must be >= 0, got {desirable_weight}, {undesirable_weight}."
+        )
+    kl = (logps.policy_kl - logps.reference_kl).mean().detach().clamp(min=0)  # z_0, a scalar
+    logratios = logps.policy - logps.reference  # (B,)
+    desirable_losses = desirable_weight * (1 - torch.sigmoid(beta * (logratios - kl)))
+    undesirable_losses = undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratios)))
+    losses = torch.where(logps.desirable, desirable_losses, undesirable_losses)
+    rewards = beta * logratios.detach()
+    return LossTerms(losses, rewards[logps.desirable], rewards[~logps.desirable], {"kl": kl})
+
+
 # ---- the registry ------------------------------------------------------------------------------------------------
 
 
@@ -463,6 +518,11 @@ def resolve_losses(entries: Sequence[dict[str, object]], default_beta: float) ->
         entry = dict(entry)
         name, weight = str(entry.pop("name")), float(entry.pop("weight", 1.0))  # type: ignore[arg-type]
         where = f"losses[{index}] ({name})"
+        if name == "kto":
+            raise ValueError(
+                f"{where}: KTO trains on unpaired rows: use lightning_modules.kto.KTOModule with "
+                "datamodules.UnpairedDataModule (configs/tiny/kto.yaml)."
+            )
         if name not in LOSSES:
             raise ValueError(f"{where}: unknown loss; choose one of {', '.join(LOSSES)}.")
         if weight < 0:

@@ -116,7 +116,7 @@ class PlannedRun:
         return self.merge_sft_adapter is False or (self.merge_sft_adapter is None and frozen_low_precision)
 
 
-STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "RewardModule": "reward"}
+STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "KTOModule": "dpo", "RewardModule": "reward"}
 
 
 def read_yaml(path: str | Path) -> dict:

@@ -5,7 +5,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
+
+from common.settings import LoraSettings
 from datamodules import PreferenceDataModule
+
+LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
+"""The DPO and KTO tests' adapter."""
+
+
+class Recorder(L.Callback):
+    """The ``train/*`` metrics after every training batch, in ``rows``."""
+
+    def __init__(self):
+        self.rows = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rows.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
 def preference_data(model_dir: Path | str, repo: Path, tmp_path: Path, **kwargs) -> PreferenceDataModule:

@@ -6,15 +6,13 @@ import math
 import lightning as L
 import pytest
 import torch
-from preference_helpers import first_batch, preference_data
+from preference_helpers import LORA, Recorder, first_batch, preference_data
 from torch.testing import assert_close
 
 from common.errors import ModelLoadError
-from common.settings import LoraSettings, LossTerm, OptimizerSettings
+from common.settings import LossTerm, OptimizerSettings
 from datamodules import PreferenceDataModule
 from lightning_modules.dpo import DPOModule
-
-LORA = LoraSettings(r=8, alpha=16, dropout=0.0)
 
 
 def step_zero(module: DPOModule, data: PreferenceDataModule, cpu_trainer) -> dict:
@@ -82,14 +80,6 @@ def test_stacked_sft_adapter_equals_merged_at_step_zero(tiny_sft_export, repo, t
         assert_close(stacked.reference_logps(batch), merged.reference_logps(batch), rtol=1e-5, atol=1e-4)
     trainable = [n for n, p in stacked.named_parameters() if p.requires_grad]
     assert trainable and all(".dpo." in n for n in trainable)
-
-
-class Recorder(L.Callback):
-    def __init__(self):
-        self.rows = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.rows.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
 def test_tiny_fit_learns_the_preferences(tiny_sft_export, repo, tmp_path, cpu_trainer):

@@ -18,7 +18,9 @@ from common.settings import LossTerm
 from lightning_modules.preference_losses import (
     LOSSES,
     PairLogps,
+    UnpairedLogps,
     combine,
+    kto,
     metric_names,
     needs_reference,
     resolve_losses,
@@ -397,3 +399,68 @@ def test_a_list_needs_the_reference_when_any_of_its_losses_does():
     assert not needs_reference(resolve_losses([{"name": "simpo"}, {"name": "sft"}], 2.0))
     assert not needs_reference(resolve_losses([{"name": "orpo"}], 0.1))
     assert needs_reference(resolve_losses([{"name": "sft"}, {"name": "sigmoid"}], 0.1))
+
+
+# ---- KTO ---------------------------------------------------------------------------------------------------------
+
+
+def kto_batch() -> UnpairedLogps:
+    """Three rows by hand: log-ratios r = +1, -2, +0.5; mismatched log-ratios 0.2, 0.4, 0.3 (mean 0.3 = z_0)."""
+    return UnpairedLogps(
+        policy=torch.tensor([-4.0, -9.0, -5.5]),
+        reference=torch.tensor([-5.0, -7.0, -6.0]),
+        policy_kl=torch.tensor([-10.8, -12.6, -9.7]),
+        reference_kl=torch.tensor([-11.0, -13.0, -10.0]),
+        desirable=torch.tensor([True, False, True]),
+    )
+
+
+def test_kto_by_hand():
+    beta, w_d, w_u, z0 = 0.5, 1.0, 1.5, 0.3
+    terms = kto(kto_batch(), beta=beta, desirable_weight=w_d, undesirable_weight=w_u)
+    expected = [
+        w_d * (1 - sigma(beta * (1.0 - z0))),  # desirable, r = 1
+        w_u * (1 - sigma(beta * (z0 - -2.0))),  # undesirable, r = -2
+        w_d * (1 - sigma(beta * (0.5 - z0))),  # desirable, r = 0.5
+    ]
+    assert_close(terms.losses, torch.tensor(expected), rtol=1e-6, atol=1e-6)
+    assert_close(terms.metrics["kl"], torch.tensor(z0))
+    assert_close(terms.chosen_rewards, torch.tensor([0.5, 0.25]))
+    assert_close(terms.rejected_rewards, torch.tensor([-1.0]))
+
+
+def test_kto_clamps_a_negative_kl_estimate_at_zero_and_passes_no_gradient_through_it():
+    batch = kto_batch()
+    policy_kl = (batch.reference_kl - 1.0).requires_grad_()  # mismatched log-ratios all -1: z_0 = max(0, -1) = 0
+    terms = kto(UnpairedLogps(batch.policy, batch.reference, policy_kl, batch.reference_kl, batch.desirable))
+    assert terms.metrics["kl"].item() == 0.0
+    assert_close(terms.losses[0], torch.tensor(1 - sigma(0.1 * 1.0)))
+    assert not terms.losses.requires_grad  # nothing of the loss depends on the mismatched rows
+
+
+def test_kto_at_the_reference_is_half_each_rows_weight():
+    zeros = torch.zeros(4)
+    logps = UnpairedLogps(zeros, zeros, zeros, zeros, torch.tensor([True, True, False, False]))
+    terms = kto(logps, desirable_weight=2.0, undesirable_weight=1.0)
+    assert_close(terms.losses, torch.tensor([1.0, 1.0, 0.5, 0.5]))  # w * (1 - sigma(0))
+
+
+def test_kto_equals_trls_code():
+    b, beta, desirable_weight, undesirable_weight = kto_batch(), 0.1, 1.0, 1.33
+    # TRL KTOTrainer: kl = (KL_logps - ref_KL_logps).mean().detach() ... .clamp(min=0)
+    kl = (b.policy_kl - b.reference_kl).mean().detach().clamp(min=0)
+    chosen_logratios = b.policy[b.desirable] - b.reference[b.desirable]
+    chosen_losses = 1 - F.sigmoid(beta * (chosen_logratios - kl))
+    rejected_logratios = b.policy[~b.desirable] - b.reference[~b.desirable]
+    rejected_losses = 1 - F.sigmoid(beta * (kl - rejected_logratios))
+    losses = torch.cat((desirable_weight * chosen_losses, undesirable_weight * rejected_losses), 0)
+    ours = kto(b, beta=beta, desirable_weight=desirable_weight, undesirable_weight=undesirable_weight).losses
+    assert_close(ours.mean(), losses.nanmean(), rtol=1e-6, atol=1e-6)
+    assert_close(torch.sort(ours).values, torch.sort(losses).values, rtol=1e-6, atol=1e-6)
+
+
+def test_kto_is_not_a_pairwise_loss():
+    with pytest.raises(ValueError, match=r"losses\[0\] \(kto\): KTO trains on unpaired rows: use .*KTOModule"):
+        resolve_losses([{"name": "kto"}], default_beta=0.1)
+    with pytest.raises(ValueError, match="desirable_weight and undesirable_weight must be >= 0"):
+        kto(kto_batch(), undesirable_weight=-1.0)
