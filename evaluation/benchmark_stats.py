@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from evaluation import statistics as stats
-from evaluation.findings import COMPARISONS, judge_findings
+from evaluation.findings import comparisons_of, judge_findings
 from evaluation.harness import lm_eval_version
 from evaluation.prompt_sets import xstest_outcomes
 from evaluation.scoring import VariantOutput
@@ -152,7 +152,7 @@ def benchmark_table(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
 
 def benchmark_findings(items: dict[str, dict[str, Any]]) -> list[dict]:
-    """The paired test of every benchmark for each comparison of :data:`~evaluation.findings.COMPARISONS`
+    """The paired test of every benchmark for each comparison of :func:`~evaluation.findings.comparisons_of`
     whose two variants ran it.
 
     Returns:
@@ -162,7 +162,7 @@ def benchmark_findings(items: dict[str, dict[str, Any]]) -> list[dict]:
     found = []
     for name, entry in items.items():
         values = entry["values"]
-        for first, second in COMPARISONS:
+        for first, second in comparisons_of(values):
             if first not in values or second not in values:
                 continue
             a, b = values[first], values[second]

@@ -21,7 +21,7 @@ from evaluation.harness import HarnessSettings
 from evaluation.judge import JudgeSettings
 from evaluation.prompt_sets import PromptSetSettings
 from evaluation.scoring import HeldOutData
-from evaluation.variants import VARIANTS, VariantLoadSettings
+from evaluation.variants import VARIANTS, VariantLoadSettings, method_variant
 
 
 @dataclass
@@ -89,8 +89,11 @@ class EvaluationConfig:
         sft_adapter: the SFT stage's export folder (a LoRA adapter naming its base, or a full model).
         dpo_adapter: the DPO stage's export folder (an adapter on base + SFT); ``null`` if none.
         base_model: the base model; ``null`` reads it from the SFT adapter's ``adapter_config.json``.
-        variants: which of ``base``, ``sft``, ``sft_dpo`` to evaluate (``null``: all three); the outputs
-            keep that order.
+        methods: the methods study: more preference methods trained from the same SFT export, by name, each
+            with its export folder (``{ipo: outputs/tiny/methods/ipo, simpo: ...}``); each is the variant
+            ``sft_<name>``, compared with SFT and with SFT+DPO. ``null``: none.
+        variants: which of ``base``, ``sft``, ``sft_dpo`` (and ``sft_<method>``) to evaluate (``null``: all);
+            the outputs keep that order.
         template: prompt template; ``null`` takes the one recorded in the exports' ``export_info.json``.
         prompts: JSONL file(s) of ``{category, prompt, check}`` (or ``{category, instruction, input,
             check}``) rows to generate responses for.
@@ -120,6 +123,7 @@ class EvaluationConfig:
     sft_adapter: str = "outputs/tiny/sft"
     dpo_adapter: str | None = "outputs/tiny/dpo"
     base_model: str | None = None
+    methods: dict[str, str] | None = None
     variants: list[str] | None = None
     template: TemplateName | None = None
     prompts: str | list[str] = "data/tiny/eval_prompts.jsonl"
@@ -145,11 +149,26 @@ class EvaluationConfig:
         Raises:
             EvaluationError: an unknown name, or an empty list.
         """
-        chosen = list(VARIANTS) if self.variants is None else self.variants
-        unknown = [name for name in chosen if name not in VARIANTS]
+        known = [*VARIANTS, *self.method_exports()]
+        chosen = known if self.variants is None else self.variants
+        unknown = [name for name in chosen if name not in known]
         if unknown or not chosen:
-            raise EvaluationError(f"variants must be a non-empty list from {', '.join(VARIANTS)}; got {chosen}.")
-        return [name for name in VARIANTS if name in chosen]
+            raise EvaluationError(f"variants must be a non-empty list from {', '.join(known)}; got {chosen}.")
+        return [name for name in known if name in chosen]
+
+    def method_exports(self) -> dict[str, str]:
+        """The methods study's variants and their exports: ``{"sft_ipo": "outputs/tiny/methods/ipo", ...}``.
+
+        Raises:
+            EvaluationError: ``dpo`` among the methods (it is ``dpo_adapter``), or a name that is not a word.
+        """
+        methods = self.methods or {}
+        for name in methods:
+            if name == "dpo":
+                raise EvaluationError("methods: dpo is the study's own DPO export: set it as dpo_adapter instead.")
+            if not str(name).isidentifier():
+                raise EvaluationError(f"methods: {name!r} is not a method name (letters, digits and _).")
+        return {method_variant(name): str(path) for name, path in methods.items()}
 
     def prompt_files(self) -> list[str]:
         """``prompts`` as a list."""

@@ -55,11 +55,11 @@ from evaluation.scoring import (
     response_nll,
 )
 from evaluation.variants import (
-    LABELS,
     VariantBuild,
     VariantLoadSettings,
     VariantSources,
     build_variant,
+    label,
     plan_variant,
     read_export_info,
     resolve_sources,
@@ -167,7 +167,8 @@ def resolve(config: EvaluationConfig) -> Run:
         announce(precision, "evaluate")
     load = replace(config.load, dtype=resolve_dtype(config.load.dtype, precision, frozen=True))
     dpo = config.dpo_adapter if "sft_dpo" in variants else None
-    sources = resolve_sources(config.sft_adapter, dpo, config.base_model)
+    methods = {name: path for name, path in config.method_exports().items() if name in variants}
+    sources = resolve_sources(config.sft_adapter, dpo, config.base_model, methods)
     template = resolve_template(config.template, sources)
     beta = config.beta if config.beta is not None else trained_beta(sources.dpo)
     if config.judge is not None:
@@ -204,7 +205,8 @@ def pick_device(device: str) -> torch.device:
 
 def resolve_template(template: TemplateName | None, sources: VariantSources) -> TemplateName:
     """The template the exports were trained with; a different ``template`` is an error."""
-    trained = {path: read_export_info(path).get("template") for path in (sources.sft, sources.dpo) if path is not None}
+    exports = (sources.sft, sources.dpo, *sources.methods.values())
+    trained = {path: read_export_info(path).get("template") for path in exports if path is not None}
     known = {value for value in trained.values() if value}
     if len(known) > 1:
         raise EvaluationError(f"The SFT and DPO exports were trained with different templates: {trained}.")
@@ -326,7 +328,7 @@ def evaluate_variant(name: str, run: Run, data: Inputs, config: EvaluationConfig
     del model  # before the next variant loads: one model in memory at a time
     free_memory(run.device)
     output = VariantOutput(responses, pair_logps, nll, time.perf_counter() - started, answered, harness)
-    print(f"[evaluate] {LABELS[name]}: done in {output.seconds:.0f}s", flush=True)
+    print(f"[evaluate] {label(name)}: done in {output.seconds:.0f}s", flush=True)
     return output
 
 
@@ -425,7 +427,7 @@ def describe(
     return {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": run.variants,
-        "labels": {name: LABELS[name] for name in run.variants},
+        "labels": {name: label(name) for name in run.variants},
         "sources": run.sources.describe(builds),
         # How each variant was built: adapters merged (into which dtype, what share of the update was kept) or stacked.
         "builds": {name: asdict(build) for name, build in builds.items()},
@@ -438,6 +440,8 @@ def describe(
             "sft": training_setting(run.sources.sft, ("seed_everything",)),
             "dpo": training_setting(run.sources.dpo, ("seed_everything",)),
         },
+        # Each trained variant's recipe (its loss list) and what its training run cost (export_info.json's cost).
+        "training": {name: training_record(export) for name, export in trained_exports(run).items()},
         "prompt_files": config.prompt_files(),
         "num_prompts": num_prompts,
         "preference_data": run.held_out_records.get("preference_data"),
@@ -454,6 +458,30 @@ def describe(
         "device": str(run.device),
         "host": {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()},
     }
+
+
+def trained_exports(run: Run) -> dict[str, str]:
+    """The export each evaluated variant was last trained into: ``sft`` its SFT export, ``sft_dpo`` the DPO export,
+    ``sft_<method>`` that method's (``base`` none)."""
+    exports = {"sft": run.sources.sft, "sft_dpo": run.sources.dpo, **run.sources.methods}
+    return {name: exports[name] for name in run.variants if exports.get(name) is not None}
+
+
+def training_record(export: str) -> dict[str, Any]:
+    """What trained an export and what it cost: ``{"stage", "beta", "losses", "cost"}``; ``losses`` is the loss
+    list as configured (``loss_type`` / ``nll_weight`` in the older spelling), ``cost`` export_info.json's
+    (``None`` for an export from before the record)."""
+    info = read_export_info(export)
+    model = setting(training_config(export), ("model", "init_args")) or {}
+    losses = model.get("losses")
+    if info.get("stage") == "KTOModule":
+        weights = {key: model[key] for key in ("desirable_weight", "undesirable_weight") if key in model}
+        losses = [{"name": "kto", **weights}]
+    elif losses is None and "loss_type" in model:  # the older spelling of a one-loss list (+ RPO's NLL)
+        losses = [{"name": model["loss_type"]}] + (
+            [{"name": "sft", "weight": model["nll_weight"]}] if model.get("nll_weight") else []
+        )
+    return {"stage": info.get("stage"), "beta": model.get("beta"), "losses": losses, "cost": info.get("cost")}
 
 
 def describe_judge(settings: JudgeSettings, judged: dict[str, Any]) -> dict:

@@ -12,7 +12,7 @@ The tests themselves are the pure functions of :mod:`evaluation.statistics`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,14 @@ from evaluation.scoring import VariantOutput
 
 # (first, second): the report states "first vs second"; the study's question is the middle one.
 COMPARISONS: tuple[tuple[str, str], ...] = (("sft", "base"), ("sft_dpo", "sft"), ("sft_dpo", "base"))
+"""The study's comparisons, ``(first, second)``: is ``first`` better than ``second``."""
+
+
+def comparisons_of(variants: Iterable[str]) -> list[tuple[str, str]]:
+    """:data:`COMPARISONS`, then each method of the methods study (a variant ``sft_<method>`` other than these)
+    against SFT and against SFT+DPO: the question its users ask is whether it beats DPO."""
+    methods = [name for name in dict.fromkeys(variants) if name not in ("base", "sft", "sft_dpo")]
+    return [*COMPARISONS, *((method, other) for method in methods for other in ("sft", "sft_dpo"))]
 ALPHA = 0.05
 REFERENCE_VARIANT = "sft"
 """The implicit reward of every other variant is measured against this one (DPO's reference)."""
@@ -228,7 +236,7 @@ def judge_findings(
     lengths: dict[str, list[int]],
     categories: Sequence[str | None] | None = None,
 ) -> dict:
-    """Everything the report says about the judge, for each comparison of :data:`COMPARISONS` whose two
+    """Everything the report says about the judge, for each comparison of :func:`comparisons_of` whose two
     variants were judged.
 
     Args:
@@ -260,7 +268,7 @@ def judge_findings(
     variants = {name: judge_summary(scores[name], lengths[name], categories) for name in scores}
     pairs: list[dict] = []
     findings: list[dict] = []
-    for first, second in COMPARISONS:
+    for first, second in comparisons_of(scores):
         if first not in scores or second not in scores:
             continue
         rate = stats.win_rate(scores[first], scores[second])
@@ -376,7 +384,7 @@ def targeted_findings(
 def paired_comparisons(
     margins: dict[str, list[float]], passed: dict[str, list[bool]], judged: Sequence[dict] = ()
 ) -> list[dict]:
-    """Each comparison of :data:`COMPARISONS` on preference accuracy, mean margin and checked score, then the
+    """Each comparison of :func:`comparisons_of` on preference accuracy, mean margin and checked score, then the
     judge's findings, with Holm's adjustment once across all of them (the report's family of findings).
 
     Args:
@@ -390,7 +398,7 @@ def paired_comparisons(
         (``p_holm < ALPHA``).
     """
     found = []
-    for first, second in COMPARISONS:
+    for first, second in comparisons_of([*margins, *passed]):
         if first in margins and second in margins and margins[first]:
             correct = {v: [m > 0 for m in margins[v]] for v in (first, second)}
             found.append(

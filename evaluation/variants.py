@@ -1,10 +1,12 @@
-"""The three models of the study, loaded from the stage exports: base, base + SFT, SFT + DPO.
+"""The models of the study, loaded from the stage exports: base, base + SFT, SFT + DPO, and SFT + each method.
 
 * ``base``: the base model named in the SFT adapter's ``adapter_config.json`` (or given explicitly).
 * ``sft``: the base with the SFT LoRA adapter (``outputs/<set>/sft``).
 * ``sft_dpo``: the SFT model with the DPO adapter (``outputs/<set>/dpo``) on top; the DPO export's
   ``export_info.json`` names the SFT export it was trained from (``source_model``) and how the SFT adapter sat
   under it (``sft_adapter``: merged into which dtype, or stacked).
+* ``sft_<method>`` (the methods study): the SFT model with another preference method's export on top (IPO,
+  SimPO, ORPO, KTO...), built exactly as ``sft_dpo`` is; "DPO" below stands for any of them.
 
 By default (``merge_adapters: false``) the adapters stay separate and active together, in ``sft`` and ``sft_dpo``
 alike, so the two differ by the DPO adapter alone. In bf16 that is what keeps a small DPO update: merged, an
@@ -41,6 +43,21 @@ from lightning_modules.merging import check_retention, merge_lora, merge_retenti
 
 VARIANTS: tuple[str, ...] = ("base", "sft", "sft_dpo")
 LABELS: dict[str, str] = {"base": "base", "sft": "SFT", "sft_dpo": "SFT+DPO"}
+METHOD_LABELS: dict[str, str] = {"simpo": "SimPO", "orpo": "ORPO", "mpo": "MPO"}
+"""How a method is written in the report, where upper case would be wrong (``ipo`` -> ``IPO`` otherwise)."""
+
+
+def method_variant(method: str) -> str:
+    """The variant of a preference method trained from the SFT model: ``ipo`` -> ``sft_ipo`` (``dpo``: ``sft_dpo``)."""
+    return f"sft_{method}"
+
+
+def label(name: str) -> str:
+    """The report's name of a variant: ``SFT+DPO``, ``SFT+IPO``, ``SFT+SimPO``."""
+    if name in LABELS:
+        return LABELS[name]
+    method = name.removeprefix("sft_")
+    return f"SFT+{METHOD_LABELS.get(method, method.upper())}"
 
 
 @dataclass
@@ -109,6 +126,11 @@ class VariantSources:
     sft: str
     dpo: str | None
     base_revision: str | None = None  # the Hub commit SFT trained on (from the SFT export), so base is that one
+    methods: dict[str, str] = field(default_factory=dict)  # the methods study: variant name -> export folder
+
+    def export_of(self, name: str) -> str | None:
+        """The preference export on top of SFT in variant ``name`` (``sft_dpo``: the DPO export)."""
+        return self.dpo if name == "sft_dpo" else self.methods.get(name)
 
     def describe(self, builds: dict[str, VariantBuild]) -> dict[str, str]:
         """One line per variant of ``builds``, for the results file and the model card: where its weights come
@@ -120,26 +142,28 @@ class VariantSources:
                 described[name] = f"{self.base} ({build.dtype} weights)"
             elif name == "sft":
                 described[name] = f"{self.base} + {sft}" if build.sft else f"{sft} ({build.dtype} weights)"
-            elif build.dpo is None:
-                described[name] = f"DPO full model {self.dpo} ({build.dtype} weights)"
-            elif build.sft == build.dpo == "stacked":
-                described[name] = (
-                    f"{self.base} + SFT adapter {self.sft} + DPO adapter {self.dpo} (stacked, both active; "
-                    f"{build.dtype} weights)"
-                )
             else:
-                start = f"{self.base} + {sft}" if build.sft else sft
-                described[name] = f"{start} + DPO adapter {self.dpo} ({build.applied('dpo')})"
+                method, export = label(name).removeprefix("SFT+"), self.export_of(name)
+                if build.dpo is None:
+                    described[name] = f"{method} full model {export} ({build.dtype} weights)"
+                elif build.sft == build.dpo == "stacked":
+                    described[name] = (
+                        f"{self.base} + SFT adapter {self.sft} + {method} adapter {export} (stacked, both active; "
+                        f"{build.dtype} weights)"
+                    )
+                else:
+                    start = f"{self.base} + {sft}" if build.sft else sft
+                    described[name] = f"{start} + {method} adapter {export} ({build.applied('dpo')})"
         return described
 
 
-def check_dpo_export(path: str) -> dict:
-    """Read a DPO export folder and fail readably when it is missing or incomplete."""
+def check_dpo_export(path: str, variant: str = "sft_dpo") -> dict:
+    """Read a DPO (or other preference method's) export folder and fail readably when it is missing or incomplete."""
     folder = Path(path)
     if not (folder / "export_info.json").is_file():
         raise ModelLoadError(
-            f"{path}: DPO export not found or incomplete (no export_info.json). Run the DPO stage first "
-            "(python train.py fit --config configs/<set>/dpo.yaml), or leave sft_dpo out of variants."
+            f"{path}: {label(variant).removeprefix('SFT+')} export not found or incomplete (no export_info.json). "
+            f"Run its training stage first (python train.py fit --config ...), or leave {variant} out of variants."
         )
     info = read_export_info(folder)
     weights = "adapter_model.safetensors" if info.get("kind") == "lora_adapter" else "model.safetensors"
@@ -148,8 +172,10 @@ def check_dpo_export(path: str) -> dict:
     return info
 
 
-def resolve_sources(sft: str, dpo: str | None, base: str | None = None) -> VariantSources:
-    """Check the exports and work out the base model.
+def resolve_sources(
+    sft: str, dpo: str | None, base: str | None = None, methods: dict[str, str] | None = None
+) -> VariantSources:
+    """Check the exports and work out the base model; ``methods`` maps more variants (``sft_ipo``) to exports.
 
     Raises:
         ModelLoadError: a missing or incomplete export, or a DPO export trained from another SFT export.
@@ -160,15 +186,16 @@ def resolve_sources(sft: str, dpo: str | None, base: str | None = None) -> Varia
         base = export["base"] or read_export_info(sft).get("source_model")
         if base is None:
             raise ModelLoadError(f"{sft} is a full-model export that does not name its base model: set base_model.")
-    if dpo is not None:
-        source = check_dpo_export(dpo).get("source_model")
+    preference = ({"sft_dpo": dpo} if dpo is not None else {}) | (methods or {})
+    for variant, path in preference.items():
+        source = check_dpo_export(path, variant).get("source_model")
         if source is not None and Path(source).resolve() != Path(sft).resolve():
             raise ModelLoadError(
-                f"{dpo} was trained from the SFT export {source}, but sft_adapter is {sft}: the DPO adapter only "
+                f"{path} was trained from the SFT export {source}, but sft_adapter is {sft}: its adapter only "
                 "means something on the SFT model it was trained from. Point sft_adapter at that export."
             )
     revision = export["base_revision"] if base == export["base"] else None
-    return VariantSources(base=base, sft=sft, dpo=dpo, base_revision=revision)
+    return VariantSources(base=base, sft=sft, dpo=dpo, base_revision=revision, methods=dict(methods or {}))
 
 
 def plan_variant(name: str, sources: VariantSources, settings: VariantLoadSettings) -> VariantBuild:
@@ -178,15 +205,18 @@ def plan_variant(name: str, sources: VariantSources, settings: VariantLoadSettin
     Raises:
         ValueError: an unknown variant name, or ``sft_dpo`` without a DPO export.
     """
-    if name not in VARIANTS:
-        raise ValueError(f"Unknown variant {name!r}; choose among {', '.join(VARIANTS)}.")
+    known = (*VARIANTS, *sources.methods)
+    if name not in known:
+        raise ValueError(f"Unknown variant {name!r}; choose among {', '.join(known)}.")
     if name == "sft_dpo" and sources.dpo is None:
         raise ValueError("Variant sft_dpo needs dpo_adapter (the DPO stage's export folder).")
     build = VariantBuild(dtype=settings.dtype)
     if name == "base":
         return build
-    trained_on = read_export_info(sources.dpo).get("sft_adapter") if sources.dpo is not None else None
-    if name == "sft_dpo" and read_export_info(sources.dpo).get("kind") == "full_model":
+    # the SFT variant records how the DPO export (if any) trained on it; a method variant, how its own did
+    export = sources.export_of(name) if name != "sft" else sources.dpo
+    trained_on = read_export_info(export).get("sft_adapter") if export is not None else None
+    if name != "sft" and read_export_info(export).get("kind") == "full_model":
         return replace(build, dpo_trained_on=trained_on)
     how = "merged" if settings.merge_adapters else "stacked"
     sft = None if check_sft_export(sources.sft)["kind"] == "full_model" else how
@@ -217,11 +247,12 @@ def build_variant(
     load = settings.kwargs()
     if name == "base":
         return load_causal_lm(sources.base, revision=sources.base_revision, **load).eval(), build
-    if name == "sft_dpo" and build.dpo is None:
-        return load_causal_lm(sources.dpo, **load).eval(), build
+    export = sources.export_of(name)
+    if name != "sft" and build.dpo is None:
+        return load_causal_lm(export, **load).eval(), build
     model = load_sft_model(sources.sft, merge_adapter=False, **load)  # a full-model export: as it is
     retained = {}
-    sft, dpo = f"the SFT adapter {sources.sft}", f"the DPO adapter {sources.dpo}"
+    sft, dpo = f"the SFT adapter {sources.sft}", f"the {label(name).removeprefix('SFT+')} adapter {export}"
     if build.sft == "merged":
         model, retention = merge_lora(model, SFT_ADAPTER, sft, MERGE_FIX)
         retained["sft"] = retention.summary()
@@ -232,12 +263,12 @@ def build_variant(
     if name == "sft":
         return model.eval(), replace(build, retained=retained)
     if build.sft == "stacked":
-        model.load_adapter(sources.dpo, adapter_name=DPO_ADAPTER, is_trainable=False)
+        model.load_adapter(export, adapter_name=DPO_ADAPTER, is_trainable=False)
         model.base_model.set_adapter([SFT_ADAPTER, DPO_ADAPTER])
     else:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, sources.dpo, adapter_name=DPO_ADAPTER, is_trainable=False)
+        model = PeftModel.from_pretrained(model, export, adapter_name=DPO_ADAPTER, is_trainable=False)
     if build.dpo == "merged":
         model, retention = merge_lora(model, DPO_ADAPTER, dpo, MERGE_FIX)
     else:

@@ -106,6 +106,8 @@ def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
     assert info["source_model"] == str(tiny_model_dir)
     assert info["global_step"] == STEPS
     assert info["template"] == "alpaca"
+    cost = info["cost"]  # the run's own cost, for the methods study's table
+    assert 0 < cost["fit_seconds"] < 600 and cost["peak_rss_bytes"] > 100 * 2**20 and cost["peak_gpu_bytes"] is None
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
     assert (adapter["r"], adapter["lora_alpha"]) == (16, 32)  # from the config

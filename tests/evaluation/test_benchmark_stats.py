@@ -151,20 +151,22 @@ GSM8K_ITEMS = {
 MC2_ITEMS = {
     "outcome": "score",
     "ids": [f"truthfulqa_mc2/{i}" for i in range(4)],
-    "values": {"sft_dpo": [0.9, 0.5, 0.7, 0.3], "sft": [0.5, 0.5, 0.4, 0.5], "other": [0.0] * 4},
+    "values": {"sft_dpo": [0.9, 0.5, 0.7, 0.3], "sft": [0.5, 0.5, 0.4, 0.5], "sft_ipo": [0.0] * 4},
 }
 
 
 def test_benchmark_findings_exact_mcnemar_and_sign_flip_by_hand():
     found = benchmark_findings({"gsm8k": GSM8K_ITEMS, "truthfulqa_mc2": MC2_ITEMS})
-    # GSM8K ran on all three variants: every comparison; MC2 on SFT and SFT+DPO only (and "other", in none)
+    # GSM8K ran on all three variants: every comparison; MC2 on SFT, SFT+DPO and a method (against both)
     assert [(f["metric"], f["first"], f["second"]) for f in found] == [
         ("benchmark:gsm8k", "sft", "base"),
         ("benchmark:gsm8k", "sft_dpo", "sft"),
         ("benchmark:gsm8k", "sft_dpo", "base"),
         ("benchmark:truthfulqa_mc2", "sft_dpo", "sft"),
+        ("benchmark:truthfulqa_mc2", "sft_ipo", "sft"),
+        ("benchmark:truthfulqa_mc2", "sft_ipo", "sft_dpo"),
     ]
-    sft_base, dpo_sft, dpo_base, mc2 = found
+    sft_base, dpo_sft, dpo_base, mc2 = found[:4]
     assert all(f["test"] == "exact McNemar" and f["n"] == 12 for f in (sft_base, dpo_sft, dpo_base))
     # SFT vs base: SFT alone passes items 0-3, base alone none: p = 2 P(X <= 0 | 4) = 2 * 0.5^4 = 0.125
     assert (sft_base["only_first"], sft_base["only_second"]) == (4, 0)

@@ -157,8 +157,10 @@ def test_a_template_other_than_the_trained_one_is_refused(tiny_sft_export, eval_
 def test_unknown_variants_are_refused_before_anything_loads():
     from evaluation.config import EvaluationError
 
-    with pytest.raises(EvaluationError, match="variants must be a non-empty list from base, sft, sft_dpo"):
+    with pytest.raises(EvaluationError, match="variants must be a non-empty list from base, sft, sft_dpo;"):
         engine.evaluate(EvaluationConfig(variants=["sft", "dpo"]))
+    with pytest.raises(EvaluationError, match="from base, sft, sft_dpo, sft_ipo; got"):
+        engine.evaluate(EvaluationConfig(methods={"ipo": "outputs/ipo"}, variants=["sft", "sft_kto"]))
 
 
 def test_the_judge_step_does_nothing_without_a_judge(eval_prompts):
@@ -349,3 +351,44 @@ def untrained_judge(tiny_model_dir, folder):
     MistralForSequenceClassification(config).save_pretrained(folder)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
     return folder
+
+
+def test_the_methods_study_evaluates_each_method_and_tests_it_against_sft_and_dpo(
+    tiny_sft_export, tiny_dpo_export, eval_data_files, tmp_path
+):
+    """A second preference export (here the DPO export again, named ``ipo``) is the variant ``sft_ipo``, built as
+    ``sft_dpo`` is and compared with SFT and with SFT+DPO in the one family; being the same weights, it differs
+    from SFT+DPO in nothing, and the report says so."""
+    from reporting.report import write_report
+
+    export, _ = tiny_dpo_export
+    results = engine.evaluate(
+        EvaluationConfig(
+            sft_adapter=str(tiny_sft_export),
+            dpo_adapter=str(export),
+            methods={"ipo": str(export)},
+            prompts=str(eval_data_files / "prompts.jsonl"),
+            preference_data=HeldOutData(files=str(eval_data_files / "prefs.jsonl")),
+            beta=0.1,
+            generation=GenerationSettings(max_new_tokens=6, batch_size=4),
+            score_batch_size=4,
+            device="cpu",
+            results_dir=str(tmp_path / "results"),
+        )
+    )
+    meta = results["meta"]
+    assert meta["variants"] == ["base", "sft", "sft_dpo", "sft_ipo"]
+    assert meta["labels"]["sft_ipo"] == "SFT+IPO" and "+ IPO adapter " in meta["sources"]["sft_ipo"]
+    assert set(meta["training"]) == {"sft", "sft_dpo", "sft_ipo"}
+    pairs = {(f["first"], f["second"]) for f in results["comparisons"]}
+    assert {("sft_ipo", "sft"), ("sft_ipo", "sft_dpo"), ("sft_dpo", "sft")} <= pairs
+    same = [f for f in results["comparisons"] if (f["first"], f["second"]) == ("sft_ipo", "sft_dpo")]
+    assert same and all(f["difference"] == 0 and not f["significant"] for f in same)
+    ipo = results["prompts"][0]["responses"]["sft_ipo"]["text"]
+    assert ipo == results["prompts"][0]["responses"]["sft_dpo"]["text"]
+    report = write_report(tmp_path / "results").read_text()
+    assert "## Methods side by side" in report
+    row = next(line for line in report.splitlines() if line.startswith("| SFT+IPO |"))
+    assert f"not significant on any of {len(same)} tests" in row
+    with pytest.raises(EvaluationError, match="methods: dpo is the study's own DPO export"):
+        EvaluationConfig(methods={"dpo": str(export)}).selected_variants()
