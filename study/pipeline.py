@@ -1,7 +1,7 @@
 """The whole study, stage by stage: [tiny base -> reward model] -> SFT -> DPO -> evaluate -> report.
 
     bash scripts/run_full_pipeline.sh [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
-                                      [--overrides DIR [DIR ...]]
+                                      [--overrides DIR [DIR ...]] [--methods M [M ...]]
 
     tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,reward,evaluate}.yaml, results in results/
     study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
@@ -14,6 +14,11 @@
     --overrides DIR ...  run the set's configs with each DIR's {sft,dpo,evaluate,reward}.yaml merged on top and
                     the output folders its outputs.yaml names moved (study/pipeline_configs.py prints every
                     difference); `make study-dryrun` runs `study --overrides configs/dryrun [configs/dryrun/qlora]`
+    --methods M ... the methods study: after DPO, train each other method M from the same SFT export
+                    (configs/<set>/methods/M.yaml read on top of the DPO config: ipo, simpo, orpo, kto...; dpo
+                    is the DPO stage itself), each into its own run and export folder, then evaluate them all
+                    with base, SFT and SFT+DPO and report in <results>/methods/report.md (a table of the
+                    methods, each tested against SFT and against DPO)
 
 A stage is skipped when its output is complete (the tiny base's weights, an export's export_info.json,
 evaluation_results.json, report.md), so a rerun after a crash continues where it stopped (and a rerun with
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.provenance import MODEL_FILE_SUFFIXES, files_sha256
-from study.pipeline_configs import read_config, stage_paths, write_overridden, write_seeded
+from study.pipeline_configs import merged, read_config, stage_paths, write_overridden, write_seeded
 
 SETS = {
     # name: (sft, dpo, evaluate, reward or None, offline by default)
@@ -44,6 +49,14 @@ SETS = {
              "configs/tiny/reward.yaml", True),  # the reward model judges the generated responses
     "study": ("configs/sft.yaml", "configs/dpo.yaml", "configs/evaluate.yaml", None, False),
 }  # fmt: skip
+METHODS_DIRS = {"tiny": "configs/tiny/methods", "study": "configs/methods"}
+"""Each set's method overlays: ``<dir>/<method>.yaml`` is read on top of the set's DPO config."""
+
+
+def method_overlays(set_name: str) -> dict[str, str]:
+    """The methods a set can train, by name, with their overlay config (``dpo``, the DPO stage, has none)."""
+    folder = Path(METHODS_DIRS[set_name])
+    return {path.stem: str(path) for path in sorted(folder.glob("*.yaml"))} if folder.is_dir() else {}
 
 
 class UsageError(Exception):
@@ -59,6 +72,7 @@ class Options:
     precision: str = ""
     seeds: list[int] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
 
 
 def parse(argv: list[str]) -> Options:
@@ -87,16 +101,31 @@ def parse(argv: list[str]) -> Options:
                 i += 1
             if not options.overrides:
                 raise UsageError("--overrides needs one or more folders, e.g. --overrides configs/dryrun")
+        elif arg == "--methods":
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-") and argv[i + 1] not in SETS:
+                options.methods.append(argv[i + 1])
+                i += 1
+            if not options.methods:
+                raise UsageError("--methods needs one or more method names, e.g. --methods dpo ipo simpo orpo kto")
         elif arg in SETS:
             options.set = arg
         else:
             raise UsageError(
-                f"unknown argument '{arg}'; expected tiny, study, --seeds S..., --force, --precision P or "
-                "--overrides DIR..."
+                f"unknown argument '{arg}'; expected tiny, study, --seeds S..., --force, --precision P, "
+                "--overrides DIR... or --methods M..."
             )
         i += 1
     if len(set(options.seeds)) != len(options.seeds):
         raise UsageError(f"--seeds lists a seed twice: {' '.join(map(str, options.seeds))}")
+    if options.methods:
+        known = ["dpo", *method_overlays(options.set)]
+        unknown = [name for name in options.methods if name not in known]
+        if unknown:
+            raise UsageError(f"--methods: unknown method {unknown[0]!r}; the {options.set} set has {', '.join(known)}")
+        if len(set(options.methods)) != len(options.methods):
+            raise UsageError(f"--methods lists a method twice: {' '.join(options.methods)}")
+        if options.seeds:
+            raise UsageError("--methods and --seeds together are not supported yet: run the methods study for one seed")
     return options
 
 
@@ -199,13 +228,49 @@ class Pipeline:
             print(f"[pipeline] {name} was trained on an earlier version of its base model: redoing it", file=sys.stderr)
         return changed
 
+    def training(self, name: str, export: str, run: str, last: str, redo: bool, config: str | list[str]) -> bool:
+        """A ``train.py fit`` stage: done when its export has ``export_info.json``; resumes from ``last``.
 
-    def training(self, name: str, export: str, run: str, last: str, redo: bool, config: str) -> bool:
-        """A ``train.py fit`` stage: done when its export has ``export_info.json``; resumes from ``last``."""
+        ``config``: one config, or several read in order, each on top of the ones before (LightningCLI's own
+        merge of repeated ``--config``).
+        """
         precision = ["--trainer.precision", self.options.precision] if self.options.precision else []
+        configs = [item for path in ([config] if isinstance(config, str) else config) for item in ("--config", path)]
         return self.run(name, f"{export} (TensorBoard: {run}/tensorboard)", f"{export}/export_info.json",
                         [export, run, str(Path(last).parent)], last, redo,
-                        ["train.py", "fit", "--config", config, *precision])  # fmt: skip
+                        ["train.py", "fit", *configs, *precision])  # fmt: skip
+
+    def methods_stages(self, paths: StagePaths, judge_redone: bool) -> str:
+        """The methods study after the DPO stage: each other method trained from the same SFT export, then all of
+        them evaluated together and reported; returns the report's path.
+
+        A method (and the evaluation) is redone when its SFT export (or any export it reads) is newer than its
+        own output, so a retrained SFT model retrains every method.
+        """
+        overlays, dpo_config = method_overlays(self.options.set), paths.configs["dpo"]
+        sft_info = Path(paths.sft_export) / "export_info.json"
+        exports: dict[str, str] = {}
+        for method in (name for name in self.options.methods if name != "dpo"):
+            _, export, run, last = stage_paths(merged(read_config(dpo_config), read_config(overlays[method])))
+            info = Path(export) / "export_info.json"
+            redo = self.options.force or newer(sft_info, info) or self.stale_precision(str(info), method)
+            self.training(f"{method} (methods study)", export, run, last, redo, [dpo_config, overlays[method]])
+            exports[method] = export
+        results = f"{paths.results}/methods"
+        evaluation = [f"{results}/evaluation_results.json", f"{results}/side_by_side_comparison.txt"]
+        inputs = [sft_info, Path(paths.dpo_export) / "export_info.json"]
+        inputs += [Path(export) / "export_info.json" for export in exports.values()]
+        stale = any(newer(path, Path(evaluation[0])) for path in inputs)
+        command = ["scripts/evaluate.py", "--config", paths.configs["evaluate"], "--methods", json.dumps(exports),
+                   "--results_dir", results]  # fmt: skip
+        redo = self.run("evaluate (methods study)", ", ".join(evaluation), evaluation[0], evaluation, None,
+                        self.options.force or stale or judge_redone, command)  # fmt: skip
+        report = f"{results}/report.md"
+        command = ["scripts/report.py", "--results-dir", results, "--sft-run", paths.sft_run,
+                   "--dpo-run", paths.dpo_run]  # fmt: skip
+        self.run("report (methods study)", report, report, [report, f"{results}/plots"], None,
+                 redo or self.options.force, command)  # fmt: skip
+        return report
 
     def seed_stages(self, suffix: str, paths: StagePaths, redo: bool, judge_redone: bool) -> bool:
         """SFT -> DPO -> evaluate -> report of one training seed; whether the report was redone.
@@ -229,6 +294,11 @@ class Pipeline:
         return self.run(f"report{suffix}", report, report, [report, f"{results}/plots"], None, redo, command)
 
 
+def newer(first: Path, second: Path) -> bool:
+    """Whether ``first`` exists and was written after ``second`` (or ``second`` does not exist)."""
+    return first.is_file() and (not second.is_file() or first.stat().st_mtime_ns > second.stat().st_mtime_ns)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the pipeline; a bad command line is one ``error:`` line and status 2, a failed stage its status."""
     try:
@@ -248,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         configs = {name: str(merged / f"{name}.yaml") for name in configs}
     paths, seeds = StagePaths.of(configs), options.seeds
     total = (len(seeds) or 1) * 4 + bool(seeds) + (options.set == "tiny") + (reward is not None)
+    total += (len([m for m in options.methods if m != "dpo"]) + 2) if options.methods else 0
     pipeline = Pipeline(options, python, total)
     started = time.monotonic()
     print(
@@ -274,8 +345,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if not seeds:
         pipeline.seed_stages("", paths, redo, judge_redone)
+        methods = f" The methods study: {pipeline.methods_stages(paths, judge_redone)}." if options.methods else ""
         print(f"Pipeline '{options.set}' complete in {round(time.monotonic() - started)}s. Read "
-              f"{paths.results}/report.md (side by side: {paths.results}/side_by_side_comparison.txt).")  # fmt: skip
+              f"{paths.results}/report.md (side by side: {paths.results}/side_by_side_comparison.txt)."
+              f"{methods}")  # fmt: skip
         return 0
 
     reported, per_seed = False, []

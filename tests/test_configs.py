@@ -24,9 +24,17 @@ OVERRIDES = sorted(REPO.glob("configs/dryrun/**/*.yaml"))
 DRYRUNS = {"lora": ["configs/dryrun"], "qlora": ["configs/dryrun", "configs/dryrun/qlora"]}
 
 
+def config_args(config: Path) -> list[str]:
+    """The ``--config`` arguments that read ``config``: a methods-study overlay (``configs/<set>/methods/M.yaml``) is
+    read on top of its set's DPO config, as the pipeline reads it."""
+    if config.parent.name == "methods":
+        return ["--config", str(config.parent.parent / "dpo.yaml"), "--config", str(config)]
+    return ["--config", str(config)]
+
+
 def entry_point(config: Path) -> list[str]:
     """The command that reads ``config``; a new kind of config must be added here to be tested."""
-    if "trainer" in yaml.safe_load(config.read_text()):
+    if "trainer" in yaml.safe_load(config.read_text()) or config.parent.name == "methods":
         return [str(REPO / "train.py"), "fit"]
     if config.name == "evaluate.yaml":
         return [str(REPO / "scripts" / "evaluate.py")]
@@ -61,7 +69,7 @@ def printed(tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
     """``--print_config`` of every config, run side by side (each run is mostly imports)."""
     cwd = tmp_path_factory.mktemp("print_config")
     processes = {
-        config: start_cli(["--config", str(config), "--print_config"], cwd, entry_point(config)) for config in CONFIGS
+        config: start_cli([*config_args(config), "--print_config"], cwd, entry_point(config)) for config in CONFIGS
     }
     return {config: finish(process) for config, process in processes.items()}
 

@@ -41,7 +41,7 @@ def mistakes(root: Path, model: Path, sft_export: Path) -> dict[str, tuple[dict,
     qlora_without_lora = tiny_config("sft", root / "qlora_without_lora", model)
     qlora_without_lora["model"]["init_args"].update(load={"load_in_4bit": True}, lora=None)
     dpo_loss = tiny_config("dpo", root / "dpo_loss", sft_export)
-    dpo_loss["model"]["init_args"]["label_smoothing"] = 0.7
+    dpo_loss["model"]["init_args"]["losses"][0]["label_smoothing"] = 0.7
     fsdp_on_cpu = tiny_config("sft", root / "fsdp_on_cpu", model, strategy="fsdp", devices=2)
     # Lightning's own ModelParallelStrategy: tensor parallelism, and no resume of a LoRA's sharded checkpoint.
     tensor_parallel = tiny_config(

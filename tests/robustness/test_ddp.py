@@ -33,8 +33,8 @@ def config(stage: str, out: Path, model: Path, batch_size: int, **trainer) -> di
     cfg["model"]["init_args"]["lora"]["dropout"] = 0.0
     # Pinned, not the demo's tuned rates: Adam magnifies summation-order noise in tiny gradients with the rate.
     cfg["model"]["init_args"]["optimizer"]["lr"] = 2e-3 if stage == "sft" else 1e-3
-    if stage == "dpo":  # plain DPO: RPO's NLL term is normalised per rank under DDP (DPOModule's nll_weight)
-        cfg["model"]["init_args"]["nll_weight"] = 0.0
+    if stage == "dpo":  # plain DPO: an sft (RPO) term is normalised per rank under DDP (DPOModule's losses)
+        cfg["model"]["init_args"]["losses"] = [{"name": "sigmoid"}]
     return add_callback(cfg, "fault_injection.StepLog", path=str(out / "steps.jsonl"))
 
 

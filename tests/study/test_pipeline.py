@@ -33,6 +33,22 @@ import yaml
 
 with open("calls.log", "a") as log:
     log.write(" ".join(args) + "\\n")
+
+
+def merged(base, override):  # repeated --config files, each read on top of the ones before (as LightningCLI does)
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {{**base, **{{key: merged(base.get(key), item) for key, item in override.items()}}}}
+    return override
+
+
+def config_of(args):
+    config = {{}}
+    for i, arg in enumerate(args):
+        if arg == "--config":
+            config = merged(config, yaml.safe_load(Path(args[i + 1]).read_text()))
+    return config
+
+
 failing = bool(os.environ.get("FAIL_ON")) and os.environ["FAIL_ON"] in " ".join(args)
 script = args[0]
 if failing and script != "train.py":
@@ -44,7 +60,7 @@ if script.endswith("build_tiny_model.py"):
     precision = args[args.index("--precision") + 1] if "--precision" in args else "bf16-mixed (as auto chose)"
     (out / "build_args.json").write_text(json.dumps({{"precision": precision}}))
 elif script == "train.py":
-    config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
+    config = config_of(args)
     run = Path(config["run"]["dir"]) / "tensorboard"
     run.mkdir(parents=True, exist_ok=True)
     (run / f"events.out.tfevents.{{len(list(run.iterdir()))}}").write_text("event")
@@ -58,8 +74,8 @@ elif script == "train.py":
     precision = args[args.index("--trainer.precision") + 1] if "--trainer.precision" in args else "bf16-mixed (auto)"
     (Path(export) / "export_info.json").write_text(json.dumps({{"precision": precision}}))
 elif script.endswith("evaluate.py"):
-    config = yaml.safe_load(Path(args[args.index("--config") + 1]).read_text())
-    results = Path(config["results_dir"])
+    config = config_of(args)
+    results = Path(args[args.index("--results_dir") + 1] if "--results_dir" in args else config["results_dir"])
     results.mkdir(parents=True, exist_ok=True)
     (results / "side_by_side_comparison.txt").write_text("side by side")
     (results / "evaluation_results.json").write_text("{{}}")
@@ -422,3 +438,51 @@ def test_overrides_name_a_missing_folder_in_one_error_line(project):
     assert result.returncode != 0
     assert "error: --overrides configs/nope: no such folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+METHODS = ["ipo (methods study)", "simpo (methods study)", "orpo (methods study)", "kto (methods study)"]
+
+
+def test_the_methods_study_trains_each_method_from_the_sft_export_then_evaluates_them_together(project):
+    result = pipeline(project, "tiny", "--methods", "dpo", "ipo", "simpo", "orpo", "kto")
+    assert result.returncode == 0, result.stderr
+    methods_stages = [*METHODS, "evaluate (methods study)", "report (methods study)"]
+    assert stage_states(result.stdout) == dict.fromkeys([*TINY_STAGES, *methods_stages], "running")
+    assert "[stage 12/12] report (methods study)" in result.stdout
+    commands = calls(project)
+    trained = [c for c in commands if c.startswith("train.py")][3:]
+    assert trained == [
+        f"train.py fit --config configs/tiny/dpo.yaml --config configs/tiny/methods/{m}.yaml"
+        for m in ("ipo", "simpo", "orpo", "kto")
+    ]
+    for method in ("ipo", "simpo", "orpo", "kto"):
+        assert (project / "outputs/tiny/methods" / method / "export_info.json").is_file()
+    evaluation = [c for c in commands if c.startswith("scripts/evaluate.py")][-1]
+    exports = json.loads(evaluation.split("--methods ", 1)[1].split(" --results_dir")[0])
+    assert exports == {m: f"outputs/tiny/methods/{m}" for m in ("ipo", "simpo", "orpo", "kto")}
+    assert evaluation.endswith("--results_dir results/methods")
+    assert (project / "results/methods/report.md").is_file()
+    assert "The methods study: results/methods/report.md." in result.stdout
+    # a rerun skips every complete method
+    rerun = pipeline(project, "tiny", "--methods", "dpo", "ipo", "simpo", "orpo", "kto")
+    assert set(stage_states(rerun.stdout).values()) == {"skipped"} and calls(project) == []
+
+
+def test_a_new_sft_export_retrains_every_method(project):
+    assert pipeline(project, "--methods", "dpo", "ipo").returncode == 0
+    calls(project)
+    (project / "outputs/tiny/sft/export_info.json").unlink()
+    result = pipeline(project, "--methods", "dpo", "ipo")
+    assert result.returncode == 0, result.stderr
+    states = stage_states(result.stdout)
+    assert states["SFT"] == states["ipo (methods study)"] == states["evaluate (methods study)"] == "running"
+
+
+def test_a_method_without_an_overlay_or_with_seeds_is_one_error_line(project):
+    unknown = pipeline(project, "--methods", "dpo", "rlhf")
+    assert unknown.returncode == 2
+    assert unknown.stderr.splitlines()[0] == (
+        "error: --methods: unknown method 'rlhf'; the tiny set has dpo, ipo, kto, orpo, simpo"
+    )
+    seeds = pipeline(project, "--methods", "ipo", "--seeds", "0", "1")
+    assert seeds.returncode == 2 and "--methods and --seeds together are not supported yet" in seeds.stderr
