@@ -66,8 +66,10 @@ def planned_peak(config_json: Path) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("malloc", "tolerance"),
-    [({}, 0.25), ({"MALLOC_MMAP_THRESHOLD_": "65536"}, 0.10)],
-    ids=["glibc-default", "fixed-mmap-threshold"],
+    # glibc's default allocator (within 25 %, above) is not run in CI: the strict case covers the planner, and
+    # each run costs about a minute
+    [({"MALLOC_MMAP_THRESHOLD_": "65536"}, 0.10)],
+    ids=["fixed-mmap-threshold"],
 )
 def test_planned_peak_matches_measured_rss(shapes, malloc, tolerance):
     folder, config_json = shapes
