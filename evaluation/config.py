@@ -91,8 +91,8 @@ class EvaluationConfig:
         base_model: the base model; ``null`` reads it from the SFT adapter's ``adapter_config.json``.
         methods: the methods study: more preference methods trained from the same SFT export, by name, each
             with its export folder (``{ipo: outputs/tiny/methods/ipo, simpo: ...}``); each is the variant
-            ``sft_<name>``, compared with SFT and with SFT+DPO. ``null``: none.
-        variants: which of ``base``, ``sft``, ``sft_dpo`` (and ``sft_<method>``) to evaluate (``null``: all);
+            ``sft_<name>``, compared with SFT and with SFT+DPO, and always evaluated. ``null``: none.
+        variants: which of ``base``, ``sft``, ``sft_dpo`` to evaluate (``null``: all), besides the methods';
             the outputs keep that order.
         template: prompt template; ``null`` takes the one recorded in the exports' ``export_info.json``.
         prompts: JSONL file(s) of ``{category, prompt, check}`` (or ``{category, instruction, input,
@@ -149,8 +149,9 @@ class EvaluationConfig:
         Raises:
             EvaluationError: an unknown name, or an empty list.
         """
-        known = [*VARIANTS, *self.method_exports()]
-        chosen = known if self.variants is None else self.variants
+        methods = list(self.method_exports())
+        known = [*VARIANTS, *methods]
+        chosen = known if self.variants is None else [*self.variants, *methods]  # a listed method is evaluated
         unknown = [name for name in chosen if name not in known]
         if unknown or not chosen:
             raise EvaluationError(f"variants must be a non-empty list from {', '.join(known)}; got {chosen}.")

@@ -161,6 +161,9 @@ def test_unknown_variants_are_refused_before_anything_loads():
         engine.evaluate(EvaluationConfig(variants=["sft", "dpo"]))
     with pytest.raises(EvaluationError, match="from base, sft, sft_dpo, sft_ipo; got"):
         engine.evaluate(EvaluationConfig(methods={"ipo": "outputs/ipo"}, variants=["sft", "sft_kto"]))
+    # a method listed is evaluated whatever variants lists (the study's configs name the three core ones)
+    listed = EvaluationConfig(methods={"ipo": "outputs/ipo"}, variants=["base", "sft", "sft_dpo"])
+    assert listed.selected_variants() == ["base", "sft", "sft_dpo", "sft_ipo"]
 
 
 def test_the_judge_step_does_nothing_without_a_judge(eval_prompts):
