@@ -65,6 +65,7 @@ from evaluation.variants import (
     resolve_sources,
 )
 from lightning_modules.loading import setting, training_config
+from lightning_modules.preference_losses import older_spelling
 
 DEFAULT_BETA = 0.1
 """The implicit reward's beta when neither the config nor the DPO export's training config gives one."""
@@ -478,9 +479,7 @@ def training_record(export: str) -> dict[str, Any]:
         weights = {key: model[key] for key in ("desirable_weight", "undesirable_weight") if key in model}
         losses = [{"name": "kto", **weights}]
     elif losses is None and "loss_type" in model:  # the older spelling of a one-loss list (+ RPO's NLL)
-        losses = [{"name": model["loss_type"]}] + (
-            [{"name": "sft", "weight": model["nll_weight"]}] if model.get("nll_weight") else []
-        )
+        losses = older_spelling(model["loss_type"], model.get("label_smoothing") or 0.0, model.get("nll_weight") or 0.0)
     return {"stage": info.get("stage"), "beta": model.get("beta"), "losses": losses, "cost": info.get("cost")}
 
 

@@ -34,6 +34,7 @@ from lightning_modules.preference_losses import (
     combine,
     metric_names,
     needs_reference,
+    older_spelling,
     resolve_losses,
 )
 
@@ -193,8 +194,7 @@ class DPOModule(CausalLMModule):
         """The run's loss list: ``losses``, or the older ``loss_type`` / ``label_smoothing`` / ``nll_weight``."""
         if nll_weight < 0:
             raise ConfigError(f"model.nll_weight (RPO's alpha) must be >= 0, got {nll_weight}.")
-        older = [{"name": loss_type, "label_smoothing": label_smoothing or None}]
-        older += [{"name": "sft", "weight": nll_weight}] if nll_weight > 0 else []
+        older = older_spelling(loss_type, label_smoothing, nll_weight)
         if losses is not None and (loss_type != "sigmoid" or label_smoothing != 0.0 or nll_weight != 0.0):
             spelled = ", ".join(
                 "{" + ", ".join(f"{key}: {value}" for key, value in entry.items() if value is not None) + "}"

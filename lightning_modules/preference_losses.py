@@ -497,6 +497,13 @@ class WeightedLoss:
         return self.spec.fn(logps, **self.options)
 
 
+def older_spelling(loss_type: str, label_smoothing: float = 0.0, nll_weight: float = 0.0) -> list[dict[str, object]]:
+    """The loss list that the older ``loss_type`` / ``label_smoothing`` / ``nll_weight`` keys stand for: the one loss,
+    and ``sft`` at ``nll_weight`` (RPO) when it is above 0."""
+    older: list[dict[str, object]] = [{"name": loss_type, "label_smoothing": label_smoothing or None}]
+    return older + ([{"name": "sft", "weight": nll_weight}] if nll_weight > 0 else [])
+
+
 def resolve_losses(entries: Sequence[dict[str, object]], default_beta: float) -> list[WeightedLoss]:
     """Check a loss list and fill in each loss's defaults; ``beta`` defaults to ``default_beta`` (the module's).
 

@@ -75,6 +75,16 @@ class Options:
     methods: list[str] = field(default_factory=list)
 
 
+def values_after(argv: list[str], i: int) -> tuple[list[str], int]:
+    """The values of the option at ``argv[i]``: the arguments up to the next option or set name, and the index of
+    the last one read."""
+    values = []
+    while i + 1 < len(argv) and not argv[i + 1].startswith("-") and argv[i + 1] not in SETS:
+        values.append(argv[i + 1])
+        i += 1
+    return values, i
+
+
 def parse(argv: list[str]) -> Options:
     """The options of ``argv``; :class:`UsageError` names what is wrong."""
     options, i = Options(), 0
@@ -96,15 +106,11 @@ def parse(argv: list[str]) -> Options:
             if not options.seeds:
                 raise UsageError("--seeds needs one or more integers, e.g. --seeds 0 1 2")
         elif arg == "--overrides":
-            while i + 1 < len(argv) and not argv[i + 1].startswith("-") and argv[i + 1] not in SETS:
-                options.overrides.append(argv[i + 1])
-                i += 1
+            options.overrides, i = values_after(argv, i)
             if not options.overrides:
                 raise UsageError("--overrides needs one or more folders, e.g. --overrides configs/dryrun")
         elif arg == "--methods":
-            while i + 1 < len(argv) and not argv[i + 1].startswith("-") and argv[i + 1] not in SETS:
-                options.methods.append(argv[i + 1])
-                i += 1
+            options.methods, i = values_after(argv, i)
             if not options.methods:
                 raise UsageError("--methods needs one or more method names, e.g. --methods dpo ipo simpo orpo kto")
         elif arg in SETS:

@@ -24,8 +24,11 @@ class Recorder(L.Callback):
         self.rows.append({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
 
 
-def preference_data(model_dir: Path | str, repo: Path, tmp_path: Path, **kwargs) -> PreferenceDataModule:
-    """The shipped tiny pairs, short rows, batch 8, set up for fit; ``kwargs`` override any option."""
+def preference_data(
+    model_dir: Path | str, repo: Path, tmp_path: Path, data_class: type = PreferenceDataModule, **kwargs
+) -> PreferenceDataModule:
+    """The shipped tiny pairs, short rows, batch 8, set up for fit; ``kwargs`` override any option. ``data_class``
+    ``UnpairedDataModule`` splits each pair into a desirable and an undesirable row (KTO)."""
     options = dict(
         train_files=str(repo / "data/tiny/prefs_train.jsonl"),
         val_files=str(repo / "data/tiny/prefs_val.jsonl"),
@@ -35,7 +38,7 @@ def preference_data(model_dir: Path | str, repo: Path, tmp_path: Path, **kwargs)
         cache_dir=str(tmp_path / "cache"),
     )
     options.update(kwargs)
-    data = PreferenceDataModule(str(model_dir), **options)
+    data = data_class(str(model_dir), **options)
     data.setup("fit")
     return data
 

@@ -12,20 +12,7 @@ from lightning_modules.kto import KTOModule
 
 def unpaired_data(model_dir, repo, tmp_path, **kwargs) -> UnpairedDataModule:
     """The shipped tiny pairs, each split into a desirable and an undesirable row."""
-    options = (
-        dict(
-            train_files=str(repo / "data/tiny/prefs_train.jsonl"),
-            val_files=str(repo / "data/tiny/prefs_val.jsonl"),
-            max_length=128,
-            max_prompt_length=64,
-            batch_size=8,
-            cache_dir=str(tmp_path / "cache"),
-        )
-        | kwargs
-    )
-    data = UnpairedDataModule(str(model_dir), **options)
-    data.setup("fit")
-    return data
+    return preference_data(model_dir, repo, tmp_path, data_class=UnpairedDataModule, **kwargs)
 
 
 @pytest.mark.parametrize("reference", ["adapter", "precomputed"])
