@@ -129,6 +129,10 @@ class LossTerm:
             ``null``: the loss's default.
         gamma: SimPO's target reward margin; ``null``: its default (0.5, TRL's).
         tau: DiscoPOP's temperature; ``null``: its default (0.05).
+        ld_alpha: LD-DPO (Liu et al. 2024): the policy's log-probs of the tokens beyond the pair's shared length
+            count ``ld_alpha`` times, in [0, 1]; ``null``: off. Losses on the reference's log-ratios only.
+        wpo: WPO (Zhou et al. 2024): each pair's loss weighted by how likely the policy is to produce the pair
+            (TRL's ``use_weighting``); ``null``: off. Losses on the reference's log-ratios only.
     """
 
     name: str
@@ -137,6 +141,8 @@ class LossTerm:
     label_smoothing: float | None = None
     gamma: float | None = None
     tau: float | None = None
+    ld_alpha: float | None = None
+    wpo: bool | None = None
 
 
 @dataclass

@@ -27,13 +27,15 @@ from lightning_modules.loading import (
     load_sft_model,
     training_load_settings,
 )
-from lightning_modules.losses import token_logps
+from lightning_modules.losses import pair_tail_logps, token_logps, wpo_token_log_weights
 from lightning_modules.preference_losses import (
     PairLogps,
     WeightedLoss,
     combine,
     metric_names,
     needs_reference,
+    needs_tails,
+    needs_wpo_weights,
     older_spelling,
     resolve_losses,
 )
@@ -59,6 +61,8 @@ class SequenceStats:
     logps: torch.Tensor  # (2B,) summed response log-probs
     lengths: torch.Tensor  # (2B,) response token counts
     mean_logits: torch.Tensor  # (2B,) mean logit over response tokens and vocabulary (detached)
+    tails: torch.Tensor | None = None  # (2B,) the part of logps beyond the pair's shared length (LD-DPO)
+    wpo_log_weights: torch.Tensor | None = None  # (2B,) WPO's mean per-token log-weight (detached)
 
 
 class DPOModule(CausalLMModule):
@@ -243,16 +247,23 @@ class DPOModule(CausalLMModule):
         finally:
             self._activate_stack(self.model)
 
-    def sequence_stats(self, model: nn.Module, batch: dict) -> SequenceStats:
-        """Summed response log-probs, lengths and mean logits of every row of the batch."""
+    def sequence_stats(self, model: nn.Module, batch: dict, policy: bool = False) -> SequenceStats:
+        """Summed response log-probs, lengths and mean logits of every row of the batch; with ``policy``, also what
+        the run's losses read of the policy alone (LD-DPO's tails, WPO's log-weights), when they read it."""
         out = self.response_forward(model, batch)
         per_token = token_logps(out.logits, out.targets)  # (N,)
         zeros = per_token.new_zeros(out.num_rows)
         logps = zeros.index_add(0, out.row_index, per_token)  # (2B,)
         lengths = torch.bincount(out.row_index, minlength=out.num_rows)  # (2B,)
+        tails = wpo_log_weights = None
+        if policy and needs_tails(self.loss_terms):
+            tails = pair_tail_logps(per_token, out.row_index, lengths)
         with torch.no_grad():
             logit_sums = zeros.index_add(0, out.row_index, out.logits.float().mean(-1))
-        return SequenceStats(logps, lengths, logit_sums / lengths.clamp(min=1))
+            if policy and needs_wpo_weights(self.loss_terms):
+                weight_sums = zeros.index_add(0, out.row_index, wpo_token_log_weights(out.logits, out.targets))
+                wpo_log_weights = weight_sums / lengths.clamp(min=1)
+        return SequenceStats(logps, lengths, logit_sums / lengths.clamp(min=1), tails, wpo_log_weights)
 
     @torch.no_grad()
     def reference_logps(self, batch: dict) -> torch.Tensor:
@@ -269,17 +280,22 @@ class DPOModule(CausalLMModule):
             return self.sequence_stats(self.model, batch).logps
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        policy = self.sequence_stats(self.model, batch)
+        policy = self.sequence_stats(self.model, batch, policy=True)
         reference = self.reference_logps(batch) if self.uses_reference else None
         pairs = policy.logps.shape[0] // 2
         chosen, rejected = slice(0, pairs), slice(pairs, None)
+
+        def halves(rows: torch.Tensor | None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            return (None, None) if rows is None else (rows[chosen], rows[rejected])
+
         logps = PairLogps(
             policy.logps[chosen],
             policy.logps[rejected],
             policy.lengths[chosen],
             policy.lengths[rejected],
-            None if reference is None else reference[chosen],
-            None if reference is None else reference[rejected],
+            *halves(reference),
+            *halves(policy.tails),
+            *halves(policy.wpo_log_weights),
         )
         loss, terms = combine(self.loss_terms, logps)
         values = {"loss": loss.detach(), **terms.metrics}

@@ -41,6 +41,58 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4
     return torch.cat(pieces).reshape(targets.shape)
 
 
+def wpo_token_log_weights(logits: torch.Tensor, targets: torch.Tensor, chunk_size: int = 4096) -> torch.Tensor:
+    """WPO's per-token log-weight, ``log(p(y_t) / sum_v p(v)^2)`` (Zhou et al. 2024, https://arxiv.org/abs/2406.11827,
+    eq. 2): the target's probability relative to the distribution's own collision probability, i.e. how typical
+    ``y_t`` is of what the policy samples.
+
+    With ``z`` the logits, ``log p(y_t) - log sum_v p(v)^2 = z_t + logsumexp(z) - logsumexp(2 z)``, in fp32, a chunk
+    of positions at a time (as :func:`token_logps`). No gradient: WPO's weights are constants of each step.
+
+    Args:
+        logits: ``(..., V)`` scores, any float dtype.
+        targets: ``(...)`` valid token ids.
+        chunk_size: positions converted to fp32 at a time.
+
+    Returns:
+        ``(...)`` fp32 log-weights (<= 0 only on average: a token likelier than the collision probability gives > 0).
+    """
+    flat_logits = logits.detach().reshape(-1, logits.shape[-1])  # (N, V)
+    flat_targets = targets.reshape(-1)  # (N,)
+    pieces = []
+    for start in range(0, flat_logits.shape[0], chunk_size):
+        chunk = flat_logits[start : start + chunk_size].float()  # (n, V) fp32
+        picked = chunk.gather(-1, flat_targets[start : start + chunk_size, None]).squeeze(-1)
+        pieces.append(picked + torch.logsumexp(chunk, dim=-1) - torch.logsumexp(2 * chunk, dim=-1))
+    if not pieces:
+        return flat_logits.new_zeros(targets.shape, dtype=torch.float32)
+    return torch.cat(pieces).reshape(targets.shape)
+
+
+def pair_tail_logps(per_token: torch.Tensor, row_index: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each response's summed log-probs beyond the pair's shared length ``l_p = min(|y_c|, |y_r|)`` (LD-DPO's
+    "excess" part, Liu et al. 2024, https://arxiv.org/abs/2409.06411).
+
+    Args:
+        per_token: ``(N,)`` response-token log-probs of a ``2B``-row preference batch (chosen rows first), each row's
+            tokens contiguous and in order.
+        row_index: ``(N,)`` the row of each token.
+        lengths: ``(2B,)`` response token counts.
+
+    Returns:
+        ``(2B,)`` sums over each row's tokens at response positions ``>= l_p`` of its pair (0 for the shorter one).
+    """
+    rows = lengths.shape[0]
+    pairs = rows // 2
+    shared = torch.minimum(lengths[:pairs], lengths[pairs:]).repeat(2)  # (2B,) l_p of each row's pair
+    order = torch.arange(per_token.shape[0], device=per_token.device)  # (N,)
+    first = torch.full((rows,), per_token.shape[0], device=per_token.device, dtype=order.dtype)
+    first = first.scatter_reduce(0, row_index, order, reduce="amin")  # (2B,) index of each row's first token
+    position = order - first[row_index]  # (N,) position within the response
+    beyond = position >= shared[row_index]
+    return per_token.new_zeros(rows).index_add(0, row_index, per_token * beyond)
+
+
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor, num_tokens: int | torch.Tensor | None = None) -> torch.Tensor:
     """Token-level cross-entropy over response tokens.
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,12 @@ class PairLogps:
         rejected_lengths: ``|y_r|``.
         reference_chosen: ``ref_c``; ``None`` when no loss of the run needs the reference.
         reference_rejected: ``ref_r``.
+        policy_chosen_tail: the part of ``pi_c`` from the chosen response's tokens beyond the pair's shared length
+            ``l_p = min(|y_c|, |y_r|)`` (for ``ld_alpha``); ``None`` when no loss of the run uses it.
+        policy_rejected_tail: the same part of ``pi_r``.
+        chosen_wpo_log_weight: WPO's ``(1 / |y_c|) sum_t log(p(y_t) / sum_v p(v)^2)`` under the policy (detached;
+            for ``wpo``); ``None`` when no loss of the run uses it.
+        rejected_wpo_log_weight: the same for the rejected response.
     """
 
     policy_chosen: torch.Tensor
@@ -46,6 +52,10 @@ class PairLogps:
     rejected_lengths: torch.Tensor
     reference_chosen: torch.Tensor | None = None
     reference_rejected: torch.Tensor | None = None
+    policy_chosen_tail: torch.Tensor | None = None
+    policy_rejected_tail: torch.Tensor | None = None
+    chosen_wpo_log_weight: torch.Tensor | None = None
+    rejected_wpo_log_weight: torch.Tensor | None = None
 
     def logratios(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(pi_c - ref_c, pi_r - ref_r)``, each ``(B,)``."""
@@ -57,6 +67,35 @@ class PairLogps:
         """Length-normalised policy log-probs ``(pi_c / |y_c|, pi_r / |y_r|)``, each ``(B,)``."""
         chosen = self.policy_chosen / self.chosen_lengths.clamp(min=1)
         return chosen, self.policy_rejected / self.rejected_lengths.clamp(min=1)
+
+    def length_desensitised(self, alpha: float) -> PairLogps:
+        """LD-DPO, Liu et al. 2024 (https://arxiv.org/abs/2409.06411): the policy's log-probs with the tokens
+        beyond the pair's shared length ``l_p`` down-weighted by ``alpha``.
+
+        ``pi' = sum_{t <= l_p} log p(y_t) + alpha * sum_{t > l_p} log p(y_t) = pi - (1 - alpha) * tail``, for the
+        chosen and the rejected response; the reference's log-probs are left whole (as TRL's ``ld_alpha``, so a
+        precomputed reference cache serves with and without it). ``alpha`` is in [0, 1]; 1 is the loss without
+        it. TRL's padded path counts the positions from the start of the prompt + completion row, so its split is the
+        response's first ``l_p`` tokens only when the prompt is empty; this counts them from the response's first
+        token, as the paper defines ``l_p``.
+        """
+        if self.policy_chosen_tail is None or self.policy_rejected_tail is None:
+            raise ValueError("ld_alpha needs the log-probs beyond the shared length, which were not computed.")
+        return replace(
+            self,
+            policy_chosen=self.policy_chosen - (1 - alpha) * self.policy_chosen_tail,
+            policy_rejected=self.policy_rejected - (1 - alpha) * self.policy_rejected_tail,
+        )
+
+    def wpo_weights(self) -> torch.Tensor:
+        """WPO's per-pair weights, Zhou et al. 2024 (https://arxiv.org/abs/2406.11827), eq. 2 with TRL's clamp:
+        ``w = min(1, exp(w_c + w_r))``, ``w_y = (1 / |y|) sum_t log(p(y_t) / sum_v p(v)^2)`` (``(B,)``, detached).
+
+        A pair the policy itself would likely sample (on-policy-like) weighs up to 1, an off-policy one less.
+        """
+        if self.chosen_wpo_log_weight is None or self.rejected_wpo_log_weight is None:
+            raise ValueError("wpo needs the policy's per-token WPO log-weights, which were not computed.")
+        return torch.exp(self.chosen_wpo_log_weight + self.rejected_wpo_log_weight).clamp(max=1).detach()
 
 
 @dataclass
@@ -453,9 +492,18 @@ class LossSpec:
     metrics: tuple[str, ...] = ()
 
     def options(self) -> dict[str, object]:
-        """Its options with their defaults: the function's keyword-only arguments."""
+        """Its options with their defaults: the function's keyword-only arguments, and for a loss on the reference's
+        log-ratios the :data:`SEQUENCE_OPTIONS` as well."""
         parameters = inspect.signature(self.fn).parameters.values()
-        return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        own = {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        return own | (SEQUENCE_OPTIONS if self.needs_reference else {})
+
+
+SEQUENCE_OPTIONS: dict[str, object] = {"ld_alpha": None, "wpo": False}
+"""Options of every loss on the reference's log-ratios, applied around its function (:class:`WeightedLoss`):
+``ld_alpha`` (LD-DPO, :meth:`PairLogps.length_desensitised`; ``None``: off) and ``wpo`` (WPO's per-pair weights,
+:meth:`PairLogps.wpo_weights`). TRL sets them for the whole run (``ld_alpha``, ``use_weighting``); here each loss of
+the list has its own."""
 
 
 LOSSES: dict[str, LossSpec] = {
@@ -493,8 +541,28 @@ class WeightedLoss:
     def spec(self) -> LossSpec:
         return LOSSES[self.name]
 
+    @property
+    def ld_alpha(self) -> float | None:
+        return self.options.get("ld_alpha")  # type: ignore[return-value]
+
+    @property
+    def wpo(self) -> bool:
+        return bool(self.options.get("wpo", False))
+
     def __call__(self, logps: PairLogps) -> LossTerms:
-        return self.spec.fn(logps, **self.options)
+        """The loss on ``logps``: LD-DPO's down-weighted tails first (``ld_alpha``), WPO's weights on the per-pair
+        losses last (``wpo``; TRL's ``use_weighting``), the loss's own function between."""
+        own = {key: value for key, value in self.options.items() if key not in SEQUENCE_OPTIONS}
+        if self.ld_alpha is not None:
+            if not 0.0 <= self.ld_alpha <= 1.0:
+                raise ValueError(f"ld_alpha (LD-DPO's alpha) must be in [0, 1], got {self.ld_alpha}.")
+            logps = logps.length_desensitised(self.ld_alpha)
+        terms = self.spec.fn(logps, **own)
+        if self.wpo:
+            weights = logps.wpo_weights()  # (B,)
+            metrics = terms.metrics | {"wpo_weight": weights.mean()}
+            terms = replace(terms, losses=terms.losses * weights, metrics=metrics)
+        return terms
 
 
 def older_spelling(loss_type: str, label_smoothing: float = 0.0, nll_weight: float = 0.0) -> list[dict[str, object]]:
@@ -553,7 +621,18 @@ def resolve_losses(entries: Sequence[dict[str, object]], default_beta: float) ->
 def _probe_logps() -> PairLogps:
     """One made-up pair, enough for a loss to check its options' values."""
     value = torch.full((1,), -1.0)
-    return PairLogps(value, value - 1, torch.ones(1), torch.ones(1), value, value - 1)
+    zero = torch.zeros(1)
+    return PairLogps(value, value - 1, torch.ones(1), torch.ones(1), value, value - 1, zero, zero, zero, zero)
+
+
+def needs_tails(losses: Sequence[WeightedLoss]) -> bool:
+    """Whether a loss of the list uses LD-DPO (so the policy's :attr:`PairLogps.policy_chosen_tail` are needed)."""
+    return any(loss.ld_alpha is not None for loss in losses)
+
+
+def needs_wpo_weights(losses: Sequence[WeightedLoss]) -> bool:
+    """Whether a loss of the list is WPO-weighted (so the policy's per-token WPO log-weights are needed)."""
+    return any(loss.wpo for loss in losses)
 
 
 def needs_reference(losses: Sequence[WeightedLoss]) -> bool:
@@ -564,6 +643,7 @@ def needs_reference(losses: Sequence[WeightedLoss]) -> bool:
 def metric_names(losses: Sequence[WeightedLoss]) -> tuple[str, ...]:
     """The extra scalars a run on ``losses`` logs: each loss's own, and ``losses/<name>`` when there are several."""
     names = [metric for loss in losses for metric in loss.spec.metrics]
+    names += ["wpo_weight"] if needs_wpo_weights(losses) else []
     if len(losses) > 1:
         names += [f"losses/{loss.name}" for loss in losses]
     return tuple(dict.fromkeys(names))

@@ -110,6 +110,8 @@ METHODS = {  # what each method trains on, at the settings its paper (or TRL) su
     "mpo": (0.1, [LossTerm("sigmoid", 0.8), LossTerm("bco_pair", 0.2), LossTerm("sft")]),
     "simpo": (2.0, [LossTerm("simpo", gamma=0.5)]),
     "orpo": (0.1, [LossTerm("orpo")]),
+    "ld_dpo": (0.1, [LossTerm("sigmoid", ld_alpha=0.5)]),
+    "wpo": (0.1, [LossTerm("sigmoid", wpo=True)]),
 }
 
 

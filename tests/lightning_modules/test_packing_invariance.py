@@ -10,7 +10,7 @@ from torch.testing import assert_close
 from transformers import MistralConfig, MistralForCausalLM
 
 from common.errors import ConfigError
-from common.settings import LoadSettings, LoraSettings
+from common.settings import LoadSettings, LoraSettings, LossTerm
 from datamodules import InstructionDataModule, PreferenceDataModule
 from datamodules.collate import PreferenceCollator, SFTCollator
 from lightning_modules.causal_lm import ResponseOutputs
@@ -110,7 +110,10 @@ def test_checkpoint_last_layer_without_checkpointing_is_refused_before_the_model
 @pytest.mark.parametrize("lora", [None, LoraSettings(r=8, alpha=16, dropout=0.0)], ids=["full", "lora"])
 def test_dpo_sequence_stats_packed_equal_padded(lora, tiny_sft_export, repo, tmp_path):
     reference = "adapter" if lora else "separate"
-    module = DPOModule(str(tiny_sft_export), lora=lora, reference=reference, merge_sft_adapter=True).eval()
+    losses = [LossTerm("sigmoid", ld_alpha=0.5, wpo=True)]  # so the policy's LD-DPO tails and WPO weights, too
+    module = DPOModule(
+        str(tiny_sft_export), lora=lora, reference=reference, merge_sft_adapter=True, losses=losses
+    ).eval()
     data = PreferenceDataModule(
         str(tiny_sft_export),
         train_files=str(repo / "data/tiny/prefs_train.jsonl"),
@@ -124,12 +127,15 @@ def test_dpo_sequence_stats_packed_equal_padded(lora, tiny_sft_export, repo, tmp
     for pack in (False, True):
         batch = PreferenceCollator(data.tokenizer.pad_token_id, pack=pack)(pairs)
         with torch.no_grad():
-            stats[pack] = (module.sequence_stats(module.model, batch), module.reference_logps(batch))
+            stats[pack] = (module.sequence_stats(module.model, batch, policy=True), module.reference_logps(batch))
     packed, padded = stats[True][0], stats[False][0]
     assert packed.logps.shape == (2 * ROWS,)  # chosen rows, then rejected rows
     assert_close(packed.logps, padded.logps, atol=1e-5, rtol=0)
     assert_close(packed.lengths, padded.lengths)
     assert_close(packed.mean_logits, padded.mean_logits, atol=1e-5, rtol=0)
+    assert (padded.tails != 0).any()
+    assert_close(packed.tails, padded.tails, atol=1e-5, rtol=0)
+    assert_close(packed.wpo_log_weights, padded.wpo_log_weights, atol=1e-5, rtol=0)
     assert_close(stats[True][1], stats[False][1], atol=1e-5, rtol=0)  # the reference, too
 
 

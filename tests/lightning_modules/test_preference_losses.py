@@ -374,9 +374,9 @@ def test_resolve_fills_the_module_beta_and_each_loss_default():
     (simpo,) = resolve_losses([{"name": "simpo", "beta": None, "gamma": None}], default_beta=2.5)
     assert simpo.options == {"beta": 2.5, "gamma": 0.5, "label_smoothing": 0.0}
     (ipo,) = resolve_losses([{"name": "ipo", "beta": 0.3}], default_beta=0.1)
-    assert ipo.options == {"beta": 0.3}
+    assert ipo.options == {"beta": 0.3, "ld_alpha": None, "wpo": False}  # LD-DPO and WPO off
     (term,) = resolve_losses([asdict(LossTerm("discopop", weight=2.0))], default_beta=0.1)
-    assert (term.weight, term.options) == (2.0, {"beta": 0.1, "tau": 0.05})
+    assert (term.weight, term.options) == (2.0, {"beta": 0.1, "tau": 0.05, "ld_alpha": None, "wpo": False})
 
 
 @pytest.mark.parametrize(
