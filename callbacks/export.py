@@ -52,6 +52,8 @@ class HFExportCallback(L.Callback):
             "template": getattr(datamodule, "template", None),
             # DPO: how the SFT adapter sits under the trained one, {"applied": "merged" | "stacked", "dtype": ...}
             "sft_adapter": getattr(pl_module, "sft_adapter", None),
+            # a preference run from the base model, with no SFT stage (ORPO's setting): "base"
+            **({"start": "base"} if getattr(pl_module, "from_base", False) else {}),
             # "bf16-mixed (CPU with native bf16: AVX512_BF16)": what the run computed in, and why
             "precision": str(getattr(trainer, "precision_choice", trainer.precision)),
             # Hub commits (or local files' SHA-256) of the model and data, and the tokenised data's fingerprint

@@ -234,8 +234,11 @@ def key_value_table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def describe(stage: str, adapter: bool, base: str, sft: Location | None, source: str | None) -> tuple[str, str]:
-    """The card's title and its first paragraph: what the folder holds and what it sits on."""
+def describe(
+    stage: str, adapter: bool, base: str, sft: Location | None, source: str | None, from_base: bool = False
+) -> tuple[str, str]:
+    """The card's title and its first paragraph: what the folder holds and what it sits on (``from_base``: a
+    preference run from the base model, ``export_info.json``'s ``start: base``)."""
     what = "A LoRA adapter" if adapter else "Full weights"
     if stage == "reward":
         return "Reward model", (
@@ -249,8 +252,10 @@ def describe(stage: str, adapter: bool, base: str, sft: Location | None, source:
         )
     if stage == "dpo":
         start = f"`{base}` with the SFT adapter `{sft}` merged in" if sft else f"the SFT model `{source or base}`"
+        if from_base:
+            start = f"the base model `{base}` itself (no SFT stage)"
         summary = f"{what} trained with Direct Preference Optimization (DPO; Rafailov et al. 2023) on {start}."
-        if adapter:
+        if adapter and not from_base:
             summary += " Apply it to that model, not to the bare base."
         return ("DPO LoRA adapter" if adapter else "DPO full model"), summary
     title = "SFT LoRA adapter" if adapter else "SFT full model"
@@ -305,7 +310,7 @@ def export_card(
     source = info.get("source_model")
     if sft is None and stage == "dpo" and source and adapter_base(Path(source)) is not None:
         sft = Location(str(source))
-    title, summary = describe(stage, adapter, base, sft, source)
+    title, summary = describe(stage, adapter, base, sft, source, info.get("start") == "base")
     rows = training_rows(config, info)
     if rows or stage != "merged":
         training = settings_table(rows)

@@ -158,7 +158,8 @@ class EvaluationConfig:
         return [name for name in known if name in chosen]
 
     def method_exports(self) -> dict[str, str]:
-        """The methods study's variants and their exports: ``{"sft_ipo": "outputs/tiny/methods/ipo", ...}``.
+        """The methods study's variants and their exports: ``{"sft_ipo": "outputs/tiny/methods/ipo", ...}``
+        (``base_<name>`` for a method its export says was trained from the base model).
 
         Raises:
             EvaluationError: ``dpo`` among the methods (it is ``dpo_adapter``), or a name that is not a word.
@@ -169,7 +170,7 @@ class EvaluationConfig:
                 raise EvaluationError("methods: dpo is the study's own DPO export: set it as dpo_adapter instead.")
             if not str(name).isidentifier():
                 raise EvaluationError(f"methods: {name!r} is not a method name (letters, digits and _).")
-        return {method_variant(name): str(path) for name, path in methods.items()}
+        return {method_variant(name, path): str(path) for name, path in methods.items()}
 
     def prompt_files(self) -> list[str]:
         """``prompts`` as a list."""

@@ -7,6 +7,8 @@
   under it (``sft_adapter``: merged into which dtype, or stacked).
 * ``sft_<method>`` (the methods study): the SFT model with another preference method's export on top (IPO,
   SimPO, ORPO, KTO...), built exactly as ``sft_dpo`` is; "DPO" below stands for any of them.
+* ``base_<method>``: a method trained from the base model itself (``from_base``, ORPO's own setting; its export's
+  ``export_info.json`` says ``start: base``): the base with that export on top, no SFT adapter.
 
 By default (``merge_adapters: false``) the adapters stay separate and active together, in ``sft`` and ``sft_dpo``
 alike, so the two differ by the DPO adapter alone. In bf16 that is what keeps a small DPO update: merged, an
@@ -47,17 +49,30 @@ METHOD_LABELS: dict[str, str] = {"simpo": "SimPO", "orpo": "ORPO", "mpo": "MPO"}
 """How a method is written in the report, where upper case would be wrong (``ipo`` -> ``IPO`` otherwise)."""
 
 
-def method_variant(method: str) -> str:
-    """The variant of a preference method trained from the SFT model: ``ipo`` -> ``sft_ipo`` (``dpo``: ``sft_dpo``)."""
-    return f"sft_{method}"
+def method_variant(method: str, export: str | Path | None = None) -> str:
+    """The variant of a preference method: ``ipo`` -> ``sft_ipo`` (``dpo``: ``sft_dpo``), or ``base_<method>`` when
+    its ``export`` was trained from the base model (``export_info.json``'s ``start: base``); a method named
+    ``base_orpo`` (the methods study's ORPO from the base) is the variant ``base_orpo``, not ``base_base_orpo``."""
+    start = read_export_info(export).get("start", "sft") if export is not None else "sft"
+    return method if method.startswith(f"{start}_") else f"{start}_{method}"
+
+
+def from_base(name: str) -> bool:
+    """Whether variant ``name`` is a method trained from the base model (``base_<method>``)."""
+    return name.startswith("base_")
 
 
 def label(name: str) -> str:
-    """The report's name of a variant: ``SFT+DPO``, ``SFT+IPO``, ``SFT+SimPO``."""
+    """The report's name of a variant: ``SFT+DPO``, ``SFT+IPO``, ``SFT+SimPO``, ``base+ORPO``."""
     if name in LABELS:
         return LABELS[name]
-    method = name.removeprefix("sft_")
-    return f"SFT+{METHOD_LABELS.get(method, method.upper())}"
+    start, method = ("base", name.removeprefix("base_")) if from_base(name) else ("SFT", name.removeprefix("sft_"))
+    return f"{start}+{METHOD_LABELS.get(method, method.upper())}"
+
+
+def method_label(name: str) -> str:
+    """The method alone: ``DPO``, ``IPO``, ``ORPO`` (``label`` without its start)."""
+    return label(name).split("+", 1)[-1]
 
 
 @dataclass
@@ -143,9 +158,11 @@ class VariantSources:
             elif name == "sft":
                 described[name] = f"{self.base} + {sft}" if build.sft else f"{sft} ({build.dtype} weights)"
             else:
-                method, export = label(name).removeprefix("SFT+"), self.export_of(name)
+                method, export = method_label(name), self.export_of(name)
                 if build.dpo is None:
                     described[name] = f"{method} full model {export} ({build.dtype} weights)"
+                elif build.sft is None and from_base(name):
+                    described[name] = f"{self.base} + {method} adapter {export} ({build.applied('dpo')})"
                 elif build.sft == build.dpo == "stacked":
                     described[name] = (
                         f"{self.base} + SFT adapter {self.sft} + {method} adapter {export} (stacked, both active; "
@@ -162,7 +179,7 @@ def check_dpo_export(path: str, variant: str = "sft_dpo") -> dict:
     folder = Path(path)
     if not (folder / "export_info.json").is_file():
         raise ModelLoadError(
-            f"{path}: {label(variant).removeprefix('SFT+')} export not found or incomplete (no export_info.json). "
+            f"{path}: {method_label(variant)} export not found or incomplete (no export_info.json). "
             f"Run its training stage first (python train.py fit --config ...), or leave {variant} out of variants."
         )
     info = read_export_info(folder)
@@ -189,7 +206,13 @@ def resolve_sources(
     preference = ({"sft_dpo": dpo} if dpo is not None else {}) | (methods or {})
     for variant, path in preference.items():
         source = check_dpo_export(path, variant).get("source_model")
-        if source is not None and Path(source).resolve() != Path(sft).resolve():
+        if from_base(variant):
+            if source is not None and source != base and Path(source).resolve() != Path(base).resolve():
+                raise ModelLoadError(
+                    f"{path} was trained from the base model {source}, but the study's base is {base}: its adapter "
+                    "only means something on the model it was trained from."
+                )
+        elif source is not None and Path(source).resolve() != Path(sft).resolve():
             raise ModelLoadError(
                 f"{path} was trained from the SFT export {source}, but sft_adapter is {sft}: its adapter only "
                 "means something on the SFT model it was trained from. Point sft_adapter at that export."
@@ -219,7 +242,7 @@ def plan_variant(name: str, sources: VariantSources, settings: VariantLoadSettin
     if name != "sft" and read_export_info(export).get("kind") == "full_model":
         return replace(build, dpo_trained_on=trained_on)
     how = "merged" if settings.merge_adapters else "stacked"
-    sft = None if check_sft_export(sources.sft)["kind"] == "full_model" else how
+    sft = None if from_base(name) or check_sft_export(sources.sft)["kind"] == "full_model" else how
     return replace(build, sft=sft, dpo=None if name == "sft" else how, dpo_trained_on=trained_on)
 
 
@@ -250,9 +273,12 @@ def build_variant(
     export = sources.export_of(name)
     if name != "sft" and build.dpo is None:
         return load_causal_lm(export, **load).eval(), build
-    model = load_sft_model(sources.sft, merge_adapter=False, **load)  # a full-model export: as it is
+    if from_base(name):  # the base model with the method's adapter, no SFT adapter under it
+        model = load_causal_lm(sources.base, revision=sources.base_revision, **load)
+    else:
+        model = load_sft_model(sources.sft, merge_adapter=False, **load)  # a full-model export: as it is
     retained = {}
-    sft, dpo = f"the SFT adapter {sources.sft}", f"the {label(name).removeprefix('SFT+')} adapter {export}"
+    sft, dpo = f"the SFT adapter {sources.sft}", f"the {method_label(name)} adapter {export}"
     if build.sft == "merged":
         model, retention = merge_lora(model, SFT_ADAPTER, sft, MERGE_FIX)
         retained["sft"] = retention.summary()

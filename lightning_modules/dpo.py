@@ -24,7 +24,9 @@ from lightning_modules.loading import (
     SFT_ADAPTER,
     add_lora,
     check_sft_export,
+    load_causal_lm,
     load_sft_model,
+    load_trainable_base,
     training_load_settings,
 )
 from lightning_modules.losses import pair_tail_logps, token_logps, wpo_token_log_weights
@@ -86,7 +88,13 @@ class DPOModule(CausalLMModule):
     one concatenated forward pass.
 
     Args:
-        model_name_or_path: the SFT stage's export folder (LoRA adapter or full model).
+        model_name_or_path: the SFT stage's export folder (LoRA adapter or full model); with ``from_base``, the base
+            model (a Hub id or a folder).
+        from_base: start from the base model, not from an SFT export: ORPO's own setting (Hong et al. 2024 train
+            the base model on the preference pairs alone, the NLL term doing SFT's job). With a loss that needs a
+            reference, the reference is the base model too.
+        revision: with ``from_base``, the Hub branch, tag or commit of the base (resolved once to a commit, loaded
+            and recorded, as the SFT stage does); ``null``: the default branch.
         lora: the new DPO adapter; ``null`` trains all weights.
         reference: ``separate``, ``adapter`` or ``precomputed``; unused when every loss is reference-free.
         beta: the losses' temperature (the study: 0.1), unless a loss entry sets its own.
@@ -126,6 +134,8 @@ class DPOModule(CausalLMModule):
     def __init__(
         self,
         model_name_or_path: str,
+        from_base: bool = False,
+        revision: str | None = None,
         lora: LoraSettings | None = None,
         reference: ReferenceStrategy = "precomputed",
         beta: float = 0.1,
@@ -164,22 +174,38 @@ class DPOModule(CausalLMModule):
         self.uses_lora = lora is not None
         self.trained_adapter = DPO_ADAPTER
         self.optimizer_settings = optimizer or OptimizerSettings(lr=5e-7)
-        export = check_sft_export(model_name_or_path)
-        self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
-        if export["base"] is not None:
-            self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
-        self.stacked = merge_sft_adapter is False or (
-            merge_sft_adapter is None
-            and lora is not None
-            and export["kind"] == "lora_adapter"
-            and (load.load_in_4bit or load.dtype != "float32")
-        )
-        # export_info.json's record of how the SFT adapter sits under the trained one (no adapter: a full-model SFT)
-        applied = {"applied": "stacked" if self.stacked else "merged", "dtype": load.dtype}
-        self.sft_adapter = None if export["kind"] == "full_model" else applied
-        policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
+        self.from_base = from_base
+        if revision is not None and not from_base:
+            raise ConfigError("model.revision pins the base model of from_base: true; an SFT export is a folder.")
+        if from_base:
+            policy, commit, source = load_trainable_base(model_name_or_path, revision, **load.kwargs())
+            self.provenance = {"model": source}
+            self.stacked, self.sft_adapter = False, None
+
+            def load_reference() -> nn.Module:
+                return load_causal_lm(model_name_or_path, revision=commit, **load.kwargs())
+
+        else:
+            export = check_sft_export(model_name_or_path)
+            self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
+            if export["base"] is not None:
+                self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
+            self.stacked = merge_sft_adapter is False or (
+                merge_sft_adapter is None
+                and lora is not None
+                and export["kind"] == "lora_adapter"
+                and (load.load_in_4bit or load.dtype != "float32")
+            )
+            # export_info.json's record of how the SFT adapter sits under the trained one (none: a full-model SFT)
+            applied = {"applied": "stacked" if self.stacked else "merged", "dtype": load.dtype}
+            self.sft_adapter = None if export["kind"] == "full_model" else applied
+            policy = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
+
+            def load_reference() -> nn.Module:
+                return load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
+
         if self.uses_reference and reference == "separate":
-            reference_model = load_sft_model(model_name_or_path, merge_adapter=not self.stacked, **load.kwargs())
+            reference_model = load_reference()
             reference_model.eval().requires_grad_(False)
             # Kept out of the module tree: not trained, not checkpointed, not wrapped by DDP.
             self.__dict__["reference_model"] = reference_model

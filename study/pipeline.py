@@ -16,7 +16,8 @@
                     difference); `make study-dryrun` runs `study --overrides configs/dryrun [configs/dryrun/qlora]`
     --methods M ... the methods study: after DPO, train each other method M from the same SFT export
                     (configs/<set>/methods/M.yaml read on top of the DPO config: ipo, simpo, orpo, kto...; dpo
-                    is the DPO stage itself), each into its own run and export folder, then evaluate them all
+                    is the DPO stage itself; base_orpo is ORPO from the base model, as its paper trains it),
+                    each into its own run and export folder, then evaluate them all
                     with base, SFT and SFT+DPO and report in <results>/methods/report.md (a table of the
                     methods, each tested against SFT and against DPO)
 
@@ -257,9 +258,12 @@ class Pipeline:
         sft_info = Path(paths.sft_export) / "export_info.json"
         exports: dict[str, str] = {}
         for method in (name for name in self.options.methods if name != "dpo"):
-            _, export, run, last = stage_paths(merged(read_config(dpo_config), read_config(overlays[method])))
+            config = merged(read_config(dpo_config), read_config(overlays[method]))
+            model, export, run, last = stage_paths(config)
             info = Path(export) / "export_info.json"
-            redo = self.options.force or newer(sft_info, info) or self.stale_precision(str(info), method)
+            # a method from the base model (ORPO's own setting) reads the base's weights, not the SFT export
+            upstream = Path(model) / "model.safetensors" if config["model"]["init_args"].get("from_base") else sft_info
+            redo = self.options.force or newer(upstream, info) or self.stale_precision(str(info), method)
             self.training(f"{method} (methods study)", export, run, last, redo, [dpo_config, overlays[method]])
             exports[method] = export
         results = f"{paths.results}/methods"

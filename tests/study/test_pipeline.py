@@ -482,7 +482,7 @@ def test_a_method_without_an_overlay_or_with_seeds_is_one_error_line(project):
     unknown = pipeline(project, "--methods", "dpo", "rlhf")
     assert unknown.returncode == 2
     assert unknown.stderr.splitlines()[0] == (
-        "error: --methods: unknown method 'rlhf'; the tiny set has dpo, ipo, kto, orpo, simpo"
+        "error: --methods: unknown method 'rlhf'; the tiny set has dpo, base_orpo, ipo, kto, orpo, simpo"
     )
     seeds = pipeline(project, "--methods", "ipo", "--seeds", "0", "1")
     assert seeds.returncode == 2 and "--methods and --seeds together are not supported yet" in seeds.stderr
