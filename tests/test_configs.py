@@ -9,6 +9,7 @@ status 0 shows nothing was loaded.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -51,7 +52,7 @@ def start_cli(args: list[str], cwd: Path, script: list[str] | None = None) -> su
     }
     return subprocess.Popen(
         [sys.executable, *(script or [str(REPO / "train.py")]), *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
 
 
@@ -64,14 +65,26 @@ def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return finish(start_cli(args, cwd))
 
 
+def run_in_one_process(commands: dict, cwd: Path) -> dict:
+    """``{key: [script, *args]}`` run one after the other in one fresh process (``tests/print_configs.py``: the
+    imports once, not once per config), in ``cwd`` with ``start_cli``'s environment; ``{key: CompletedProcess}``."""
+    keys = list(commands)
+    process = start_cli([], cwd, [str(REPO / "tests" / "print_configs.py")])
+    stdout, stderr = process.communicate(json.dumps([commands[key] for key in keys]), timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    results = json.loads(stdout)
+    return {
+        key: subprocess.CompletedProcess(commands[key], r["returncode"], r["stdout"], r["stderr"])
+        for key, r in zip(keys, results, strict=True)
+    }
+
+
 @pytest.fixture(scope="module")
 def printed(tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
-    """``--print_config`` of every config, run side by side (each run is mostly imports)."""
+    """``--print_config`` of every config, in one process (each run on its own is mostly imports)."""
     cwd = tmp_path_factory.mktemp("print_config")
-    processes = {
-        config: start_cli([*config_args(config), "--print_config"], cwd, entry_point(config)) for config in CONFIGS
-    }
-    return {config: finish(process) for config, process in processes.items()}
+    commands = {config: [*entry_point(config), *config_args(config), "--print_config"] for config in CONFIGS}
+    return run_in_one_process(commands, cwd)
 
 
 def test_the_study_and_tiny_configs_are_all_found():
@@ -95,7 +108,7 @@ def test_config_parses_without_loading_the_model(printed, config):
 def dryrun_printed(tmp_path_factory) -> dict[tuple[str, str], subprocess.CompletedProcess]:
     """``--print_config`` of the study configs merged with each dry run's override folders."""
     cwd = tmp_path_factory.mktemp("dryrun")
-    processes = {}
+    commands = {}
     for name, folders in DRYRUNS.items():
         merged = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "pipeline_configs.py"),
@@ -106,8 +119,8 @@ def dryrun_printed(tmp_path_factory) -> dict[tuple[str, str], subprocess.Complet
         folder = cwd / merged.stdout.strip()
         for stage in ("sft", "dpo", "evaluate"):
             config = folder / f"{stage}.yaml"
-            processes[name, stage] = start_cli(["--config", str(config), "--print_config"], cwd, entry_point(config))
-    return {key: finish(process) for key, process in processes.items()}
+            commands[name, stage] = [*entry_point(config), "--config", str(config), "--print_config"]
+    return run_in_one_process(commands, cwd)
 
 
 @pytest.mark.parametrize("name", DRYRUNS)
