@@ -121,7 +121,8 @@ def methods_section(results: dict) -> list[str]:
     return [
         "## Methods side by side",
         "",
-        "Every preference method trained from the same SFT export on the same pairs, each in its own run, and "
+        "Every preference method trained from the same SFT export on the same pairs (a `base+` method from the "
+        "base model itself, with no SFT stage), each in its own run, and "
         "evaluated on the same prompts and pairs. The verdicts are the paired tests of the findings above "
         "(Holm-adjusted with all of them, one family): a method is better or worse than SFT or DPO only where "
         'that holds at adjusted p < 0.05; "not significant" is not "equal" (each finding above says how '
