@@ -4,6 +4,7 @@ examples."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Literal
 
 from common.constants import IGNORE_INDEX
@@ -11,6 +12,7 @@ from common.errors import ConfigError
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import SFTCollator
 from datamodules.sources import (
+    BadRow,
     BadRowPolicy,
     DataError,
     PreparationReport,
@@ -141,20 +143,15 @@ def tokenize_instruction(
     }
 
 
-def refuse_multi_turn_without_chat(
-    examples: list[dict], template: TemplateName, report: PreparationReport, field: str = "messages"
-) -> list[dict]:
-    """Send chats with several exchanges through the bad-row policy when the template cannot hold them."""
-    if template == "chat":
-        return examples
-    kept = []
-    for example in examples:
-        if example.get("history"):
-            row = Row(example["_source"], example["_row"], None)
-            report.reject(row, field, f"{MULTI_TURN_NEEDS_CHAT} (template is {template})")
-            continue
-        kept.append(example)
-    return kept
+def template_check(template: TemplateName, field: str = "messages") -> Callable[[dict], None]:
+    """The row check (:func:`datamodules.sources.collect`'s ``check``) of what ``template`` can render: a chat with
+    several exchanges needs ``chat``; ``field`` is the field named when it is refused."""
+
+    def check(example: dict) -> None:
+        if template != "chat" and example.get("history"):
+            raise BadRow(field, f"{MULTI_TURN_NEEDS_CHAT} (template is {template})")
+
+    return check
 
 
 class InstructionDataModule(TokenizedDataModule):
@@ -220,16 +217,13 @@ class InstructionDataModule(TokenizedDataModule):
         self.load_tokenizer()
         report = PreparationReport("instruction data", self.on_bad_row, self.max_skipped_fraction)
         commits = self.resolve_sources(self.train_files + self.val_files)
-        train = refuse_multi_turn_without_chat(
-            collect(self.train_files, parse_instruction_row, report, self.split, commits), self.template, report
-        )
+        check = template_check(self.template)
+        train = collect(self.train_files, parse_instruction_row, report, self.split, commits, check)
         random.Random(self.seed).shuffle(train)
         if self.num_examples is not None:
             train = train[: self.num_examples]
         if self.val_files:
-            val = refuse_multi_turn_without_chat(
-                collect(self.val_files, parse_instruction_row, report, self.split, commits), self.template, report
-            )
+            val = collect(self.val_files, parse_instruction_row, report, self.split, commits, check)
         else:
             n_val = round(len(train) * self.val_fraction)
             val, train = train[:n_val], train[n_val:]

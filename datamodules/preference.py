@@ -13,7 +13,7 @@ from common.errors import ConfigError
 from common.provenance import is_local
 from datamodules.base import TokenizedDataModule, as_list
 from datamodules.collate import PreferenceCollator
-from datamodules.instruction import refuse_multi_turn_without_chat
+from datamodules.instruction import template_check
 from datamodules.sources import (
     BadRow,
     BadRowPolicy,
@@ -205,19 +205,14 @@ class PreferenceDataModule(TokenizedDataModule):
         self.load_tokenizer()
         report = PreparationReport(self.report_name, self.on_bad_row, self.max_skipped_fraction)
         commits = self.resolve_sources(self.train_files + self.val_files)
-        train = refuse_multi_turn_without_chat(
-            collect(self.train_files, self.parse_row, report, self.split, commits),
-            self.template,
-            report,
-            "chosen",
-        )
-        train = self.arrange(train)
+        check = template_check(self.template, "chosen")
+        train = self.arrange(collect(self.train_files, self.parse_row, report, self.split, commits, check))
         random.Random(self.seed).shuffle(train)
         train = train[: self.num_examples] if self.num_examples is not None else train
         hub_val = [f for f in self.train_files if not is_local(f, "dataset")] if not self.val_files else []
         val_sources, val_split = (self.val_files, self.split) if self.val_files else (hub_val, self.val_split)
-        val = collect(val_sources, self.parse_row, report, val_split, commits) if val_sources else []
-        val = self.arrange(refuse_multi_turn_without_chat(val, self.template, report, "chosen"))
+        val = collect(val_sources, self.parse_row, report, val_split, commits, check) if val_sources else []
+        val = self.arrange(val)
         val = val[: self.num_val_examples] if self.num_val_examples is not None else val
         self.train_dataset = self._tokenize(train, "train")
         self.val_dataset = self._tokenize(val, "val") if val else None

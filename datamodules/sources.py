@@ -328,10 +328,15 @@ def collect(
     report: PreparationReport,
     split: str | None = None,
     revisions: dict[str, str | None] | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Parse every row of every source with ``parse``; bad rows go to ``report``.
 
-    ``revisions`` maps a Hub dataset id to the commit to read it at (:mod:`common.provenance`).
+    ``revisions`` maps a Hub dataset id to the commit to read it at (:mod:`common.provenance`). ``check`` looks at
+    each parsed example for what the run cannot use although the row is well-formed (e.g. a multi-turn chat and a
+    template that holds one exchange: :func:`datamodules.instruction.template_check`) and raises
+    :class:`BadRow`: such a row takes the same path as a malformed one (the policy, the counts, the "no usable
+    rows" error when none is left), not a second one after tokenisation.
 
     Each kept example carries ``_source`` and ``_row`` so later stages (e.g. truncation) can still
     name where a row came from.
@@ -354,6 +359,8 @@ def collect(
                 continue
             try:
                 example = parse(row.data)
+                if check is not None:
+                    check(example)
             except BadRow as bad:
                 report.reject(row, bad.field, bad.reason, bad.detail)
                 continue

@@ -271,8 +271,8 @@ def read_inputs(config: EvaluationConfig, run: Run) -> Inputs:
     tokenizer = load_tokenizer(run.sources.sft, trust_remote_code=run.load.trust_remote_code)
     prompts = read_prompts(config.prompts, config.on_bad_row)
     check_targeted_categories(config.targeted_categories, prompts)
-    pairs = read_preference_pairs(run.preference_data) if run.preference_data is not None else []
-    examples = read_instruction_examples(run.instruction_data) if run.instruction_data is not None else []
+    pairs = read_preference_pairs(run.preference_data, run.template) if run.preference_data is not None else []
+    examples = read_instruction_examples(run.instruction_data, run.template) if run.instruction_data is not None else []
     prompt_sets, records = {}, {}
     for settings in config.benchmarks.prompt_sets if config.benchmarks is not None else ():
         prompt_sets[settings.name], records[settings.name] = read_prompt_set(settings)

@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from common.provenance import describe, is_local, resolve_revision
 from datamodules.collate import PreferenceCollator, SFTCollator
-from datamodules.instruction import parse_instruction_row, tokenize_instruction
+from datamodules.instruction import parse_instruction_row, template_check, tokenize_instruction
 from datamodules.preference import parse_preference_row, tokenize_preference
 from datamodules.sources import PreparationReport, collect
 from datamodules.templates import TemplateName
@@ -56,12 +56,13 @@ class HeldOutData:
         """``files`` as a list."""
         return [self.files] if isinstance(self.files, str) else list(self.files)
 
-    def read(self, parse: Callable[[dict], dict], name: str) -> list[dict]:
-        """Parsed rows; bad rows (e.g. identical chosen and rejected) are skipped and counted in one summary."""
+    def read(self, parse: Callable[[dict], dict], name: str, check: Callable[[dict], None] | None = None) -> list[dict]:
+        """Parsed rows; bad rows (e.g. identical chosen and rejected, or a row ``check`` refuses: a multi-turn chat
+        the template cannot hold) are skipped and counted in one summary."""
         sources = self.sources()
         report = PreparationReport(name, "skip")
         commits = {source: resolve_revision(source, self.revision, "dataset") for source in sources}
-        rows = collect(sources, parse, report, self.split, commits)
+        rows = collect(sources, parse, report, self.split, commits, check)
         report.kept = len(rows)
         report.log()
         if self.shuffle_seed is not None:
@@ -144,14 +145,18 @@ def with_category(parse: Callable[[dict], dict]) -> Callable[[dict], dict]:
     return parse_and_keep
 
 
-def read_preference_pairs(data: HeldOutData) -> list[dict]:
-    """``{prompt, chosen, rejected, category}`` pairs (UltraFeedback-binarized or flat rows)."""
-    return data.read(with_category(parse_preference_row), "held-out preference pairs")
+def read_preference_pairs(data: HeldOutData, template: TemplateName | None = None) -> list[dict]:
+    """``{prompt, chosen, rejected, category}`` pairs (UltraFeedback-binarized or flat rows); a multi-turn pair the
+    ``template`` cannot hold is a counted skip (``None``: no template check)."""
+    check = template_check(template, "chosen") if template is not None else None
+    return data.read(with_category(parse_preference_row), "held-out preference pairs", check)
 
 
-def read_instruction_examples(data: HeldOutData) -> list[dict]:
-    """``{instruction, input, output, category}`` examples (Alpaca or single-turn chat rows)."""
-    return data.read(with_category(parse_instruction_row), "held-out instruction data")
+def read_instruction_examples(data: HeldOutData, template: TemplateName | None = None) -> list[dict]:
+    """``{instruction, input, output, category}`` examples (Alpaca or chat rows); a multi-turn chat the ``template``
+    cannot hold is a counted skip (``None``: no template check)."""
+    check = template_check(template) if template is not None else None
+    return data.read(with_category(parse_instruction_row), "held-out instruction data", check)
 
 
 def _device(model: PreTrainedModel) -> torch.device:

@@ -18,9 +18,27 @@ from datamodules.preference import PreferenceDataModule, parse_preference_row, t
 from datamodules.sources import BadRow, DataError
 
 VOCAB = {
-    "<unk>": 0, "<s>": 1, "</s>": 2,
-    "System": 3, "User": 4, "Assistant": 5, ":": 6, "Be": 7, "brief": 8, ".": 9, "Hi": 10, "Hello": 11,
-    "!": 12, "Add": 13, "two": 14, "and": 15, "three": 16, "five": 17, "six": 18, "###": 19, "Instruction": 20,
+    "<unk>": 0,
+    "<s>": 1,
+    "</s>": 2,
+    "System": 3,
+    "User": 4,
+    "Assistant": 5,
+    ":": 6,
+    "Be": 7,
+    "brief": 8,
+    ".": 9,
+    "Hi": 10,
+    "Hello": 11,
+    "!": 12,
+    "Add": 13,
+    "two": 14,
+    "and": 15,
+    "three": 16,
+    "five": 17,
+    "six": 18,
+    "###": 19,
+    "Instruction": 20,
     "Response": 21,
 }
 # Zephyr-like: "<Role>: content", assistant turns end with EOS; the generation prompt is "Assistant:".
@@ -101,8 +119,16 @@ def test_a_system_turn_with_the_alpaca_template_replaces_its_opening_sentence(ch
 @pytest.mark.parametrize(
     ("rejected", "detail"),
     [
-        ([SYSTEM, {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hi"}, ASK,
-          {"role": "assistant", "content": "six"}], "first at turn 2"),
+        (
+            [
+                SYSTEM,
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hi"},
+                ASK,
+                {"role": "assistant", "content": "six"},
+            ],
+            "first at turn 2",
+        ),
         ([ASK, {"role": "assistant", "content": "six"}], "first at turn 0"),
     ],
 )
@@ -145,12 +171,54 @@ def test_a_multi_turn_row_with_the_alpaca_template_is_an_error_naming_the_fix(ch
     assert len(chat.train_dataset) == 2
 
 
+def multi_turn_pair() -> dict:
+    return {"chosen": CHAT, "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}]}
+
+
+def test_a_file_of_multi_turn_pairs_under_the_alpaca_template_and_skip_is_no_usable_rows(chat_tokenizer_dir, tmp_path):
+    """Skipped at read time, on the one bad-row path: the "no usable rows" error naming the template fix, not a
+    traceback from an empty tokenised dataset (``Column 'prompt_cut' doesn't exist``)."""
+    path = write(tmp_path / "prefs.jsonl", [multi_turn_pair()] * 3)
+    data = PreferenceDataModule(
+        str(chat_tokenizer_dir), train_files=path, max_length=64, max_prompt_length=32, on_bad_row="skip"
+    )
+    with pytest.raises(DataError, match=r"prefs.jsonl has no usable rows \(3 rows, all bad\).*needs template: chat"):
+        data.setup("fit")
+    mixed = write(
+        tmp_path / "mixed.jsonl", [multi_turn_pair(), {"prompt": "Add 2 and 3.", "chosen": "5", "rejected": "6"}]
+    )
+    kept = PreferenceDataModule(
+        str(chat_tokenizer_dir),
+        train_files=mixed,
+        max_length=64,
+        max_prompt_length=32,
+        on_bad_row="skip",
+        max_skipped_fraction=None,
+    )
+    kept.setup("fit")
+    assert len(kept.train_dataset) == 1 and kept.report.examples[next(iter(kept.report.examples))] == [f"{mixed}:1"]
+
+
+def test_held_out_multi_turn_pairs_the_template_cannot_hold_are_counted_skips(tmp_path, caplog):
+    from evaluation.scoring import HeldOutData, read_preference_pairs
+
+    flat = {"prompt": "Add 2 and 3.", "chosen": "5", "rejected": "6"}
+    path = write(tmp_path / "held_out.jsonl", [multi_turn_pair(), flat, flat])
+    assert len(read_preference_pairs(HeldOutData(files=path), "alpaca")) == 2
+    assert "skipped 1 -- a conversation with several user/assistant exchanges needs template: chat" in caplog.text
+    assert len(read_preference_pairs(HeldOutData(files=path), "chat")) == 3
+
+
 def test_a_mismatched_pair_is_skipped_and_counted_in_a_preference_file(chat_tokenizer_dir, tmp_path):
     good = {"chosen": CHAT, "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}]}
     bad = {"chosen": CHAT, "rejected": [ASK, {"role": "assistant", "content": "six"}]}
     path = write(tmp_path / "prefs.jsonl", [good, bad, good])
     data = PreferenceDataModule(
-        str(chat_tokenizer_dir), train_files=path, max_length=64, max_prompt_length=32, template="chat",
+        str(chat_tokenizer_dir),
+        train_files=path,
+        max_length=64,
+        max_prompt_length=32,
+        template="chat",
         on_bad_row="skip",
     )
     data.setup("fit")
