@@ -19,12 +19,23 @@ from fault_injection import REPO, finish, run_fit, start_fit, tiny_config
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTheRobustnessTest0123"
 TOKEN_ENV = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
-# configs/dryrun/ holds override files, parts of the study's configs (tests/test_configs.py checks them merged).
+# configs/dryrun/ holds override files, parts of the study's configs (tests/test_configs.py checks them merged);
+# a methods overlay (configs/<set>/methods/M.yaml) is read on top of its set's DPO config, and checked so.
 TRAINING_CONFIGS = sorted(
     p
     for p in REPO.glob("configs/**/*.yaml")
-    if "dryrun" not in p.relative_to(REPO).parts and "trainer" in yaml.safe_load(p.read_text())
+    if "dryrun" not in p.relative_to(REPO).parts
+    and ("trainer" in yaml.safe_load(p.read_text()) or p.parent.name == "methods")
 )
+
+
+def read_training_config(path: Path) -> dict:
+    """The config a run reads from ``path``: a methods overlay merged on its set's DPO config."""
+    from study.pipeline_configs import merged, read_config
+
+    if path.parent.name == "methods":
+        return merged(read_config(str(path.parent.parent / "dpo.yaml")), read_config(str(path)))
+    return yaml.safe_load(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +137,7 @@ def test_remote_code_is_off_unless_set():
     for data_module in (InstructionDataModule, PreferenceDataModule):  # built without loading anything
         assert data_module("any/tokenizer").trust_remote_code is False, data_module
     for config in TRAINING_CONFIGS:
-        parsed = yaml.safe_load(config.read_text())
+        parsed = read_training_config(config)
         assert not (parsed["model"]["init_args"].get("load") or {}).get("trust_remote_code", False), config
         for section in ("model", "data"):
             assert not parsed[section]["init_args"].get("trust_remote_code", False), config
@@ -145,7 +156,7 @@ def test_every_training_config_carries_the_guards(config):
     from callbacks.signals import SigtermCheckpoint
     from common.settings import RunSettings
 
-    parsed = yaml.safe_load(config.read_text())
+    parsed = read_training_config(config)
     trainer = parsed["trainer"]
     assert trainer.get("gradient_clip_val"), "gradient clipping must be on"
     assert not {"callbacks", "logger", "plugins"} & set(trainer), "the run: section adds these"
