@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from common.atomic import atomic_torch_save
-from common.errors import NonFiniteCheckpointError
+from common.errors import CorruptCheckpointError, NonFiniteCheckpointError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 
 SAFE_GLOBALS = [LoadSettings, LoraSettings, OptimizerSettings]
@@ -43,7 +44,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            try:
+                return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+            except FileNotFoundError:
+                raise
+            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+                raise corrupt_checkpoint(Path(path), error) from error
+
+
+def corrupt_checkpoint(path: Path, error: BaseException) -> CorruptCheckpointError:
+    """The one-line error for a checkpoint that cannot be read, with the ways back: another checkpoint of the run
+    (the best one, if it reads), or a fresh start. Nothing has been restored at this point."""
+    others = sorted(p for p in path.parent.glob("*.ckpt") if p != path and readable(p))
+    back = f"resume from {others[-1]} (--ckpt_path {others[-1]})" if others else "no other checkpoint of it reads"
+    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return CorruptCheckpointError(
+        f"{path} cannot be read ({type(error).__name__}: {reason}): it is truncated or damaged, so the run was not "
+        f"resumed. The way back: {back}, or start afresh (move {path.parent} aside and run without --ckpt_path)."
+    )
+
+
+def readable(path: Path) -> bool:
+    """Whether ``path`` loads as a checkpoint (tensors and plain containers only)."""
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - any failure means it does not read
+        return False
+    return True
 
 
 def check_finite(state_dict: dict[str, Any], path: Path) -> None:

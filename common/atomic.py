@@ -8,6 +8,7 @@ checkpoints) and whole folders (model exports, the tiny base).
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -16,12 +17,52 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from common.errors import DiskFullError
+
 
 def current_umask() -> int:
     """The process's umask. It can only be read by setting it, so it is set straight back."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
+"""No space left on the device, or the user's quota exceeded."""
+
+
+def open_temporary(handle: int, mode: dict[str, Any]) -> IO[Any]:
+    """The temporary file's writer (one seam, so the tests can fill the disk)."""
+    return os.fdopen(handle, **mode)
+
+
+def disk_full(error: OSError, target: Path, needed: int) -> DiskFullError:
+    """The one-line error for ``error`` (ENOSPC / EDQUOT) while writing ``target``: where, how much is free, about
+    how much is needed, and that the previous version is intact."""
+    free = shutil.disk_usage(target.parent).free
+    kept = f"the previous {target.name} is intact" if target.exists() else f"nothing was written at {target}"
+    return DiskFullError(
+        f"No space left on the device while writing {target} ({error.strerror}): {free / 2**20:.1f} MiB free "
+        f"there, about {needed / 2**20:.1f} MiB needed; {kept}. Free some space (or point the run elsewhere) and "
+        "rerun; a training run resumes with --ckpt_path last."
+    )
+
+
+def full_disk_cause(error: BaseException | None) -> OSError | None:
+    """The ENOSPC / EDQUOT ``OSError`` behind ``error``, if any (``torch.save`` turns one into a ``RuntimeError``
+    about the zip writer's position, with the ``OSError`` as its context)."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in FULL:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def size_of(path: Path) -> int:
+    """Bytes under ``path`` (a file or a folder); 0 when it does not exist."""
+    if path.is_file():
+        return path.stat().st_size
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file()) if path.is_dir() else 0
 
 
 @contextmanager
@@ -41,10 +82,18 @@ def atomic_file(path: str | os.PathLike, text: bool = False) -> Iterator[IO[Any]
     handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         mode = {"mode": "w", "encoding": "utf-8", "newline": "\n"} if text else {"mode": "wb"}
-        with os.fdopen(handle, **mode) as file:
-            yield file
-            file.flush()
-            os.fsync(file.fileno())
+        try:
+            with open_temporary(handle, mode) as file:
+                yield file
+                file.flush()
+                os.fsync(file.fileno())
+        except Exception as error:
+            full = full_disk_cause(error)
+            if full is None:
+                raise
+            # the part written so far, or the version it replaces: about what the next try needs
+            needed = max(Path(temporary).stat().st_size if Path(temporary).exists() else 0, size_of(target))
+            raise disk_full(full, target, needed) from error
         os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, target)
     finally:
@@ -79,7 +128,13 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
     try:
         staging.chmod(0o755)
-        yield staging
+        try:
+            yield staging
+        except Exception as error:
+            full = full_disk_cause(error)
+            if full is None:
+                raise
+            raise disk_full(full, out, max(size_of(staging), size_of(out))) from error
         if out.exists():
             backup = out.with_name(f".{out.name}-old")
             shutil.rmtree(backup, ignore_errors=True)

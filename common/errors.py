@@ -61,3 +61,15 @@ class ResultsError(UserError, ValueError):
 
 class UploadError(UserError, RuntimeError):
     """Something the user must fix before uploading; the message says what."""
+
+
+class RunInUseError(UserError, RuntimeError):
+    """Another process is writing the same run folder (``common.run_lock``)."""
+
+
+class DiskFullError(UserError, OSError):
+    """The disk filled while a file or folder was written atomically (``common.atomic``): the previous one is kept."""
+
+
+class CorruptCheckpointError(UserError, RuntimeError):
+    """A checkpoint that cannot be read (truncated, damaged, not a checkpoint)."""

@@ -165,6 +165,9 @@ class RunSettings:
             SIGTERM writes it at once).
         monitor: the logged metric that picks the best checkpoint (lower is better).
         max_consecutive_nonfinite: NaN/Inf steps are skipped; this many in a row stop the run.
+        allow_config_change: resume (``--ckpt_path``) although the model, data, loss, optimiser or batch settings
+            differ from the run's saved ``config.yaml`` (refused otherwise, with the differing keys:
+            ``study.resume_config``).
     """
 
     dir: str | None = None
@@ -172,6 +175,7 @@ class RunSettings:
     checkpoint_every_n_steps: int = 100
     monitor: str = "val/loss"
     max_consecutive_nonfinite: int = 5
+    allow_config_change: bool = False
 
     def __post_init__(self) -> None:
         if self.checkpoint_every_n_steps < 1:

@@ -6,6 +6,8 @@
   says only what varies;
 * ``--print_paths``: print where the run writes, as JSON, and exit without loading anything (the pipeline
   asks this instead of reading YAML);
+* one ``fit`` per run folder (``common.run_lock``): a second one stops before loading anything;
+* a resume (``--ckpt_path``) with changed training settings refused, key by key (``study.resume_config``);
 * any user error (data, config, model path, a constructor's argument check) as one ``error:`` line.
 """
 
@@ -24,9 +26,11 @@ from callbacks.run import run_callbacks, run_logger, run_plugins
 from common.errors import UserError
 from common.precision import AUTO, detect_hardware, resolve_precision
 from common.provenance import run_provenance
+from common.run_lock import lock_run_folder, release_run_folders
 from common.settings import RunSettings
 from lightning_modules.sharding import check_strategy
 from lightning_modules.trainer import StudyTrainer
+from study.resume_config import check_resume
 
 
 class SaveResolvedConfig(SaveConfigCallback):
@@ -68,6 +72,8 @@ class StudyCLI(LightningCLI):
         if config.get("print_paths"):
             print(json.dumps({**run.paths(), "model": config.model.init_args.model_name_or_path}))
             sys.exit(0)
+        if self.subcommand == "fit" and run.dir is not None:
+            lock_run_folder(run.dir)  # before minutes of model loading: a second run of this folder stops here
         # The model is built before the Trainer: its `load.dtype: auto` must follow the precision the Trainer
         # will resolve (the same rule, the same answer). Resolving first also rejects an unknown precision
         # (or FSDP1 without a GPU) before minutes are spent loading a model.
@@ -83,6 +89,10 @@ class StudyCLI(LightningCLI):
         if load is not None and load.get("dtype") == AUTO:
             frozen = model.get("lora") is not None or bool(load.get("load_in_4bit"))
             load.dtype = choice.weight_dtype(frozen)
+        if self.subcommand == "fit" and config.get("ckpt_path") and run.dir and not run.allow_config_change:
+            current = config.as_dict()
+            current["trainer"]["precision"] = choice.precision  # as the run's saved config records it
+            check_resume(Path(run.paths()["tensorboard"]) / "config.yaml", current)  # SaveResolvedConfig's file
 
     def instantiate_trainer(self, **kwargs):
         """The trainer of the config, plus what the ``run:`` section gives every run (``callbacks.run``)."""
@@ -124,3 +134,5 @@ def main(args: list[str] | None = None) -> None:
         if problem is None:
             raise
         sys.exit(f"error: {problem}")
+    finally:
+        release_run_folders()  # in-process callers (tests) run the next fit on the same folder

@@ -41,7 +41,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.errors import RunInUseError
 from common.provenance import MODEL_FILE_SUFFIXES, files_sha256
+from common.run_lock import lock_run_folder
 from study.pipeline_configs import merged, read_config, stage_paths, write_overridden, write_seeded
 
 SETS = {
@@ -327,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         merged = write_overridden(configs, options.overrides)
         configs = {name: str(merged / f"{name}.yaml") for name in configs}
     paths, seeds = StagePaths.of(configs), options.seeds
+    try:  # one pipeline per set: a second would delete and retrain what the first is writing
+        lock_run_folder(Path(paths.sft_run).parent)
+    except RunInUseError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     total = (len(seeds) or 1) * 4 + bool(seeds) + (options.set == "tiny") + (reward is not None)
     total += (len([m for m in options.methods if m != "dpo"]) + 2) if options.methods else 0
     pipeline = Pipeline(options, python, total)

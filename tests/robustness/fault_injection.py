@@ -179,3 +179,36 @@ def finish(process: subprocess.Popen, timeout: int = 300) -> subprocess.Complete
 
 def run_fit(config: dict, path: Path, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
     return finish(start_fit(config, path, *args, **kwargs))
+
+
+class FillDiskAtStep(L.Callback):
+    """From optimiser step ``step`` on, every atomic write (checkpoints, exports) fails with ENOSPC after its first
+    ``after_bytes`` bytes, as a full disk would (``common.atomic.open_temporary`` is the writers' one seam)."""
+
+    def __init__(self, step: int, after_bytes: int = 4096) -> None:
+        self.step = step
+        self.after_bytes = after_bytes
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            import common.atomic
+
+            common.atomic.open_temporary = full_disk_writer(self.after_bytes)
+
+
+def full_disk_writer(after_bytes: int):
+    """An ``open_temporary`` whose files take ``after_bytes`` bytes, then raise ENOSPC."""
+    import errno
+    import io
+
+    class FullDisk(io.FileIO):
+        def write(self, data) -> int:
+            if self.tell() + len(data) > after_bytes:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    def open_temporary(handle: int, mode: dict):
+        raw = FullDisk(handle, "w", closefd=True)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="\n") if "encoding" in mode else raw
+
+    return open_temporary
