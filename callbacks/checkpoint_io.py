@@ -48,7 +48,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 return super().load_checkpoint(path, map_location=map_location, weights_only=True)
             except FileNotFoundError:
                 raise
-            except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as error:
+            except pickle.UnpicklingError as error:
+                if "Weights only load failed" in str(error):
+                    raise  # not damaged but refused: it holds code (weights_only), which must stay loud
+                raise corrupt_checkpoint(Path(path), error) from error
+            except (RuntimeError, EOFError, OSError, ValueError) as error:
                 raise corrupt_checkpoint(Path(path), error) from error
 
 
