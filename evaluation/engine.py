@@ -15,7 +15,8 @@ Each step is its own module; this one only orders them, in :func:`evaluate` as h
 :mod:`evaluation.variants` (load), :mod:`evaluation.generation` (generate), :mod:`evaluation.checkers` and
 :mod:`evaluation.scoring` (score: each response's check, the held-out log-probs), :mod:`evaluation.judge`
 (judge, once every variant has left memory), :mod:`evaluation.findings` (statistics: metrics, intervals,
-paired tests, one Holm family) and :mod:`evaluation.results` (write).
+paired tests, one Holm family) and :mod:`evaluation.results` (write). Each finished variant is kept
+(:mod:`evaluation.partial`), so a rerun of an interrupted evaluation computes only the variants it had not done.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from common.hashing import content_hash
 from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_dtype, resolve_precision
 from common.provenance import is_local
 from datamodules.templates import TemplateName
 from datamodules.tokenizer import load_tokenizer
+from evaluation import partial
 from evaluation.benchmark_stats import benchmark_results
 from evaluation.checkers import check_response, is_refusal
 from evaluation.config import EvaluationConfig, EvaluationError
@@ -120,8 +123,10 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     started = time.perf_counter()
     run = resolve(config)
     data = read_inputs(config, run)
-    # load -> generate -> score, one variant at a time: it leaves memory before the next one loads
-    outputs = {name: evaluate_variant(name, run, data, config) for name in run.variants}
+    # load -> generate -> score, one variant at a time: it leaves memory before the next one loads; each finished
+    # variant is kept (evaluation.partial), so a rerun after an interruption takes it from there
+    inputs = content_hash(data.prompts, data.pairs, data.examples, data.prompt_sets)
+    outputs = {name: evaluate_or_resume(name, run, data, config, inputs) for name in run.variants}
     # judge: the reward model reads every response once all the variants have left memory
     # (AlpacaEval's responses are judged in the same load, after the study's prompts, and split off again)
     alpaca = data.prompt_sets.get("alpaca_eval", [])
@@ -151,8 +156,30 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
     if config.benchmarks is not None:
         results["benchmarks"] = benchmarks
     path = write_results(results, config.results_dir)
+    partial.clear(config.results_dir)  # complete: nothing left to resume
     print(f"[evaluate] wrote {path} and {path.parent / SIDE_BY_SIDE_FILE} ({meta['seconds']:.0f}s)")
     return results
+
+
+def evaluate_or_resume(name: str, run: Run, data: Inputs, config: EvaluationConfig, inputs: str) -> VariantOutput:
+    """Variant ``name``'s outputs: kept by an interrupted run of this same evaluation (``inputs``: the hash of the
+    rows it reads), or computed now and kept."""
+    settings = asdict(config) | {
+        "template": run.template,
+        "device": str(run.device),
+        "precision": str(run.precision),
+        "load": asdict(run.load),
+    }
+    key = partial.variant_key(name, run.sources, settings, inputs)
+    kept = partial.load(config.results_dir, name, key)
+    if kept is not None:
+        output, run.builds[name] = kept
+        where = partial.path_of(config.results_dir, name)
+        print(f"[evaluate] {label(name)}: done before the interruption, taken from {where}", flush=True)
+        return output
+    output = evaluate_variant(name, run, data, config)
+    partial.save(config.results_dir, name, key, output, run.builds[name])
+    return output
 
 
 def resolve(config: EvaluationConfig) -> Run:
