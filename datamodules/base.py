@@ -9,6 +9,7 @@ import lightning as L
 from datasets import Dataset
 from torch.utils.data import DataLoader
 
+from common.errors import ConfigError
 from common.hashing import content_hash
 from common.provenance import describe, resolve_revision
 from datamodules.resumable import eval_loader, train_loader
@@ -78,9 +79,18 @@ class TokenizedDataModule(L.LightningDataModule):
 
     def load_tokenizer(self):
         if self.tokenizer is None:
-            self.tokenizer = load_tokenizer(
+            tokenizer = load_tokenizer(
                 self.tokenizer_name_or_path, self.trust_remote_code, revision=self.tokenizer_revision
             )
+            template = getattr(self, "template", None)
+            if template == "chat" and not getattr(tokenizer, "chat_template", None):
+                # checked here, once, not as a ValueError from the first row's rendering
+                raise ConfigError(
+                    f"data.template: chat needs a tokenizer with a chat template, and {self.tokenizer_name_or_path}'s "
+                    "has none (base models such as Mistral-7B-v0.1 ship without one): set data.template: alpaca, or "
+                    "point tokenizer_name_or_path at a tokenizer that has one."
+                )
+            self.tokenizer = tokenizer
         return self.tokenizer
 
     def resolve_sources(self, sources: list[str]) -> dict[str, str | None]:

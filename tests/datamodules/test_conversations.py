@@ -1,7 +1,7 @@
 """Chats with a system turn and several exchanges, for SFT and preference pairs.
 
 Ids are checked against a hand-written word-level vocabulary and a small role-aware chat template, so
-every expected id below can be read off ``VOCAB``.
+every expected id below can be read off ``VOCAB`` (chat_helpers.py).
 """
 
 from __future__ import annotations
@@ -9,70 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from chat_helpers import ASK, CHAT, CHAT_TEMPLATE, FIRST, PROMPT_IDS, SYSTEM
 
 from common.constants import IGNORE_INDEX
 from datamodules.instruction import InstructionDataModule, parse_instruction_row, tokenize_instruction
 from datamodules.preference import PreferenceDataModule, parse_preference_row, tokenize_preference
 from datamodules.sources import BadRow, DataError
-
-VOCAB = {
-    "<unk>": 0,
-    "<s>": 1,
-    "</s>": 2,
-    "System": 3,
-    "User": 4,
-    "Assistant": 5,
-    ":": 6,
-    "Be": 7,
-    "brief": 8,
-    ".": 9,
-    "Hi": 10,
-    "Hello": 11,
-    "!": 12,
-    "Add": 13,
-    "two": 14,
-    "and": 15,
-    "three": 16,
-    "five": 17,
-    "six": 18,
-    "###": 19,
-    "Instruction": 20,
-    "Response": 21,
-}
-# Zephyr-like: "<Role>: content", assistant turns end with EOS; the generation prompt is "Assistant:".
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}"
-    "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}{{ '\\n' }}{% endfor %}"
-    "{% if add_generation_prompt %}Assistant:{% endif %}"
-)
-SYSTEM = {"role": "system", "content": "Be brief."}
-FIRST = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
-ASK = {"role": "user", "content": "Add two and three"}
-CHAT = [SYSTEM, *FIRST, ASK, {"role": "assistant", "content": "five"}]
-# "<s>System: Be brief.\nUser: Hi\nAssistant: Hello!</s>\nUser: Add two and three\nAssistant:"
-PROMPT_IDS = [1, 3, 6, 7, 8, 9, 4, 6, 10, 5, 6, 11, 12, 2, 4, 6, 13, 14, 15, 16, 5, 6]
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer_dir(tmp_path_factory):
-    tokenizer = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer.add_special_tokens(["<unk>", "<s>", "</s>"])
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    fast.chat_template = CHAT_TEMPLATE
-    folder = tmp_path_factory.mktemp("chat-tokenizer")
-    fast.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def chat_tokenizer(chat_tokenizer_dir):
-    from datamodules.tokenizer import load_tokenizer
-
-    return load_tokenizer(str(chat_tokenizer_dir))
 
 
 def example(record: dict, parse) -> dict:
