@@ -17,6 +17,14 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 
 @pytest.fixture(scope="session")
+def cli_batch():
+    """:func:`cli_batch.run_batch`: several command-line runs in one process (the imports once)."""
+    from cli_batch import run_batch
+
+    return run_batch
+
+
+@pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
 

@@ -9,8 +9,6 @@ status 0 shows nothing was loaded.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -42,49 +40,35 @@ def entry_point(config: Path) -> list[str]:
     raise AssertionError(f"{config}: no known command reads this config; add it to entry_point()")
 
 
-def start_cli(args: list[str], cwd: Path, script: list[str] | None = None) -> subprocess.Popen:
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "HF_HOME": str(cwd / "hf-home"),  # an empty cache: nothing can be loaded from it
-        "PYTHONPATH": str(REPO),
-    }
-    return subprocess.Popen(
-        [sys.executable, *(script or [str(REPO / "train.py")]), *args], cwd=cwd, env=env, text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
-    stdout, stderr = process.communicate(timeout=120)
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return finish(start_cli(args, cwd))
-
-
-def run_in_one_process(commands: dict, cwd: Path) -> dict:
-    """``{key: [script, *args]}`` run one after the other in one fresh process (``tests/print_configs.py``: the
-    imports once, not once per config), in ``cwd`` with ``start_cli``'s environment; ``{key: CompletedProcess}``."""
-    keys = list(commands)
-    process = start_cli([], cwd, [str(REPO / "tests" / "print_configs.py")])
-    stdout, stderr = process.communicate(json.dumps([commands[key] for key in keys]), timeout=300)
-    assert process.returncode == 0, stderr[-3000:]
-    results = json.loads(stdout)
-    return {
-        key: subprocess.CompletedProcess(commands[key], r["returncode"], r["stdout"], r["stderr"])
-        for key, r in zip(keys, results, strict=True)
-    }
+TYPOS = {  # name: (config, text in it, the mistyped text, the error's words)
+    "typo": ("tiny/sft.yaml", "\n  max_epochs: ", "\n  max_epoch: ", "does not accept option 'max_epoch'"),
+    # the loading keywords live under model.init_args.load: the old flat key is an error, not ignored
+    "dtype-outside-load": (
+        "sft.yaml",
+        "\n    load:\n      dtype: auto",
+        "\n    dtype: auto\n    load:",
+        "'dtype' is not accepted",
+    ),
+}
 
 
 @pytest.fixture(scope="module")
-def printed(tmp_path_factory) -> dict[Path, subprocess.CompletedProcess]:
-    """``--print_config`` of every config, in one process (each run on its own is mostly imports)."""
+def printed(tmp_path_factory, cli_batch) -> dict:
+    """``--print_config`` of every config (keyed by its path), and the mistakes below (keyed by name), in one
+    process (each run on its own is mostly imports). HF_HOME is an empty cache: nothing can be loaded from it."""
     cwd = tmp_path_factory.mktemp("print_config")
-    commands = {config: [*entry_point(config), *config_args(config), "--print_config"] for config in CONFIGS}
-    return run_in_one_process(commands, cwd)
+    train = str(REPO / "train.py")
+    commands: dict = {config: [*entry_point(config), *config_args(config), "--print_config"] for config in CONFIGS}
+    commands["unknown precision"] = [train, "fit", "--config", str(REPO / "configs" / "tiny" / "sft.yaml"),
+                                     "--trainer.precision", "bf17", "--trainer.max_steps", "1"]  # fmt: skip
+    commands["mistyped command-line key"] = [train, "fit", "--config", str(REPO / "configs" / "sft.yaml"),
+                                             "--model.init_args.lerning_rate", "1", "--print_config"]  # fmt: skip
+    for name, (config, good, bad, _) in TYPOS.items():
+        text = (REPO / "configs" / config).read_text()
+        assert good in text
+        (cwd / f"{name}.yaml").write_text(text.replace(good, bad, 1))
+        commands[name] = [train, "fit", "--config", str(cwd / f"{name}.yaml"), "--print_config"]
+    return cli_batch(commands, cwd, {"HF_HOME": str(cwd / "hf-home")})
 
 
 def test_the_study_and_tiny_configs_are_all_found():
@@ -105,10 +89,10 @@ def test_config_parses_without_loading_the_model(printed, config):
 
 
 @pytest.fixture(scope="module")
-def dryrun_printed(tmp_path_factory) -> dict[tuple[str, str], subprocess.CompletedProcess]:
+def dryrun_printed(tmp_path_factory, cli_batch) -> dict[tuple[str, str], subprocess.CompletedProcess]:
     """``--print_config`` of the study configs merged with each dry run's override folders."""
     cwd = tmp_path_factory.mktemp("dryrun")
-    commands = {}
+    commands: dict = {}
     for name, folders in DRYRUNS.items():
         merged = subprocess.run(
             [sys.executable, str(REPO / "scripts" / "pipeline_configs.py"),
@@ -120,7 +104,7 @@ def dryrun_printed(tmp_path_factory) -> dict[tuple[str, str], subprocess.Complet
         for stage in ("sft", "dpo", "evaluate"):
             config = folder / f"{stage}.yaml"
             commands[name, stage] = [*entry_point(config), "--config", str(config), "--print_config"]
-    return run_in_one_process(commands, cwd)
+    return cli_batch(commands, cwd, {"HF_HOME": str(cwd / "hf-home")})
 
 
 @pytest.mark.parametrize("name", DRYRUNS)
@@ -149,8 +133,14 @@ def test_study_sft_config_is_the_studys_setup(printed):
     result = printed[REPO / "configs" / "sft.yaml"]
     assert result.returncode == 0, result.stderr[-3000:]
     text = result.stdout
-    for expected in ("mistralai/Mistral-7B-v0.1", "r: 16", "alpha: 32", "max_epochs: 3",
-                     "num_examples: 10000", "precision: auto"):
+    for expected in (
+        "mistralai/Mistral-7B-v0.1",
+        "r: 16",
+        "alpha: 32",
+        "max_epochs: 3",
+        "num_examples: 10000",
+        "precision: auto",
+    ):
         assert expected in text, expected
     parsed = yaml.safe_load(text)
     model = parsed["model"]["init_args"]
@@ -173,39 +163,22 @@ def test_no_config_hard_codes_a_precision(printed, config):
     assert "bf16" not in text and "bfloat16" not in text and "float16" not in text
 
 
-def test_an_unknown_precision_is_one_error_line(tmp_path):
-    result = run_cli(["fit", "--config", str(REPO / "configs" / "tiny" / "sft.yaml"), "--trainer.precision", "bf17",
-                      "--trainer.max_steps", "1"], tmp_path)
+def test_an_unknown_precision_is_one_error_line(printed):
+    result = printed["unknown precision"]
     assert result.returncode != 0
     assert "error: precision: unknown value 'bf17'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_mistyped_command_line_key_is_rejected_by_name(tmp_path):
-    result = run_cli(
-        ["fit", "--config", str(REPO / "configs" / "sft.yaml"), "--model.init_args.lerning_rate", "1",
-         "--print_config"],
-        tmp_path,
-    )
+def test_mistyped_command_line_key_is_rejected_by_name(printed):
+    result = printed["mistyped command-line key"]
     assert result.returncode != 0
     assert "lerning_rate" in result.stderr
     assert "not accepted" in result.stderr
 
 
-@pytest.mark.parametrize(
-    ("config", "good", "bad", "message"),
-    [
-        ("tiny/sft.yaml", "\n  max_epochs: ", "\n  max_epoch: ", "does not accept option 'max_epoch'"),
-        # the loading keywords live under model.init_args.load: the old flat key is an error, not ignored
-        ("sft.yaml", "\n    load:\n      dtype: auto", "\n    dtype: auto\n    load:", "'dtype' is not accepted"),
-    ],
-    ids=["typo", "dtype-outside-load"],
-)
-def test_mistyped_yaml_key_is_rejected_by_name(tmp_path, config, good, bad, message):
-    text = (REPO / "configs" / config).read_text()
-    assert good in text
-    typo = tmp_path / "typo.yaml"
-    typo.write_text(text.replace(good, bad, 1))
-    result = run_cli(["fit", "--config", str(typo), "--print_config"], tmp_path)
+@pytest.mark.parametrize("name", TYPOS)
+def test_mistyped_yaml_key_is_rejected_by_name(printed, name):
+    result = printed[name]
     assert result.returncode != 0
-    assert message in result.stderr
+    assert TYPOS[name][3] in result.stderr

@@ -26,16 +26,29 @@ def run_dir(tmp_path_factory, tiny_model_dir) -> Path:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [
-            sys.executable, str(REPO / "train.py"), "fit",
-            "--config", str(REPO / "configs" / "tiny" / "sft.yaml"),
-            "--trainer.max_steps", str(STEPS),
-            "--trainer.val_check_interval", str(STEPS),  # one validation, at the last step
-            "--trainer.limit_val_batches", "2",
-            "--model.init_args.model_name_or_path", str(tiny_model_dir),
-            "--data.init_args.train_files", str(data / "sft_train.jsonl"),
-            "--data.init_args.val_files", str(data / "sft_val.jsonl"),
+            sys.executable,
+            str(REPO / "train.py"),
+            "fit",
+            "--config",
+            str(REPO / "configs" / "tiny" / "sft.yaml"),
+            "--trainer.max_steps",
+            str(STEPS),
+            "--trainer.val_check_interval",
+            str(STEPS),  # one validation, at the last step
+            "--trainer.limit_val_batches",
+            "2",
+            "--model.init_args.model_name_or_path",
+            str(tiny_model_dir),
+            "--data.init_args.train_files",
+            str(data / "sft_train.jsonl"),
+            "--data.init_args.val_files",
+            str(data / "sft_val.jsonl"),
         ],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-5000:]
     (cwd / "stdout.txt").write_text(result.stdout)
@@ -55,8 +68,9 @@ def test_tensorboard_events_hold_the_training_loss(run_dir):
 
 
 def test_last_checkpoint_is_written_and_lean(run_dir):
-    checkpoint = torch.load(run_dir / "runs" / "tiny" / "sft" / "checkpoints" / "last.ckpt",
-                            map_location="cpu", weights_only=False)
+    checkpoint = torch.load(
+        run_dir / "runs" / "tiny" / "sft" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False
+    )
     assert checkpoint["global_step"] == STEPS
     assert checkpoint["state_dict"] and all("lora_" in key for key in checkpoint["state_dict"])
     # One resume point (no last-v1.ckpt beside it) and the best by val/loss, from the config's run: section.
@@ -64,42 +78,48 @@ def test_last_checkpoint_is_written_and_lean(run_dir):
     assert names == [f"epoch=0-step={STEPS}.ckpt", "last.ckpt"]
 
 
-def test_print_paths_says_where_the_run_writes_and_loads_nothing(tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "tiny" / "dpo.yaml"),
-         "--run.dir", "elsewhere/dpo", "--print_paths"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def stopped_early(tmp_path_factory, cli_batch) -> dict:
+    """Two commands that stop before any model loads, in one process (tests/cli_batch.py) and an empty folder,
+    where the tiny DPO config's model (outputs/tiny/sft) does not exist."""
+    config, folder = str(REPO / "configs" / "tiny" / "dpo.yaml"), tmp_path_factory.mktemp("stopped_early")
+    commands = {
+        "print_paths": [REPO / "train.py", "fit", "--config", config, "--run.dir", "elsewhere/dpo", "--print_paths"],
+        "bad run value": [REPO / "train.py", "fit", "--config", config, "--run.checkpoint_every_n_steps", "0"],
+    }
+    ran = cli_batch(commands, folder, {"HF_HOME": str(folder / "hf")})
+    return {name: (result, folder) for name, result in ran.items()}
+
+
+def test_print_paths_says_where_the_run_writes_and_loads_nothing(stopped_early):
+    result, folder = stopped_early["print_paths"]
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {
         "dir": "elsewhere/dpo", "checkpoints": "elsewhere/dpo/checkpoints",
         "last": "elsewhere/dpo/checkpoints/last.ckpt", "tensorboard": "elsewhere/dpo/tensorboard",
         "export": "outputs/tiny/dpo", "model": "outputs/tiny/sft",
     }  # fmt: skip
-    assert list(tmp_path.iterdir()) == [tmp_path / "hf"] or not (tmp_path / "elsewhere").exists()
+    assert list(folder.iterdir()) == [folder / "hf"] or not (folder / "elsewhere").exists()
 
 
-def test_a_bad_run_value_fails_before_the_model_loads(tmp_path):
-    """The tiny DPO config's model (outputs/tiny/sft) does not exist here: had it been loaded first, the error
-    would name the model path instead."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf")}
-    result = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs" / "tiny" / "dpo.yaml"),
-         "--run.checkpoint_every_n_steps", "0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+def test_a_bad_run_value_fails_before_the_model_loads(stopped_early):
+    """Had the model been loaded first, the error would name the model path instead."""
+    result, folder = stopped_early["bad run value"]
     assert result.returncode == 1, result.stderr[-3000:]
-    assert result.stderr.strip().splitlines()[-1] == (
-        "error: run.checkpoint_every_n_steps must be at least 1, got 0."
-    )
-    assert not (tmp_path / "runs").exists()
+    assert result.stderr.strip().splitlines()[-1] == ("error: run.checkpoint_every_n_steps must be at least 1, got 0.")
+    assert not (folder / "runs").exists()
 
 
 def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
     out = run_dir / "outputs" / "tiny" / "sft"
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
-                 "export_info.json", "training_config.yaml"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "export_info.json",
+        "training_config.yaml",
+    ):
         assert (out / name).is_file(), name
     info = json.loads((out / "export_info.json").read_text())
     assert info["kind"] == "lora_adapter"
@@ -183,8 +203,9 @@ def test_the_progress_bar_names_the_run_instead_of_a_truncated_version():
         ("bf16-mixed", False, torch.float32),  # trained weights stay fp32 master weights under mixed precision
     ],
 )
-def test_model_dtype_auto_follows_the_trainer_precision(tiny_model_dir, tmp_path, monkeypatch, precision, lora,
-                                                         expected):
+def test_model_dtype_auto_follows_the_trainer_precision(
+    tiny_model_dir, tmp_path, monkeypatch, precision, lora, expected
+):
     from lightning_modules.trainer import StudyTrainer
     from study.cli import StudyCLI
 
@@ -192,17 +213,27 @@ def test_model_dtype_auto_follows_the_trainer_precision(tiny_model_dir, tmp_path
     monkeypatch.setattr(sys, "argv", ["train.py"])  # the arguments come from `args`, not pytest's command line
     data = REPO / "data" / "tiny"
     cli = StudyCLI(
-        trainer_class=StudyTrainer, subclass_mode_model=True, subclass_mode_data=True, save_config_callback=None,
+        trainer_class=StudyTrainer,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=None,
         run=False,
         args=[
-            "--config", str(REPO / "configs" / "tiny" / "sft.yaml"),
-            "--trainer.precision", precision,
-            "--trainer.logger", "false",
-            "--model.init_args.model_name_or_path", str(tiny_model_dir),
-            "--model.init_args.load.dtype", "auto",
+            "--config",
+            str(REPO / "configs" / "tiny" / "sft.yaml"),
+            "--trainer.precision",
+            precision,
+            "--trainer.logger",
+            "false",
+            "--model.init_args.model_name_or_path",
+            str(tiny_model_dir),
+            "--model.init_args.load.dtype",
+            "auto",
             *([] if lora else ["--model.init_args.lora", "null"]),
-            "--data.init_args.train_files", str(data / "sft_train.jsonl"),
-            "--data.init_args.val_files", str(data / "sft_val.jsonl"),
+            "--data.init_args.train_files",
+            str(data / "sft_train.jsonl"),
+            "--data.init_args.val_files",
+            str(data / "sft_val.jsonl"),
         ],
     )
     assert cli.trainer.precision == precision

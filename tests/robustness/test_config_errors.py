@@ -1,8 +1,8 @@
 """Mistakes in a config or its data, through ``train.py fit``: the run stops before training with one
 readable line (``error: ...``) naming what is wrong and where, not a bare traceback.
 
-Mistyped keys are LightningCLI's own check, tested in tests/test_configs.py. The runs start side by
-side; each stops within seconds.
+Mistyped keys are LightningCLI's own check, tested in tests/test_configs.py. The runs go one after the other in
+one process (tests/cli_batch.py), the 4-bit one beside them in its own; each stops within seconds.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 from fault_injection import HERE, REPO, finish, start_fit, tiny_config
 
 BAD = Path(__file__).resolve().parents[1] / "data" / "bad"
@@ -106,14 +107,19 @@ def old_bitsandbytes(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory, tiny_model_dir, tiny_sft_export) -> dict:
+def results(tmp_path_factory, tiny_model_dir, tiny_sft_export, cli_batch) -> dict:
+    """Each mistake's ``train.py fit``: the 4-bit one in its own process (its environment shows an old
+    bitsandbytes), beside all the others in one process (tests/cli_batch.py: the imports once, not 10 times)."""
     root = tmp_path_factory.mktemp("config_errors")
     cases = mistakes(root, tiny_model_dir, tiny_sft_export)
-    env = {"four_bit": old_bitsandbytes(root)}
-    processes = {
-        name: start_fit(config, root / f"{name}.yaml", env=env.get(name)) for name, (config, _) in cases.items()
-    }
-    return {name: (finish(process), cases[name][1], root) for name, process in processes.items()}
+    four_bit = start_fit(cases["four_bit"][0], root / "four_bit.yaml", env=old_bitsandbytes(root))
+    commands = {}
+    for name, (config, _) in cases.items():
+        if name != "four_bit":
+            (root / f"{name}.yaml").write_text(yaml.safe_dump(config))
+            commands[name] = [REPO / "train.py", "fit", "--config", root / f"{name}.yaml"]
+    finished = cli_batch(commands, root) | {"four_bit": finish(four_bit)}
+    return {name: (finished[name], cases[name][1], root) for name in cases}
 
 
 @pytest.mark.parametrize(

@@ -1,22 +1,41 @@
-"""scripts/evaluate.py: the command line (the engine is tested in tests/evaluation/test_engine.py)."""
+"""scripts/evaluate.py: the command line (the engine is tested in tests/evaluation/test_engine.py).
+
+Every command below stops before a model loads; they run one after the other in one process
+(tests/cli_batch.py), in an empty folder, where the tiny config's relative paths (``outputs/tiny/...``) lead
+nowhere."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
+CONFIGS = ["configs/tiny/evaluate.yaml", "configs/evaluate.yaml"]
 
-@pytest.mark.parametrize("config", ["configs/tiny/evaluate.yaml", "configs/evaluate.yaml"])
-def test_evaluate_configs_parse(repo, config):
-    result = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--config", str(repo / config), "--print_config"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+@pytest.fixture(scope="module")
+def ran(repo, tiny_sft_export, tmp_path_factory, cli_batch) -> dict:
+    cwd = tmp_path_factory.mktemp("evaluate_cli")
+    evaluate, tiny = repo / "scripts/evaluate.py", str(repo / "configs/tiny/evaluate.yaml")
+    typo = cwd / "typo.yaml"
+    typo.write_text((repo / "configs/tiny/evaluate.yaml").read_text().replace("max_new_tokens", "max_new_token"))
+    prompts = cwd / "prompts.jsonl"
+    prompts.write_text(json.dumps({"category": "x", "prompt": "Fine."}) + "\n" + json.dumps({"category": "x"}) + "\n")
+    sft_only = ["--sft_adapter", str(tiny_sft_export), "--dpo_adapter", "null", "--variants", "[sft]"]
+    commands = {config: [evaluate, "--config", repo / config, "--print_config"] for config in CONFIGS}
+    commands |= {
+        "typo": [evaluate, "--config", typo, "--print_config"],
+        "bad prompt": [evaluate, *sft_only, "--prompts", prompts, "--device", "cpu", "--results_dir", cwd / "r1"],
+        "settings": [evaluate, "--config", tiny, "--load.load_in_4bit", "true"],
+        "judge null": [evaluate, "--config", tiny, "--judge", "null", "--print_config"],
+        "missing judge": [evaluate, "--config", tiny, *sft_only, "--results_dir", cwd / "r2"],
+    }
+    return cli_batch(commands, cwd) | {"folder": cwd, "prompts": prompts}
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_evaluate_configs_parse(ran, config):
+    result = ran[config]
     assert result.returncode == 0, result.stderr[-2000:]
     assert "sft_adapter: outputs/" in result.stdout
     assert "max_new_tokens:" in result.stdout
@@ -25,64 +44,33 @@ def test_evaluate_configs_parse(repo, config):
     assert f"judge:\n  model: {judge}\n" in result.stdout
 
 
-def test_a_mistyped_config_key_is_rejected(repo, tmp_path):
-    bad = tmp_path / "typo.yaml"
-    bad.write_text((repo / "configs/tiny/evaluate.yaml").read_text().replace("max_new_tokens", "max_new_token"))
-    result = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--config", str(bad), "--print_config"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode != 0
-    assert "max_new_token" in result.stderr
+def test_a_mistyped_config_key_is_rejected(ran):
+    assert ran["typo"].returncode != 0
+    assert "max_new_token" in ran["typo"].stderr
 
 
-def test_a_bad_prompt_row_is_one_error_line_naming_file_row_and_field(repo, tiny_sft_export, tmp_path):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"category": "x", "prompt": "Fine."}) + "\n" + json.dumps({"category": "x"}) + "\n")
-    result = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--sft_adapter", str(tiny_sft_export),
-         "--dpo_adapter", "null", "--variants", "[sft]", "--prompts", str(prompts), "--device", "cpu",
-         "--results_dir", str(tmp_path / "results")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_a_bad_prompt_row_is_one_error_line_naming_file_row_and_field(ran):
+    result = ran["bad prompt"]
     assert result.returncode == 2
-    assert result.stderr.startswith(f"error: {prompts}: row 2: field 'prompt': missing field")
+    assert result.stderr.startswith(f"error: {ran['prompts']}: row 2: field 'prompt': missing field")
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
-    assert not (tmp_path / "results").exists()
+    assert not (ran["folder"] / "r1").exists()
 
 
-def test_a_settings_check_is_one_error_line(repo, tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--config", str(repo / "configs/tiny/evaluate.yaml"),
-         "--load.load_in_4bit", "true"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
+def test_a_settings_check_is_one_error_line(ran):
+    assert ran["settings"].returncode == 2
+    assert (
+        ran["settings"].stderr == "error: A LoRA cannot be merged into a 4-bit base: set load.merge_adapters: false.\n"
     )
-    assert result.returncode == 2
-    assert result.stderr == "error: A LoRA cannot be merged into a 4-bit base: set load.merge_adapters: false.\n"
 
 
-def test_a_missing_tiny_judge_is_one_error_line_and_judge_null_turns_it_off(repo, tiny_sft_export, tmp_path):
+def test_a_missing_tiny_judge_is_one_error_line_and_judge_null_turns_it_off(ran):
     """configs/tiny/evaluate.yaml names outputs/tiny/reward, which only the pipeline's reward stage writes:
     evaluating needs it (checked before any model loads); --judge null evaluates without a judge."""
-    config = str(repo / "configs/tiny/evaluate.yaml")
-    without = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--config", config, "--judge", "null", "--print_config"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    without = ran["judge null"]
     assert without.returncode == 0 and "\njudge: null\n" in without.stdout
-    result = subprocess.run(
-        [sys.executable, str(repo / "scripts/evaluate.py"), "--config", config, "--sft_adapter", str(tiny_sft_export),
-         "--dpo_adapter", "null", "--variants", "[sft]", "--results_dir", str(tmp_path / "results")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )
+    result = ran["missing judge"]
     assert result.returncode == 2
     assert result.stderr.startswith("error: judge.model: outputs/tiny/reward: not a model folder (no config.json).")
     assert "--judge null" in result.stderr and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
-    assert not (tmp_path / "results").exists()
+    assert not (ran["folder"] / "r2").exists()
