@@ -27,7 +27,7 @@ $(TINY): $(STAMP) scripts/build_tiny_model.py data/tiny/pretrain.txt
 	$(PY) scripts/build_tiny_model.py --out artifacts/tiny-base
 
 # The whole study on the tiny default, on a CPU: tiny base -> SFT -> DPO -> evaluation -> report.
-# Precision follows the hardware; `make demo PRECISION=32-true` forces one (e.g. to reproduce the README's fp32 table).
+# Precision follows the hardware; `make demo PRECISION=32-true` forces one (e.g. to reproduce an fp32 table of docs/results.md).
 PRECISION ?=
 demo: $(STAMP)
 	bash scripts/run_full_pipeline.sh tiny $(if $(PRECISION),--precision $(PRECISION))

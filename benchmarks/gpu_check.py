@@ -229,8 +229,8 @@ class Case:
 def study_case(name: str) -> Case:
     """The case ``name`` with the batch size, LoRA and gradient checkpointing of the study config of its stage.
 
-    QLoRA is for a 24-40 GB GPU, where the study turns gradient checkpointing back on (README, "Planning a
-    run"): its cases run with it whatever the config says, so they measure the run that fits there."""
+    QLoRA is for a 24-40 GB GPU, where the study turns gradient checkpointing back on (planner/README.md): its
+    cases run with it whatever the config says, so they measure the run that fits there."""
     stage, kind = name.split("-")
     config = yaml.safe_load(STAGE_CONFIGS[stage].read_text())
     model = config["model"]["init_args"]
