@@ -20,7 +20,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from common.provenance import is_local
+from common.provenance import as_list, is_local
 from lightning_modules.loading import read_export_info, setting, training_config
 
 PIPELINE_TAG = "text-generation"
@@ -71,13 +71,6 @@ def is_hub_model_id(name: str | None) -> bool:
     except HFValidationError:
         return False
     return True
-
-
-def as_list(value: str | Iterable[str] | None) -> list[str]:
-    """A config value that may be one source or several, as a list."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
 def hub_dataset_ids(sources: Iterable[str]) -> list[str]:

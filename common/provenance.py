@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,13 @@ def hub_access_error(error: BaseException, repo_id: str, repo_type: RepoType) ->
             )
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def as_list(value: str | Iterable[str] | None) -> list[str]:
+    """A config value that may name one source or several, as a list of strings (the data modules, the cards)."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
 def describe(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:

@@ -16,13 +16,6 @@ from datamodules.resumable import eval_loader, train_loader
 from datamodules.tokenizer import load_tokenizer
 
 
-def as_list(value: str | list[str] | None) -> list[str]:
-    """Config values may name one file or several."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
-
-
 class TokenizedDataModule(L.LightningDataModule):
     """Base class: subclasses fill ``self.train_dataset`` / ``self.val_dataset`` in ``setup``.
 

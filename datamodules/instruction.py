@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from common.constants import IGNORE_INDEX
 from common.errors import ConfigError
-from datamodules.base import TokenizedDataModule, as_list
+from common.provenance import as_list
+from datamodules.base import TokenizedDataModule
 from datamodules.collate import SFTCollator
 from datamodules.sources import (
     BadRow,

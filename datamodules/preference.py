@@ -10,8 +10,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Subset
 
 from common.errors import ConfigError
-from common.provenance import is_local
-from datamodules.base import TokenizedDataModule, as_list
+from common.provenance import as_list, is_local
+from datamodules.base import TokenizedDataModule
 from datamodules.collate import PreferenceCollator
 from datamodules.instruction import template_check
 from datamodules.sources import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -229,8 +229,3 @@ class CausalLMModule(L.LightningModule):
 def metric_key(metric_name: str) -> str:
     """``rewards/chosen`` -> ``rewards_chosen`` (ModuleDict keys cannot hold a slash)."""
     return metric_name.replace("/", "_")
-
-
-def settings_dict(settings) -> dict | None:
-    """A dataclass as a plain dict (for export metadata), or ``None``."""
-    return None if settings is None else asdict(settings)
