@@ -113,6 +113,13 @@ def test_a_multi_turn_row_with_the_alpaca_template_is_an_error_naming_the_fix(ch
     assert len(chat.train_dataset) == 2
 
 
+def short_pairs(tokenizer_dir, path: str, **options) -> PreferenceDataModule:
+    """A preference data module on ``path`` with this file's short lengths, skipping bad rows; ``options`` added."""
+    return PreferenceDataModule(
+        str(tokenizer_dir), train_files=path, max_length=64, max_prompt_length=32, on_bad_row="skip", **options
+    )
+
+
 def multi_turn_pair() -> dict:
     return {"chosen": CHAT, "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}]}
 
@@ -121,22 +128,13 @@ def test_a_file_of_multi_turn_pairs_under_the_alpaca_template_and_skip_is_no_usa
     """Skipped at read time, on the one bad-row path: the "no usable rows" error naming the template fix, not a
     traceback from an empty tokenised dataset (``Column 'prompt_cut' doesn't exist``)."""
     path = write(tmp_path / "prefs.jsonl", [multi_turn_pair()] * 3)
-    data = PreferenceDataModule(
-        str(chat_tokenizer_dir), train_files=path, max_length=64, max_prompt_length=32, on_bad_row="skip"
-    )
+    data = short_pairs(chat_tokenizer_dir, path)
     with pytest.raises(DataError, match=r"prefs.jsonl has no usable rows \(3 rows, all bad\).*needs template: chat"):
         data.setup("fit")
     mixed = write(
         tmp_path / "mixed.jsonl", [multi_turn_pair(), {"prompt": "Add 2 and 3.", "chosen": "5", "rejected": "6"}]
     )
-    kept = PreferenceDataModule(
-        str(chat_tokenizer_dir),
-        train_files=mixed,
-        max_length=64,
-        max_prompt_length=32,
-        on_bad_row="skip",
-        max_skipped_fraction=None,
-    )
+    kept = short_pairs(chat_tokenizer_dir, mixed, max_skipped_fraction=None)
     kept.setup("fit")
     assert len(kept.train_dataset) == 1 and kept.report.examples[next(iter(kept.report.examples))] == [f"{mixed}:1"]
 
@@ -155,14 +153,7 @@ def test_a_mismatched_pair_is_skipped_and_counted_in_a_preference_file(chat_toke
     good = {"chosen": CHAT, "rejected": [*CHAT[:-1], {"role": "assistant", "content": "six"}]}
     bad = {"chosen": CHAT, "rejected": [ASK, {"role": "assistant", "content": "six"}]}
     path = write(tmp_path / "prefs.jsonl", [good, bad, good])
-    data = PreferenceDataModule(
-        str(chat_tokenizer_dir),
-        train_files=path,
-        max_length=64,
-        max_prompt_length=32,
-        template="chat",
-        on_bad_row="skip",
-    )
+    data = short_pairs(chat_tokenizer_dir, path, template="chat")
     data.setup("fit")
     assert len(data.train_dataset) == 2
     assert "conversation differs from chosen before the final turn: 1 (e.g. " in data.report.summary()

@@ -55,3 +55,30 @@ def eval_data_files(repo, tmp_path_factory, eval_prompts):
     sft = (repo / "data/tiny/sft_test.jsonl").read_text().splitlines()
     (folder / "sft.jsonl").write_text("\n".join(sft[:5]) + "\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def study_config(tiny_sft_export, tiny_dpo_export, eval_data_files):
+    """A factory of the tiny evaluation of base, SFT and SFT+DPO on the fixture files, writing into ``results_dir``;
+    keyword arguments replace any field (``generation=...``)."""
+    from evaluation.config import EvaluationConfig, GenerationSettings
+    from evaluation.scoring import HeldOutData
+
+    export, _ = tiny_dpo_export
+
+    def make(results_dir, **changes) -> EvaluationConfig:
+        values = dict(
+            sft_adapter=str(tiny_sft_export),
+            dpo_adapter=str(export),
+            prompts=str(eval_data_files / "prompts.jsonl"),
+            preference_data=HeldOutData(files=str(eval_data_files / "prefs.jsonl")),
+            instruction_data=HeldOutData(files=str(eval_data_files / "sft.jsonl")),
+            beta=0.1,
+            generation=GenerationSettings(max_new_tokens=8, batch_size=4),
+            score_batch_size=4,
+            device="cpu",
+            results_dir=str(results_dir),
+        )
+        return EvaluationConfig(**(values | changes))
+
+    return make

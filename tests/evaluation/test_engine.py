@@ -14,23 +14,9 @@ from evaluation.variants import VariantLoadSettings
 
 
 def test_evaluation_writes_both_result_files_with_the_documented_structure(
-    tiny_sft_export, tiny_dpo_export, eval_data_files, eval_prompts, tmp_path
+    study_config, eval_data_files, eval_prompts, tmp_path
 ):
-    export, _ = tiny_dpo_export
-    results = engine.evaluate(
-        EvaluationConfig(
-            sft_adapter=str(tiny_sft_export),
-            dpo_adapter=str(export),
-            prompts=str(eval_data_files / "prompts.jsonl"),
-            preference_data=HeldOutData(files=str(eval_data_files / "prefs.jsonl")),
-            instruction_data=HeldOutData(files=str(eval_data_files / "sft.jsonl")),
-            beta=0.1,
-            generation=GenerationSettings(max_new_tokens=8, batch_size=4),
-            score_batch_size=4,
-            device="cpu",
-            results_dir=str(tmp_path / "results"),
-        )
-    )
+    results = engine.evaluate(study_config(tmp_path / "results"))
     written = json.loads((tmp_path / "results" / "evaluation_results.json").read_text())
     assert written == json.loads(json.dumps(results))
     variants = ["base", "sft", "sft_dpo"]

@@ -5,27 +5,12 @@ as an uninterrupted evaluation; the kept outputs are removed once the results ar
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 
 from evaluation import engine, partial
-from evaluation.config import EvaluationConfig, GenerationSettings
-from evaluation.scoring import HeldOutData
-
-
-def config(tiny_sft_export, dpo_export, files, results_dir, max_new_tokens: int = 8) -> EvaluationConfig:
-    return EvaluationConfig(
-        sft_adapter=str(tiny_sft_export),
-        dpo_adapter=str(dpo_export),
-        prompts=str(files / "prompts.jsonl"),
-        preference_data=HeldOutData(files=str(files / "prefs.jsonl")),
-        instruction_data=HeldOutData(files=str(files / "sft.jsonl")),
-        beta=0.1,
-        generation=GenerationSettings(max_new_tokens=max_new_tokens, batch_size=4),
-        score_batch_size=4,
-        device="cpu",
-        results_dir=str(results_dir),
-    )
+from evaluation.config import GenerationSettings
 
 
 def numbers(results: dict) -> dict:
@@ -36,11 +21,8 @@ def numbers(results: dict) -> dict:
     }
 
 
-def test_an_interrupted_evaluation_resumes_with_the_variants_it_finished(
-    tiny_sft_export, tiny_dpo_export, eval_data_files, tmp_path, monkeypatch
-):
-    export, _ = tiny_dpo_export
-    whole = engine.evaluate(config(tiny_sft_export, export, eval_data_files, tmp_path / "whole"))
+def test_an_interrupted_evaluation_resumes_with_the_variants_it_finished(study_config, tmp_path, monkeypatch):
+    whole = engine.evaluate(study_config(tmp_path / "whole"))
     assert not (tmp_path / "whole" / partial.PARTIAL_DIR).exists()  # removed once the results are written
 
     original, computed = engine.evaluate_variant, []
@@ -54,28 +36,25 @@ def test_an_interrupted_evaluation_resumes_with_the_variants_it_finished(
     cut = tmp_path / "cut"
     monkeypatch.setattr(engine, "evaluate_variant", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        engine.evaluate(config(tiny_sft_export, export, eval_data_files, cut))
+        engine.evaluate(study_config(cut))
     assert computed == ["base", "sft"] and not (cut / "evaluation_results.json").exists()
     assert sorted(p.name for p in (cut / partial.PARTIAL_DIR).iterdir()) == ["base.json", "sft.json"]
 
     computed.clear()
     monkeypatch.setattr(engine, "evaluate_variant", lambda name, *args: computed.append(name) or original(name, *args))
-    resumed = engine.evaluate(config(tiny_sft_export, export, eval_data_files, cut))
+    resumed = engine.evaluate(study_config(cut))
     assert computed == ["sft_dpo"]  # base and SFT were taken from the interrupted run
     assert numbers(resumed) == numbers(whole)
     assert numbers(json.loads((cut / "evaluation_results.json").read_text())) == numbers(json.loads(json.dumps(whole)))
     assert not (cut / partial.PARTIAL_DIR).exists()
 
 
-def test_kept_outputs_of_other_settings_are_computed_again(tiny_sft_export, tiny_dpo_export, eval_data_files, tmp_path):
+def test_kept_outputs_of_other_settings_are_computed_again(study_config, tmp_path):
     """The key holds every setting that reaches a variant: another generation length is another evaluation."""
-    export, _ = tiny_dpo_export
-    sources = engine.resolve(config(tiny_sft_export, export, eval_data_files, tmp_path)).sources
-    from dataclasses import asdict
-
-    short = asdict(config(tiny_sft_export, export, eval_data_files, tmp_path))
-    longer = asdict(config(tiny_sft_export, export, eval_data_files, tmp_path, max_new_tokens=16))
-    moved = asdict(config(tiny_sft_export, export, eval_data_files, tmp_path / "elsewhere"))
+    sources = engine.resolve(study_config(tmp_path)).sources
+    short = asdict(study_config(tmp_path))
+    longer = asdict(study_config(tmp_path, generation=GenerationSettings(max_new_tokens=16, batch_size=4)))
+    moved = asdict(study_config(tmp_path / "elsewhere"))
     key = partial.variant_key("sft_dpo", sources, short, "inputs")
     assert partial.variant_key("sft_dpo", sources, longer, "inputs") != key
     assert partial.variant_key("sft_dpo", sources, short, "other rows") != key
