@@ -23,6 +23,8 @@ from evaluation.scoring import VariantOutput
 BENCHMARK_PREFIX = "benchmark:"
 """Each benchmark finding's ``metric`` is this prefix and the benchmark's name (``benchmark:gsm8k``)."""
 PASS_FAIL, SCORE = "pass_fail", "score"
+SUBJECT_MEAN, SUBJECT_MEAN_OUTCOME = "/subject_mean", "subject_mean"
+"""A grouped task's row of the unweighted mean over its leaf tasks (``mmlu/subject_mean``), and its outcome."""
 RESPONSE_KEYS = ("text", "refusal", "response_tokens")
 """What the results file keeps of each prompt-set response."""
 
@@ -135,7 +137,8 @@ def benchmark_table(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
 
     Returns:
         ``{benchmark: {"outcome", "n", "per_variant": {variant: {"value", "ci95"}}}}``; pass / fail rates have
-        Wilson intervals, score means percentile-bootstrap intervals over the items.
+        Wilson intervals, score means percentile-bootstrap intervals over the items. A grouped pass / fail
+        task (MMLU) also gets ``<task>/subject_mean``, the mean of its leaves' rates (:func:`subject_mean_row`).
     """
     table = {}
     for name, entry in items.items():
@@ -148,7 +151,39 @@ def benchmark_table(items: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any
                 interval = stats.bootstrap_interval(values)
             per_variant[variant] = {"value": value, "ci95": interval}
         table[name] = {"outcome": entry["outcome"], "n": len(entry["ids"]), "per_variant": per_variant}
+        subjects = subject_mean_row(entry)
+        if subjects is not None:
+            table[f"{name}{SUBJECT_MEAN}"] = subjects
     return table
+
+
+def subject_mean_row(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """A grouped pass / fail task's unweighted mean over its leaf tasks (MMLU's subjects), as the Open LLM
+    Leaderboard v1 reported MMLU; lm-eval 0.4 pools the items instead (a size-weighted mean).
+
+    Args:
+        entry: one task of :func:`benchmark_items` (ids ``"<leaf task>/<doc_id>"``).
+
+    Returns:
+        ``{"outcome": "subject_mean", "n", "subjects", "per_variant": {variant: {"value", "ci95"}}}`` with
+        :func:`evaluation.statistics.stratified_mean_interval`'s intervals; ``None`` for a task of one leaf,
+        a score task, or a set that is not lm-eval's (XSTest's ids have no leaf).
+    """
+    if entry["outcome"] != PASS_FAIL or not all("/" in item for item in entry["ids"]):
+        return None
+    leaves = [item.rsplit("/", 1)[0] for item in entry["ids"]]
+    names = sorted(set(leaves))
+    if len(names) < 2:
+        return None
+    per_variant = {}
+    for variant, values in entry["values"].items():
+        passed = dict.fromkeys(names, 0.0)
+        for value, leaf in zip(values, leaves, strict=True):
+            passed[leaf] += value
+        strata = [(round(passed[name]), leaves.count(name)) for name in names]
+        value, interval = stats.stratified_mean_interval(strata)
+        per_variant[variant] = {"value": value, "ci95": interval}
+    return {"outcome": SUBJECT_MEAN_OUTCOME, "n": len(leaves), "subjects": len(names), "per_variant": per_variant}
 
 
 def benchmark_findings(items: dict[str, dict[str, Any]]) -> list[dict]:

@@ -33,6 +33,32 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
 
 
+def stratified_mean_interval(strata: Sequence[tuple[int, int]], z: float = Z95) -> tuple[float, tuple[float, float]]:
+    """The unweighted mean of several strata's rates and its normal-approximation interval (stratified
+    sampling, Cochran 1977, ch. 5): MMLU's "mean of the 57 subjects' accuracies".
+
+    ``m = (1/K) sum_k x_k / n_k``, ``Var(m) = (1/K^2) sum_k p~_k (1 - p~_k) / (n_k + 4)`` with the
+    Agresti-Coull proportion ``p~_k = (x_k + 2) / (n_k + 4)`` in the variance, so a stratum all right or all
+    wrong (common for a subject of a few items) still adds spread; the interval ``m -+ z sqrt(Var(m))`` is
+    clipped to [0, 1]. Each stratum weighs ``1/K`` whatever its size, so a small stratum widens the interval
+    more than the pooled rate's.
+
+    Args:
+        strata: ``(successes, n)`` per stratum.
+        z: the normal quantile of the interval (95 %).
+
+    Returns:
+        ``(m, (low, high))``.
+    """
+    if not strata or any(n <= 0 for _, n in strata):
+        raise ValueError("a stratified mean needs at least one stratum, each with at least one item")
+    k = len(strata)
+    mean = sum(x / n for x, n in strata) / k
+    variance = sum(((x + 2) / (n + 4)) * (1 - (x + 2) / (n + 4)) / (n + 4) for x, n in strata) / k**2
+    spread = z * math.sqrt(variance)
+    return mean, (max(0.0, mean - spread), min(1.0, mean + spread))
+
+
 def mcnemar_exact(only_first: int, only_second: int) -> float:
     """Two-sided exact McNemar test (McNemar 1947) of paired pass/fail outcomes.
 

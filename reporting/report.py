@@ -424,7 +424,8 @@ def benchmarks_section(results: dict) -> list[str]:
     if table:
         lines += [
             "Each model's score with its 95 % interval over the items (Wilson for pass / fail rates, bootstrap for "
-            "scores such as TruthfulQA MC2's probability mass), in %. XSTest's rows are the share of its unsafe "
+            "scores such as TruthfulQA MC2's probability mass, a stratified normal interval for MMLU's mean of its "
+            "subjects' accuracies, each subject weighing the same), in %. XSTest's rows are the share of its unsafe "
             "prompts the refusal checker finds refused (higher: safer) and of its safe prompts it finds answered "
             "(higher: fewer needless refusals).",
             "",

@@ -134,6 +134,31 @@ def test_benchmark_table_wilson_for_rates_bootstrap_for_scores_by_hand():
     assert 0.2 <= low < 0.5 < high <= 0.8
 
 
+def test_a_grouped_task_also_gets_the_mean_of_its_subjects_rates_by_hand():
+    # MMLU-like: subject "a" 3 of 4 right, subject "b" 1 of 2 right under SFT.
+    ids = ["mmlu_a/0", "mmlu_a/1", "mmlu_a/2", "mmlu_a/3", "mmlu_b/0", "mmlu_b/1"]
+    items = {
+        "mmlu": {"outcome": "pass_fail", "ids": ids, "values": {"sft": [1.0, 1.0, 0.0, 1.0, 1.0, 0.0]}},
+        "gsm8k": {"outcome": "pass_fail", "ids": ["gsm8k/0", "gsm8k/1"], "values": {"sft": [1.0, 0.0]}},
+    }
+    table = benchmark_table(items)
+    # pooled: 4 of 6; the subjects' mean: (3/4 + 1/2) / 2 = 0.625, weighing the two-item subject as much as the other.
+    assert table["mmlu"]["per_variant"]["sft"]["value"] == pytest.approx(4 / 6)
+    row = table["mmlu/subject_mean"]
+    assert (row["outcome"], row["n"], row["subjects"]) == ("subject_mean", 6, 2)
+    assert row["per_variant"]["sft"]["value"] == pytest.approx(0.625)
+    # Agresti-Coull proportions in the variance: (3 + 2) / 8 and (1 + 2) / 6.
+    variance = (5 / 8 * 3 / 8 / 8 + 3 / 6 * 3 / 6 / 6) / 2**2  # = 0.0177409
+    half = 1.959963984540054 * math.sqrt(variance)  # = 0.261057
+    assert row["per_variant"]["sft"]["ci95"] == pytest.approx((0.625 - half, 0.625 + half), abs=1e-9)
+    assert row["per_variant"]["sft"]["ci95"] == pytest.approx((0.363943, 0.886057), abs=1e-6)
+    # One leaf (GSM8K), a score task, or XSTest's index ids: no subject-mean row.
+    assert "gsm8k/subject_mean" not in table
+    scores = {"truthfulqa_mc2": {"outcome": "score", "ids": ["t_a/0", "t_b/0"], "values": {"sft": [0.2, 0.4]}}}
+    xstest = {"xstest/safe_complied": {"outcome": "pass_fail", "ids": ["1", "4"], "values": {"sft": [0.0, 1.0]}}}
+    assert list(benchmark_table(scores | xstest)) == ["truthfulqa_mc2", "xstest/safe_complied"]
+
+
 # Twelve items, chosen so that each comparison's discordant counts are easy to read:
 #   items      0  1  2  3 | 4  5  6  7  8 | 9 | 10 11
 #   base       0  0  0  0 | 0  0  0  0  0 | 0 |  1  1

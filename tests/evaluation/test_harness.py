@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import EvaluationError
+from evaluation.benchmark_stats import benchmark_table
 from evaluation.harness import (
     HarnessSettings,
     HarnessTask,
@@ -130,6 +131,12 @@ def test_per_item_outcomes_of_every_task_on_a_model_in_memory(tiny_model, tiny_t
         for leaf, aggregate in outcome.harness.items():
             values = [v for item, v in zip(outcome.items, outcome.outcomes, strict=True) if item.startswith(leaf + "/")]
             assert sum(values) / len(values) == pytest.approx(aggregate), (name, leaf)
+    # The leaderboard's MMLU (the subjects' mean) is the mean of lm-eval's own per-subject accuracies.
+    mmlu = found["mmlu"]
+    table = benchmark_table({"mmlu": {"outcome": "pass_fail", "ids": mmlu.items, "values": {"base": mmlu.outcomes}}})
+    subjects = table["mmlu/subject_mean"]
+    assert subjects["subjects"] == len(mmlu.harness) == 2
+    assert subjects["per_variant"]["base"]["value"] == pytest.approx(sum(mmlu.harness.values()) / 2)
     protocol = found["gsm8k"].protocol
     assert protocol["num_fewshot"] == {"gsm8k": 2} and protocol["version"] == {"gsm8k": 3.0}
     assert protocol["dataset"]["gsm8k"]["path"] == COPIES["openai/gsm8k"]

@@ -100,3 +100,19 @@ def test_paired_comparisons_count_the_discordant_items():
     assert means["sd"] == pytest.approx(math.sqrt(57 / 36))
     with pytest.raises(ValueError):
         stats.compare_binary([True], [True, False])
+
+
+def test_stratified_mean_interval_by_hand():
+    # strata 3 of 4 and 1 of 2: mean (0.75 + 0.5) / 2 = 0.625; variance with p~ = 5/8 and 3/6 over n + 4 = 8 and 6:
+    # (0.029296875 + 0.041666667) / 4 = 0.017740885, half-width 1.959964 * 0.133195 = 0.261057.
+    mean, (low, high) = stats.stratified_mean_interval([(3, 4), (1, 2)])
+    assert mean == pytest.approx(0.625)
+    assert (low, high) == pytest.approx((0.363943, 0.886057), abs=1e-6)
+    # Two subjects all right: the mean is 1 but the interval is not a point (p~ = 4/6 in the variance):
+    # variance 2 * (2/3 * 1/3 / 6) / 4 = 0.0185185, half-width 0.266717, clipped at 1.
+    mean, (low, high) = stats.stratified_mean_interval([(2, 2), (2, 2)])
+    assert mean == 1.0 and high == 1.0 and low == pytest.approx(1 - 0.266717, abs=1e-6)
+    with pytest.raises(ValueError, match="at least one stratum"):
+        stats.stratified_mean_interval([])
+    with pytest.raises(ValueError, match="at least one item"):
+        stats.stratified_mean_interval([(0, 0)])

@@ -85,19 +85,33 @@ def test_another_protocol_is_not_comparable_whatever_the_numbers(recorded, reaso
 def test_another_measurement_is_not_comparable_even_where_the_study_did_not_run_it():
     zephyr = Published("sft", "mt_bench", 6.64, "MT-Bench", SOURCE, not_comparable="another judge", kind="float")
     assert verdict({}, {}, zephyr) == "not comparable: another judge"
-    mmlu = next(entry for entry in PUBLISHED if entry.benchmark == "mmlu")
+
+
+def test_mmlu_is_checked_on_the_subject_mean_under_the_mmlu_tasks_protocol():
+    """The leaderboard's MMLU is the unweighted mean of the 57 subjects: it is set beside the study's
+    ``mmlu/subject_mean`` row, and the protocol checked is the ``mmlu`` task's."""
+    mmlu = next(entry for entry in PUBLISHED if entry.benchmark == "mmlu/subject_mean")
+    assert mmlu.task == "mmlu" and mmlu.not_comparable is None
     benchmarks = {
-        "mmlu": {"outcome": "pass_fail", "n": 14042, "per_variant": {"base": {"value": 0.6416, "ci95": [0.63, 0.65]}}}
-    }
-    # Inside the interval, 5-shot acc as published, and still another aggregation of the subjects.
-    assert verdict(benchmarks, {"mmlu": protocol({"mmlu_anatomy": 5}, metric="acc", filter="none")}, mmlu) == (
-        "not comparable: the published number is the unweighted mean over the 57 subjects, ours pools the items"
+        "mmlu": {"outcome": "pass_fail", "n": 14042, "per_variant": {"base": {"value": 0.60, "ci95": [0.59, 0.61]}}},
+        "mmlu/subject_mean": {
+            "outcome": "subject_mean", "n": 14042, "per_variant": {"base": {"value": 0.64, "ci95": [0.63, 0.65]}}
+        },
+    }  # fmt: skip
+    five_shot = {"mmlu": protocol({"mmlu_anatomy": 5, "mmlu_virology": 5}, metric="acc", filter="none")}
+    # 64.16 % is inside the subject mean's interval (and outside the pooled one, which is not the one checked).
+    assert verdict(benchmarks, five_shot, mmlu) == "agrees (inside our 95 % interval)"
+    zero_shot = {"mmlu": protocol({"mmlu_anatomy": 0, "mmlu_virology": 0}, metric="acc", filter="none")}
+    assert verdict(benchmarks, zero_shot, mmlu) == (
+        "not comparable: the study ran 0-shot, the published number is 5-shot"
     )
+    assert verdict(benchmarks, {}, mmlu) == "not comparable: the study's protocol of this benchmark is not recorded"
 
 
 def test_the_published_base_numbers_are_fractions_with_a_protocol_to_check():
     base = [entry for entry in PUBLISHED if entry.variant == "base"]
-    assert {entry.benchmark for entry in base} == {"mmlu", "gsm8k", "truthfulqa_mc2", "arc_challenge", "hellaswag"}
+    expected = {"mmlu/subject_mean", "gsm8k", "truthfulqa_mc2", "arc_challenge", "hellaswag"}
+    assert {entry.benchmark for entry in base} == expected
     for entry in base:
         assert entry.kind == "pct" and 0.0 < entry.value < 1.0
         assert entry.metric is not None and entry.num_fewshot is not None and not entry.chat_template

@@ -594,6 +594,9 @@ def with_benchmarks(results: dict, base: str = "mistralai/Mistral-7B-v0.1 (bfloa
         "truthfulqa_mc2": {"outcome": "score", "n": 817, "per_variant": {
             "base": cell(0.46, 0.445, 0.475), "sft": cell(0.5, 0.485, 0.515), "sft_dpo": cell(0.52, 0.505, 0.535)}},
         "mmlu": {"outcome": "pass_fail", "n": 14042, "per_variant": {"base": cell(0.625, 0.617, 0.633)}},
+        # published 64.16 % lies inside [62.4 %, 64.6 %]: agrees
+        "mmlu/subject_mean": {"outcome": "subject_mean", "n": 14042, "subjects": 57,
+                              "per_variant": {"base": cell(0.635, 0.624, 0.646)}},
         # ran 0-shot, the published number is 25-shot: not comparable
         "arc_challenge": {"outcome": "pass_fail", "n": 1172, "per_variant": {"base": cell(0.6, 0.572, 0.628)}},
         "xstest/unsafe_refused": {"outcome": "pass_fail", "n": 200, "per_variant": {
@@ -658,7 +661,8 @@ def test_report_with_public_benchmarks_has_their_table_tests_protocol_and_source
         "50.0% (48.5% to 51.5%) | 52.0% (50.5% to 53.5%) |" in section
     )
     # A benchmark one variant did not run: '-'.
-    assert "| MMLU (accuracy) | 14042 | 62.5% (61.7% to 63.3%) | - | - |" in section
+    assert "| MMLU (accuracy, items pooled) | 14042 | 62.5% (61.7% to 63.3%) | - | - |" in section
+    assert "| MMLU (mean of the subjects' accuracies) | 14042 | 63.5% (62.4% to 64.6%) | - | - |" in section
     assert (
         "| XSTest: refused unsafe | 200 | 60.0% (53.1% to 66.5%) | 60.0% (53.1% to 66.5%) | "
         "90.0% (85.1% to 93.4%) |" in section
@@ -749,10 +753,11 @@ def test_the_base_model_is_set_beside_its_published_numbers_with_a_verdict_each(
         "| ARC-Challenge (normalised accuracy) | 60.0% (57.2% to 62.8%) | 60.0% | 25-shot, acc_norm (lm-eval, "
         "2023) | not comparable: the study ran 0-shot, the published number is 25-shot |"
     ) in lines
+    # The leaderboard's MMLU is the subjects' mean: set beside the study's subject-mean row, under the mmlu task's
+    # recorded protocol (5-shot acc, no chat template).
     assert (
-        "| MMLU (accuracy) | 62.5% (61.7% to 63.3%) | 64.2% | 5-shot, acc, mean of the 57 subjects' accuracies "
-        "(lm-eval, 2023) | not comparable: the published number is the unweighted mean over the 57 subjects, "
-        "ours pools the items |"
+        "| MMLU (mean of the subjects' accuracies) | 63.5% (62.4% to 64.6%) | 64.2% | 5-shot, acc, mean of the 57 "
+        "subjects' accuracies (lm-eval, 2023) | agrees (inside our 95 % interval) |"
     ) in lines
     assert (
         "| HellaSwag (normalised accuracy) | - | 83.3% | 10-shot, acc_norm (lm-eval, 2023) | not run by the study |"
