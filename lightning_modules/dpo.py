@@ -306,8 +306,12 @@ class DPOModule(CausalLMModule):
             return self.sequence_stats(self.model, batch).logps
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
-        policy = self.sequence_stats(self.model, batch, policy=True)
+        # The reference first: its no-grad forward then reuses the memory the previous step's backward freed
+        # instead of claiming fresh memory on top of the policy's saved activations. Measured on a 2-core CPU
+        # (docs/results.md, 2026-12-07) it halved the live reference's cost; on a GPU the step's peak no
+        # longer holds the reference's logits beside those activations.
         reference = self.reference_logps(batch) if self.uses_reference else None
+        policy = self.sequence_stats(self.model, batch, policy=True)
         pairs = policy.logps.shape[0] // 2
         chosen, rejected = slice(0, pairs), slice(pairs, None)
 

@@ -84,8 +84,8 @@ class KTOModule(DPOModule):
         super().setup(stage)
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        reference = self.reference_logps(batch)  # first, as DPOModule does: into the memory the last step freed
         policy = self.sequence_stats(self.model, batch)  # (2B,): the rows' own completions, then the mismatched
-        reference = self.reference_logps(batch)
         rows = policy.logps.shape[0] // 2
         own, mismatched = slice(0, rows), slice(rows, None)
         desirable = batch["desirable"]  # (B,) bool

@@ -46,8 +46,9 @@ The peak is the largest of three moments of the step:
    gradients the head's backward builds; 4 + 4 + 4 for fp32 logits, 2 + 4 + 4 + 2 for bf16);
 2. a decoder layer's backward: its saved activations (recomputed when checkpointing) and its gradients,
    about ``3bi + 8h`` per token, plus for 4-bit the largest projection dequantised (``b * in * out``);
-3. DPO with a live reference (``separate`` / ``adapter``): the reference's no-grad forward on top of the
-   policy's saved activations and log-softmax input (``4 R V``): its logits and fp32 softmax, ``(b + 8) R V``.
+3. DPO with a live reference (``separate`` / ``adapter``): the reference's no-grad forward, which the module runs
+   before the policy's (``DPOModule._shared_step``), so with nothing of the step's own beside it: its logits and
+   fp32 softmax, ``(b + 8) R V``, and one layer's projections.
 
 Framework overhead is added on top (:mod:`planner.devices`): the CUDA context and workspaces, and the caching
 allocator's fragmentation as a share of activations and logits.
@@ -339,10 +340,9 @@ def plan_memory(
         },
     }
     if settings.stage == "dpo" and settings.reference in ("separate", "adapter"):
+        # Before the policy's forward: none of the policy's activations or logits are alive yet.
         moments["live reference forward"] = {
             "autocast weight copies": autocast_copies,
-            "activations (saved)": saved,
-            "logits (response positions)": 4 * responses * vocab,
             "reference forward (logits, softmax)": (b + 8) * responses * vocab
             + tokens * b * (2 * arch.q_width + 2 * arch.kv_width + 4 * arch.intermediate),
         }

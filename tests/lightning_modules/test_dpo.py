@@ -65,6 +65,40 @@ def test_reference_strategies_give_the_same_loss_on_the_same_batch(tiny_sft_expo
     assert not torch.allclose(losses["adapter"][0], losses["adapter"][1])  # the nudge did move the policy
 
 
+@pytest.mark.parametrize("strategy", ["separate", "adapter"])
+def test_the_step_reads_the_live_reference_first_and_still_trains_the_policy(strategy, tiny_sft_export, repo, tmp_path):
+    """The step computes the reference before the policy (the reference's forward then reuses the memory the last
+    backward freed); the loss is still -log sigmoid(beta ((pi_c - ref_c) - (pi_r - ref_r))) of the moved policy and
+    the SFT reference, and its gradient reaches the DPO adapter (the adapter is back on after the reference)."""
+    data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
+    batch = first_batch(data)
+    torch.manual_seed(0)
+    module = DPOModule(str(tiny_sft_export), lora=LORA, reference=strategy, beta=0.1).eval()
+    with torch.no_grad():
+        for name, param in module.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 0.05)
+    module.log = lambda name, value, **kwargs: None
+    order = []
+    reference_logps, sequence_stats = module.reference_logps, module.sequence_stats
+    module.reference_logps = lambda b: order.append("reference") or reference_logps(b)
+    # the reference's own forward goes through sequence_stats too; the policy's is the one with policy=True
+    module.sequence_stats = lambda model, b, **kw: (
+        (kw.get("policy") and order.append("policy")) or sequence_stats(model, b, **kw)
+    )
+    loss = module._shared_step(batch, "val")
+    assert order == ["reference", "policy"]
+    with torch.no_grad():
+        policy, reference = sequence_stats(module.model, batch).logps, reference_logps(batch)
+    pairs = policy.shape[0] // 2
+    margins = (policy[:pairs] - reference[:pairs]) - (policy[pairs:] - reference[pairs:])
+    assert_close(loss, -torch.nn.functional.logsigmoid(0.1 * margins).mean(), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(policy, reference)  # the nudged policy is not the reference
+    loss.backward()
+    grads = [p.grad for n, p in module.model.named_parameters() if p.requires_grad]
+    assert grads and all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+
+
 def test_stacked_sft_adapter_equals_merged_at_step_zero(tiny_sft_export, repo, tmp_path):
     data = preference_data(tiny_sft_export, repo, tmp_path, pack=False)
     batch = first_batch(data)
