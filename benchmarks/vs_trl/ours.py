@@ -18,12 +18,31 @@ from benchmarks.vs_trl.workload import lora_settings
 
 
 class StepTimer(L.Callback):
-    """Each training step between ``gate.begin()`` (batch in hand) and ``gate.end()`` (after the optimiser step)."""
+    """Each training step between ``gate.begin()`` (batch in hand) and ``gate.end()`` (after the optimiser step);
+    with a live reference, also the seconds of each step's reference forward (``reference_seconds``)."""
 
     def __init__(self, gate: Gate) -> None:
         self.gate = gate
+        self.reference_seconds: list[float] = []
+        self._in_step = 0.0
+
+    def time_reference(self, module) -> None:
+        """Wrap ``module.reference_logps`` so that each step's reference forward is timed."""
+        import time
+
+        reference_logps = module.reference_logps
+
+        def timed(batch):
+            start = time.perf_counter()
+            try:
+                return reference_logps(batch)
+            finally:
+                self._in_step += time.perf_counter() - start
+
+        module.reference_logps = timed
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._in_step = 0.0
         self.gate.begin()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -32,6 +51,7 @@ class StepTimer(L.Callback):
         else:
             lengths = batch["attention_mask"].sum(-1).tolist()
         loss_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        self.reference_seconds.append(self._in_step)
         self.gate.end(int(batch["num_real_tokens"]), loss_tokens, lengths)
         self.gate.log.losses.append(float(trainer.callback_metrics["train/loss"]))
 
@@ -75,7 +95,8 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     checkpointing = {"gradient_checkpointing": impl.startswith("ours_gc")}
     checkpointing["checkpoint_last_layer"] = impl == "ours_gc_every_layer"
     layer_options = {**checkpointing, "compile_layers": impl == "ours_compiled"}
-    callbacks: list[L.Callback] = [StepTimer(gate)]
+    timer = StepTimer(gate)
+    callbacks: list[L.Callback] = [timer]
     reference_load: ReferencePassLoad | None = None
     if task == "sft":
         from lightning_modules.sft import SFTModule
@@ -104,6 +125,8 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
         if reference == "precomputed":
             reference_load = ReferencePassLoad()
             callbacks.append(reference_load)
+        else:
+            timer.time_reference(module)
     data = data_module(spec, base)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -124,6 +147,8 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     if reference_load is not None and "train" in module.reference_pass_seconds:
         extra["reference_pass_s"] = module.reference_pass_seconds["train"]
         extra["reference_pass_others_cores"] = reference_load.others_cores
+    if task == "dpo" and any(timer.reference_seconds):
+        extra["step_reference_seconds"] = timer.reference_seconds
     extra["threads_in_training"] = torch.get_num_threads()
     extra["dataset_tokens"] = dataset_tokens(data.train_dataset, task)
     return module.model, extra

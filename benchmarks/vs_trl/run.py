@@ -21,10 +21,17 @@ from benchmarks.vs_trl.cases import CASES, DEFAULT_CASES, LEVER_CASES, TASK
 from benchmarks.vs_trl.flops import matmul_peak_gflops
 from benchmarks.vs_trl.held_out import initial_held_out_losses, reference_eval_logps
 from benchmarks.vs_trl.protocol import QUIET_CORES, QuietWait, read_line
-from benchmarks.vs_trl.same_order import agreement, describe, write_trl_order
-from benchmarks.vs_trl.table import device_name, precision_check, print_table, summarise
+from benchmarks.vs_trl.same_order import agreement, agreement_text, write_trl_order
+from benchmarks.vs_trl.table import (
+    device_name,
+    precision_check,
+    print_repeat_table,
+    print_table,
+    repeat_summary,
+    summarise,
+)
 from benchmarks.vs_trl.worker import worker
-from benchmarks.vs_trl.workload import build_workdir, lora_parameter_count
+from benchmarks.vs_trl.workload import WORKLOADS, build_workdir, lora_parameter_count
 
 RESULTS = REPO / "benchmarks" / "results"
 ENTRY_POINT = REPO / "benchmarks" / "bench_vs_trl.py"
@@ -131,8 +138,18 @@ def parse_args(argv: list[str] | None) -> Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="SFT rows per step")
     parser.add_argument("--dpo-batch-size", type=int, default=4, help="preference pairs per step")
     parser.add_argument("--max-length", type=int, default=1024)
-    parser.add_argument("--min-text-tokens", type=int, default=16)
-    parser.add_argument("--max-text-tokens", type=int, default=400)
+    parser.add_argument(
+        "--workload",
+        default="realistic",
+        choices=list(WORKLOADS),
+        help="how long the generated prompts and responses are: "
+        + "; ".join(f"{name}: {text}" for name, text in WORKLOADS.items()),
+    )
+    parser.add_argument("--min-text-tokens", type=int, default=16, help="log_uniform's shortest text")
+    parser.add_argument("--max-text-tokens", type=int, default=400, help="log_uniform's longest text")
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of every case, each in fresh processes; the table gives the spread"
+    )
     parser.add_argument("--warmup-steps", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per case")
     parser.add_argument("--precision-steps", type=int, default=8, help="steps of the bf16-vs-fp32 loss check")
@@ -219,23 +236,38 @@ def main(argv: list[str] | None = None) -> None:
             f"SFT rows {setup['sft_row_tokens_min_max'][0]}-{setup['sft_row_tokens_min_max'][1]} tokens "
             f"(mean {setup['mean_sft_row_tokens']:.0f}); {choice.compute_dtype} matmul peak {peak:.0f} GFLOP/s"
         )
-        raw, case_info = {}, {}
+        means = ", ".join(f"{part} {tokens:.0f}" for part, tokens in setup["mean_pair_text_tokens"].items())
+        print(f"workload {args.workload}: {WORKLOADS[args.workload]}; pairs' mean tokens: {means}")
+        raw: dict[str, list] = {case: [] for case in args.cases}
+        case_info: dict[str, list] = {case: [] for case in args.cases}
         all_cases = {**CASES, **LEVER_CASES}
-        for case in args.cases:
-            waiting.wait()
-            peak = max(peak, matmul_peak_gflops(args.threads, args.resolved_precision))
-            case_start, load_before = time.perf_counter(), os.getloadavg()[0]
-            raw[case] = run_case(case, all_cases[case], setup, args, workdir, waiting)
-            case_info[case] = {"load_average_before": load_before, "case_wall_s": time.perf_counter() - case_start}
+        # Repeat-major: a drift of the machine over the run spreads over every case instead of one.
+        for repeat in range(args.repeats):
+            for case in args.cases:
+                waiting.wait()
+                peak = max(peak, matmul_peak_gflops(args.threads, args.resolved_precision))
+                case_start, load_before = time.perf_counter(), os.getloadavg()[0]
+                if args.repeats > 1:
+                    print(f"repeat {repeat + 1}/{args.repeats}")
+                raw[case].append(run_case(case, all_cases[case], setup, args, workdir, waiting))
+                wall = time.perf_counter() - case_start
+                case_info[case].append({"load_average_before": load_before, "case_wall_s": wall})
         waiting.wait()
         peak = max(peak, matmul_peak_gflops(args.threads, args.resolved_precision))
         rows = [
-            {**row, **case_info[case]} for case in args.cases for row in summarise(raw[case], case, setup, args, peak)
+            {**row, **case_info[case][repeat], "repeat": repeat, "workload": args.workload}
+            for repeat in range(args.repeats)
+            for case in args.cases
+            for row in summarise(raw[case][repeat], case, setup, args, peak)
         ]
-        precision = precision_check(rows)
-        same_training = agreement(rows, args.resolved_precision)
-        print()
-        table = print_table(rows)
+        first = [row for row in rows if row["repeat"] == 0]
+        precision = precision_check(first)
+        same_training = agreement(first, args.resolved_precision)
+        print(f"\nworkload {args.workload}, repeat 1 of {args.repeats}:")
+        table = print_table(first)
+        spread = repeat_summary(rows)
+        print(f"\nacross {args.repeats} repeats (median, range), workload {args.workload}:")
+        spread_table = print_repeat_table(spread)
         print(
             "held-out loss before training: "
             + ", ".join(f"{task} {loss:.4f}" for task, loss in setup["initial_held_out_loss"].items())
@@ -246,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{precision['max_abs_diff']:.4f} (largest relative {precision['max_rel_diff']:.2%})"
             )
         if same_training:
-            print("\n" + describe(same_training))
+            print("\n" + agreement_text(same_training))
         wall = time.perf_counter() - started
         print(
             f"\nwall time {wall / 60:.1f} min, of which {waiting.waited:.0f} s waiting for idle CPUs; "
@@ -254,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         date = datetime.date.today().isoformat()
         device = device_name()
-        out = args.out or RESULTS / f"{date}-{device.replace(' ', '-').lower()}.json"
+        out = args.out or RESULTS / f"{date}-{device.replace(' ', '-').lower()}-{args.workload}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(
             json.dumps(
@@ -272,6 +304,9 @@ def main(argv: list[str] | None = None) -> None:
                     "precision_check": precision,
                     "same_training_check": same_training,
                     "table": table,
+                    "workload": args.workload,
+                    "repeats": spread,
+                    "repeat_table": spread_table,
                     "wall_s": wall,
                     "quiet_wait_s": waiting.waited,
                     "quiet_cores_threshold": QUIET_CORES,

@@ -59,7 +59,7 @@ def agreement(rows: list[dict], precision: str) -> dict | None:
     return cases or None
 
 
-def describe(check: dict) -> str:
+def agreement_text(check: dict) -> str:
     """One line per case for the printed summary."""
     lines = []
     for case, c in sorted(check.items()):

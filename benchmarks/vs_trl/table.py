@@ -56,6 +56,9 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
             "threads_in_training": result.get("threads_in_training"),
             "dataset_tokens": result.get("dataset_tokens"),
         }
+        reference = reference_share(result, chosen_steps(result, args.warmup_steps, basis == "quiet"))
+        if reference is not None:
+            row["reference_share"] = reference
         if "reference_pass_s" in result:
             # One epoch over exactly these pairs: each pair carries its share of the one-off pass.
             share = result["reference_pass_s"] * chosen["tokens"] / sum(result["step_tokens"])
@@ -72,6 +75,23 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
     add_matched_ratios(rows)
     add_paired_speed_intervals(rows, results, args.warmup_steps, basis == "quiet")
     return rows
+
+
+def chosen_steps(result: dict, warmup_steps: int, quiet_only: bool) -> list[int]:
+    """The timed steps the row's throughput reads: all of them, or the quiet ones."""
+    others = result.get("step_others_cores") or [0.0] * len(result["step_seconds"])
+    timed = range(warmup_steps, len(result["step_seconds"]))
+    return [i for i in timed if not quiet_only or others[i] < QUIET_CORES]
+
+
+def reference_share(result: dict, steps: list[int]) -> float | None:
+    """A live reference's cost: its forwards' seconds over the rest of those steps (the policy's forward and
+    backward, the optimiser step), ``sum ref / sum (step - ref)``; ``None`` without a timed reference."""
+    seconds = result.get("step_reference_seconds")
+    if not seconds or not steps:
+        return None
+    reference = sum(seconds[i] for i in steps)
+    return reference / (sum(result["step_seconds"][i] for i in steps) - reference)
 
 
 def add_paired_speed_intervals(rows: list[dict], results: list[dict], warmup_steps: int, quiet_only: bool) -> None:
@@ -129,12 +149,72 @@ def print_table(rows: list[dict]) -> str:
         tps = f"{r['tokens_per_s']:.0f}"
         if "amortised_tokens_per_s" in r:
             tps += f" ({r['amortised_tokens_per_s']:.0f} amortised over a {r['reference_pass_s']:.1f} s reference pass)"
+        if "reference_share" in r:
+            tps += f" (reference forward {r['reference_share']:.2f}x the rest of the step)"
         lines.append(
             f"| {r['case']} | {r['impl']} | {tps} | {ratio_cell(r)} | {r['s_per_step']:.2f} "
             f"| {r['tokens_per_s_all_steps']:.0f} ({r['tokens_per_s_all_steps_ratio']:.2f}) "
             f"| {r['quiet_steps']}/{r['timed_steps']} | {r['peak_rss_mib']:.0f} ({r['peak_rss_ratio']:.2f}) "
             f"| {r['rss_increase_mib']:.0f} ({r['rss_increase_ratio']:.2f}) | {matched_cell(r)} "
             f"| {100 * r['mfu']:.0f}% | {r['final_train_loss']:.4f} | {r['held_out_loss']:.4f} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    return table
+
+
+SPREAD_KEYS = (
+    "tokens_per_s",
+    "speed_vs_matched_trl",
+    "amortised_speed_vs_matched_trl",
+    "peak_rss_vs_matched_trl",
+    "reference_share",
+)
+"""What :func:`repeat_summary` gives the median and range of across repeats."""
+
+
+def repeat_summary(rows: list[dict]) -> list[dict]:
+    """Per case and implementation, across the repeats (each a fresh set of processes on the same data): the
+    median, smallest and largest of each of :data:`SPREAD_KEYS` the rows have.
+
+    Returns:
+        ``[{"case", "impl", "repeats", key: {"median", "min", "max"}}]`` in the rows' order.
+    """
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["case"], row["impl"]), []).append(row)
+    summary = []
+    for (case, impl), group in groups.items():
+        entry: dict = {"case": case, "impl": impl, "repeats": len(group)}
+        for key in SPREAD_KEYS:
+            values = sorted(row[key] for row in group if key in row)
+            if values:
+                middle = len(values) // 2
+                median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+                entry[key] = {"median": median, "min": values[0], "max": values[-1]}
+        summary.append(entry)
+    return summary
+
+
+def print_repeat_table(summary: list[dict]) -> str:
+    """The medians and ranges of :func:`repeat_summary`, one row per case and implementation."""
+
+    def cell(entry: dict, key: str, unit: str = "x", digits: int = 2) -> str:
+        if key not in entry:
+            return ""
+        value = entry[key]
+        return f"{value['median']:.{digits}f}{unit} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+
+    header = (
+        "| case | impl | repeats | tokens/s median (range) | speed vs TRL matched | charged with the reference pass "
+        "| peak RSS vs TRL matched | live reference forward / rest of the step |"
+    )
+    lines = [header, "|---" * (header.count("|") - 1) + "|"]
+    for entry in summary:
+        lines.append(
+            f"| {entry['case']} | {entry['impl']} | {entry['repeats']} | {cell(entry, 'tokens_per_s', '', 0)} "
+            f"| {cell(entry, 'speed_vs_matched_trl')} | {cell(entry, 'amortised_speed_vs_matched_trl')} "
+            f"| {cell(entry, 'peak_rss_vs_matched_trl')} | {cell(entry, 'reference_share')} |"
         )
     table = "\n".join(lines)
     print(table)

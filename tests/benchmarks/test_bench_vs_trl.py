@@ -13,9 +13,15 @@ import pytest
 
 from benchmarks.vs_trl.flops import step_flops
 from benchmarks.vs_trl.run import DEFAULT_DECODER_PARAMETERS, learning_rate
-from benchmarks.vs_trl.same_order import agreement, describe
-from benchmarks.vs_trl.table import precision_check, print_table, summarise
-from benchmarks.vs_trl.workload import log_uniform_length
+from benchmarks.vs_trl.same_order import agreement, agreement_text
+from benchmarks.vs_trl.table import precision_check, print_repeat_table, print_table, repeat_summary, summarise
+from benchmarks.vs_trl.workload import (
+    DPO_RESPONSE_MEAN,
+    SFT_PROMPT_MEAN,
+    SFT_RESPONSE_MEAN,
+    length_sampler,
+    log_uniform_length,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = {"decoder_parameters": 100, "vocab_size": 10, "hidden": 4, "query_width": 4, "layers": 2, "lora_parameters": 7}
@@ -141,7 +147,7 @@ def test_same_training_check_takes_the_largest_step_or_held_out_difference():
     assert case["within"] is True  # 3e-5 <= 1e-4
     rows[1]["held_out_loss"] = 6.001
     assert agreement(rows, "32-true")["sft_same_order"]["within"] is False
-    assert "NOT within" in describe(agreement(rows, "32-true"))
+    assert "NOT within" in agreement_text(agreement(rows, "32-true"))
     assert agreement(rows, "16-mixed")["sft_same_order"]["within"] is None  # no tolerance stated for fp16
     assert agreement(rows[2:], "32-true") is None
 
@@ -166,6 +172,56 @@ def test_generated_lengths_spread_between_the_bounds():
     assert abs(sorted(lengths)[1000] - math.sqrt(16 * 400)) < 15
 
 
+def test_the_realistic_workload_has_the_datasets_means_and_fits_the_room_it_is_given():
+    import random
+
+    args = Namespace(max_length=1024, min_text_tokens=16, max_text_tokens=400)
+    sample = length_sampler("realistic", random.Random(0), args)
+    n = 20_000
+    # Alpaca-GPT4's prompts (28 tokens without the template) and answers (162): far from the cap, the mean holds.
+    prompts = [sample("sft", "prompt", 464) for _ in range(n)]
+    assert sum(prompts) / n == pytest.approx(SFT_PROMPT_MEAN, rel=0.03)
+    answers = [sample("sft", "response", 10_000) for _ in range(n)]
+    assert sum(answers) / n == pytest.approx(SFT_RESPONSE_MEAN, rel=0.03)
+    # Skewed: a log-normal's median exp(mu) = mean * exp(-sigma^2 / 2) = 162 * 0.726 = 118 sits below its mean.
+    assert sorted(answers)[n // 2] == pytest.approx(SFT_RESPONSE_MEAN * math.exp(-0.8**2 / 2), rel=0.05)
+    # UltraFeedback's answers (330) within the room a prompt leaves: never longer, so no row is cut.
+    capped = [sample("dpo", "response", 300) for _ in range(n)]
+    assert max(capped) == 300 and sum(capped) / n < DPO_RESPONSE_MEAN
+    short = length_sampler("short_uniform", random.Random(0), args)
+    assert {short("sft", "prompt", 10) for _ in range(200)} <= set(range(6, 11))
+    with pytest.raises(ValueError, match="--workload: one of realistic, log_uniform, short_uniform"):
+        length_sampler("uniform", random.Random(0), args)
+
+
+def test_a_live_references_share_and_the_spread_over_repeats_by_hand():
+    args = Namespace(warmup_steps=1)
+    trl = fake_result("trl", [9.0, 2.0, 2.0], [100, 100, 100])
+    # timed steps 1 and 2: 1.5 s each, of which the reference 0.3 s and 0.5 s -> 0.8 / (3.0 - 0.8) = 0.3636
+    ours = fake_result("ours_separate", [9.0, 1.5, 1.5], [100, 100, 100], step_reference_seconds=[5.0, 0.3, 0.5])
+    first = summarise([trl, ours], "dpo_full", dict(SETUP, decoder_parameters=1), args, peak=1.0)
+    assert first[1]["reference_share"] == pytest.approx(0.8 / 2.2)
+    assert "reference_share" not in first[0]
+    assert "reference forward 0.36x the rest of the step" in print_table(first)
+    # two more repeats at 1.0 s and 3.0 s a step: speeds 2.0, 4/3 and 2/3 of TRL's -> median 4/3, range 2/3 to 2
+    repeats = [dict(row, repeat=0) for row in first]
+    for repeat, step in ((1, 1.0), (2, 3.0)):
+        again = fake_result("ours_separate", [9.0, step, step], [100, 100, 100], step_reference_seconds=[0, 0.2, 0.2])
+        rows = summarise([trl, again], "dpo_full", dict(SETUP, decoder_parameters=1), args, peak=1.0)
+        repeats += [dict(row, repeat=repeat) for row in rows]
+    summary = repeat_summary(repeats)
+    assert [(entry["case"], entry["impl"], entry["repeats"]) for entry in summary] == [
+        ("dpo_full", "trl", 3),
+        ("dpo_full", "ours_separate", 3),
+    ]
+    speed = summary[1]["speed_vs_matched_trl"]
+    assert (speed["median"], speed["min"], speed["max"]) == pytest.approx((2.0 / 1.5, 2.0 / 3.0, 2.0))
+    # reference shares 0.3636, 0.4 / 1.6 = 0.25 and 0.4 / 5.6 = 0.0714: median 0.25
+    assert summary[1]["reference_share"]["median"] == pytest.approx(0.25)
+    assert "speed_vs_matched_trl" not in summary[0]
+    assert "| dpo_full | ours_separate | 3 | 67 (33-100) | 1.33x (0.67-2.00) |" in print_repeat_table(summary)
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run_writes_every_row(tmp_path):
     pytest.importorskip("trl")
@@ -177,6 +233,7 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         *("--batch-size", "2", "--dpo-batch-size", "2", "--warmup-steps", "1", "--steps", "1"),
         *("--precision-steps", "1", "--eval-rows", "2", "--max-text-tokens", "40", "--max-length", "256"),
         *("--quiet-budget", "0", "--cases", "sft_lora", "dpo_full", "dpo_full_gc", "sft_same_order", "dpo_same_order"),
+        *("--workload", "log_uniform", "--repeats", "1"),
         *("--out", str(out)),
     ]
     subprocess.run(command, check=True, cwd=REPO, timeout=900)
