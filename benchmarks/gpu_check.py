@@ -41,7 +41,7 @@ measured. ``--budget-s`` starts no phase after that many seconds; the phases lef
 Time on one H100 at 32 layers, bf16, ``max_length`` 1024, 3 + 5 steps (estimates, not yet measured; the JSON has
 every phase's seconds): the base ~15 s to build and 20-60 s to write (~14.5 GB; ``TMPDIR`` picks the disk); each
 case's load 15-25 s (bf16) or 30-60 s (NF4 quantisation) plus one SHA-256 pass over the base, which
-``common.provenance.describe`` makes for the provenance record (the ``base:`` line prints the hash rate measured
+``common.provenance.source_record`` makes for the provenance record (the ``base:`` line prints the hash rate measured
 on 1 GiB, e.g. ~1 GB/s: ~15 s); the steps 5-20 s; the planner ~5 s a case; the three checks ~40 s, most of it
 the merge check's load (no hash). About 5 minutes for the default cases (``sft-lora``, ``dpo-lora``,
 ``dpo-qlora``), ~1.5 more with ``sft-qlora``.

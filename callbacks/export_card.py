@@ -21,7 +21,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from common.provenance import as_list, is_local
-from lightning_modules.loading import read_export_info, setting, training_config
+from common.trees import dig
+from lightning_modules.loading import read_export_info, training_config
 
 PIPELINE_TAG = "text-generation"
 STAGES = ("sft", "dpo", "merged", "reward")
@@ -85,7 +86,7 @@ SUPERSEDED_BY: dict[str, str] = {"loss type": "losses", "label smoothing": "loss
 def settings(config: dict[str, Any], keys: dict[str, tuple[str, ...]]) -> list[tuple[str, Any]]:
     """``(name, value)`` of each key path found in a saved LightningCLI config (lists of entries without their
     unset fields)."""
-    found = {name: _compact(setting(config, path)) for name, path in keys.items()}
+    found = {name: _compact(dig(config, *path)) for name, path in keys.items()}
     return [
         (name, value)
         for name, value in found.items()
@@ -227,7 +228,7 @@ def key_value_table(rows: dict[str, Any], header: tuple[str, str]) -> str:
     return "\n".join(lines)
 
 
-def describe(
+def title_and_summary(
     stage: str, adapter: bool, base: str, sft: Location | None, source: str | None, from_base: bool = False
 ) -> tuple[str, str]:
     """The card's title and its first paragraph: what the folder holds and what it sits on (``from_base``: a
@@ -303,7 +304,7 @@ def export_card(
     source = info.get("source_model")
     if sft is None and stage == "dpo" and source and adapter_base(Path(source)) is not None:
         sft = Location(str(source))
-    title, summary = describe(stage, adapter, base, sft, source, info.get("start") == "base")
+    title, summary = title_and_summary(stage, adapter, base, sft, source, info.get("start") == "base")
     rows = training_rows(config, info)
     if rows or stage != "merged":
         training = settings_table(rows)
@@ -334,7 +335,7 @@ def export_card(
         library_name="peft" if adapter else "transformers",
         tags=[*tags, *(["merged"] if stage == "merged" else []), "lightning"],
         base_model=base,
-        datasets=hub_dataset_ids(as_list(setting(config, EXPORT_SETTINGS["training data"]))),
+        datasets=hub_dataset_ids(as_list(dig(config, *EXPORT_SETTINGS["training data"]))),
         license=license or license_of(base),
         pipeline_tag="text-classification" if stage == "reward" else PIPELINE_TAG,
     )

@@ -123,7 +123,7 @@ def as_list(value: str | Iterable[str] | None) -> list[str]:
     return [value] if isinstance(value, str) else [str(item) for item in value]
 
 
-def describe(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:
+def source_record(name_or_path: str, revision: str | None, commit: str | None, repo_type: RepoType) -> dict:
     """One source, as recorded in ``export_info.json``, the saved config and the model card."""
     if is_local(name_or_path, repo_type):
         suffixes = MODEL_FILE_SUFFIXES if repo_type == "model" else None

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from common.errors import ConfigError
 from common.hashing import content_hash
-from common.provenance import describe, resolve_revision
+from common.provenance import resolve_revision, source_record
 from datamodules.resumable import eval_loader, train_loader
 from datamodules.tokenizer import load_tokenizer
 
@@ -90,7 +90,7 @@ class TokenizedDataModule(L.LightningDataModule):
         """The commit of each Hub dataset among ``sources``, resolved once; recorded in :attr:`provenance`."""
         commits = {source: resolve_revision(source, self.revision, "dataset") for source in sources}
         self.provenance["data"] = [
-            describe(source, self.revision, commits[source], "dataset") for source in dict.fromkeys(sources)
+            source_record(source, self.revision, commits[source], "dataset") for source in dict.fromkeys(sources)
         ]
         return commits
 

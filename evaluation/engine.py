@@ -35,6 +35,7 @@ from transformers import PreTrainedModel
 from common.hashing import content_hash
 from common.precision import AUTO, PrecisionChoice, announce, detect_hardware, resolve_dtype, resolve_precision
 from common.provenance import is_local
+from common.trees import dig
 from datamodules.templates import TemplateName
 from datamodules.tokenizer import load_tokenizer
 from evaluation import partial
@@ -67,7 +68,7 @@ from evaluation.variants import (
     read_export_info,
     resolve_sources,
 )
-from lightning_modules.loading import setting, training_config
+from lightning_modules.loading import training_config
 from lightning_modules.preference_losses import older_spelling
 
 DEFAULT_BETA = 0.1
@@ -148,7 +149,7 @@ def evaluate(config: EvaluationConfig) -> dict[str, Any]:
         extra=benchmarks.pop("findings", []),
     )
     # write: the results file last (its presence marks the evaluation complete)
-    meta = describe(
+    meta = results_meta(
         config, run, judged, num_prompts=len(data.prompts), num_pairs=len(data.pairs), num_examples=len(data.examples)
     )
     meta["seconds"] = round(time.perf_counter() - started, 1)
@@ -256,7 +257,7 @@ def trained_beta(dpo_export: str | None) -> float:
 
 def training_setting(export: str | None, path: tuple[str, ...]) -> Any:
     """A value of the training config saved beside an export (``None``: no export, no config, no such key)."""
-    return None if export is None else setting(training_config(export), path)
+    return None if export is None else dig(training_config(export), *path)
 
 
 def check_judge_folder(judge: JudgeSettings) -> None:
@@ -436,7 +437,7 @@ def judge_step(
     return judged
 
 
-def describe(
+def results_meta(
     config: EvaluationConfig,
     run: Run,
     judged: dict[str, Any] | None,
@@ -500,7 +501,7 @@ def training_record(export: str) -> dict[str, Any]:
     list as configured (``loss_type`` / ``nll_weight`` in the older spelling), ``cost`` export_info.json's
     (``None`` for an export from before the record)."""
     info = read_export_info(export)
-    model = setting(training_config(export), ("model", "init_args")) or {}
+    model = dig(training_config(export), "model", "init_args") or {}
     losses = model.get("losses")
     if info.get("stage") == "KTOModule":
         weights = {key: model[key] for key in ("desirable_weight", "undesirable_weight") if key in model}

@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from common.precision import AUTO, DTYPES, detect_hardware, resolve_dtype, resolve_precision
-from common.provenance import describe, resolve_revision
+from common.provenance import resolve_revision, source_record
 from datamodules.preference import truncate_prompt
 from datamodules.templates import TemplateName, encode_prompt, encode_response, format_prompt
 from lightning_modules.loading import ModelLoadError, check_model_source
@@ -221,7 +221,7 @@ def load_judge(settings: JudgeSettings, device: torch.device | str = "cpu") -> J
         settings=settings,
         dtype=dtype,
         pad_token_id=pad_token_id,
-        provenance=describe(settings.model, settings.revision, commit, "model"),
+        provenance=source_record(settings.model, settings.revision, commit, "model"),
         pad_chosen=pad_chosen,
     )
 

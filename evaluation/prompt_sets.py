@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from common.errors import DataError, EvaluationError
-from common.provenance import describe, is_local, resolve_revision
+from common.provenance import is_local, resolve_revision, source_record
 from datamodules.sources import BadRow, require_text
 from evaluation.metrics import BENIGN_CHECK, HARMFUL_CHECK
 from evaluation.scoring import HeldOutData
@@ -120,7 +120,7 @@ def read_prompt_set(settings: PromptSetSettings) -> tuple[list[dict[str, Any]], 
     rows = data.read(PARSERS[settings.name], f"benchmarks.prompt_sets[{settings.name}]")
     record = {
         **asdict(settings),
-        "read": [describe(source, settings.revision, commits[source], "dataset") for source in sources],
+        "read": [source_record(source, settings.revision, commits[source], "dataset") for source in sources],
         "rows": len(rows),
     }
     return [{key: row[key] for key in ("category", "prompt", "input", "check", "type")} for row in rows], record

@@ -11,7 +11,7 @@ variant give the judge's numbers); with public benchmarks, ``benchmarks``
 (:func:`evaluation.benchmark_stats.benchmark_results`: each benchmark's score per variant with its interval,
 lm-eval's version and each task's protocol, the prompt sets' sources, the per-item outcomes and responses; their
 tests are in ``comparisons``). It is written last and atomically: its presence marks a complete evaluation
-(the pipeline checks it). :func:`dig` and :func:`categories_of` read it back (the report does).
+(the pipeline checks it). :func:`categories_of` and :func:`common.trees.dig` read it back (the report does).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 
 from common.atomic import atomic_write_text
 from common.errors import ResultsError
+from common.trees import dig
 from evaluation.findings import Findings
 from evaluation.scoring import VariantOutput
 
@@ -147,15 +148,6 @@ def read_results(results_dir: str | Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ResultsError(f"{path}: not valid JSON ({error}); rerun scripts/evaluate.py.") from None
-
-
-def dig(tree: dict | None, *keys: str) -> Any:
-    """``tree[k1][k2]...`` or ``None`` where a level is missing or ``None``."""
-    for key in keys:
-        if not isinstance(tree, dict) or tree.get(key) is None:
-            return None
-        tree = tree[key]
-    return tree
 
 
 def categories_of(results: dict, *path: str) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from common.provenance import describe, is_local, resolve_revision
+from common.provenance import is_local, resolve_revision, source_record
 from datamodules.collate import PreferenceCollator, SFTCollator
 from datamodules.instruction import parse_instruction_row, template_check, tokenize_instruction
 from datamodules.preference import parse_preference_row, tokenize_preference
@@ -80,7 +80,7 @@ def is_commit(revision: object) -> bool:
 
 
 def recorded_revision(record: dict) -> str | None:
-    """What a :func:`common.provenance.describe` record of a Hub dataset pins: its commit, else (resolved offline) a
+    """What a :func:`common.provenance.source_record` record of a Hub dataset pins: its commit, else (resolved offline) a
     revision other than the default branch; ``None`` when it pins nothing."""
     commit, revision = record.get("commit"), record.get("revision")
     if is_commit(commit):
@@ -106,7 +106,7 @@ def at_training_commit(
     Returns:
         ``(data, record)``: ``data`` with ``revision`` the commit to read (one Hub dataset, online), and the
         results file's record: the settings, ``revision_from`` (``origin``, ``config`` or ``None``: the
-        default branch) and ``read`` (:func:`common.provenance.describe` of each source, its commit included).
+        default branch) and ``read`` (:func:`common.provenance.source_record` of each source, its commit included).
     """
     sources = data.sources()
     hub_ids = {source for source in sources if not is_local(source, "dataset")}
@@ -129,7 +129,7 @@ def at_training_commit(
         **asdict(pinned),
         "revision_from": revision_from,
         "read": [
-            describe(source, revision, commits[source] if is_commit(commits[source]) else None, "dataset")
+            source_record(source, revision, commits[source] if is_commit(commits[source]) else None, "dataset")
             for source in dict.fromkeys(sources)
         ],
     }

@@ -14,7 +14,7 @@ from torch import nn
 
 from common.atomic import atomic_torch_save
 from common.errors import ConfigError
-from common.provenance import describe
+from common.provenance import source_record
 from common.settings import LoadSettings, LoraSettings, LossTerm, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
@@ -187,9 +187,9 @@ class DPOModule(CausalLMModule):
 
         else:
             export = check_sft_export(model_name_or_path)
-            self.provenance = {"model": describe(model_name_or_path, None, None, "model")}
+            self.provenance = {"model": source_record(model_name_or_path, None, None, "model")}
             if export["base"] is not None:
-                self.provenance["base"] = describe(export["base"], None, export["base_revision"], "model")
+                self.provenance["base"] = source_record(export["base"], None, export["base_revision"], "model")
             self.stacked = merge_sft_adapter is False or (
                 merge_sft_adapter is None
                 and lora is not None

@@ -24,7 +24,7 @@ from transformers import (
 
 from common.errors import ConfigError, ModelLoadError, QuantizationUnavailableError
 from common.precision import AUTO, DTYPES, resolve_dtype
-from common.provenance import describe, hub_access_error, is_local, resolve_revision
+from common.provenance import hub_access_error, is_local, resolve_revision, source_record
 from common.settings import LoadSettings, LoraSettings
 from lightning_modules.merging import merge_lora
 
@@ -219,12 +219,12 @@ def load_trainable_base(
 
     Returns:
         ``(model, commit, provenance)``: the commit actually loaded (offline, the cached snapshot's, which
-        transformers records on the config) and its :func:`common.provenance.describe` record.
+        transformers records on the config) and its :func:`common.provenance.source_record` record.
     """
     commit = resolve_revision(model_name_or_path, revision, "model")
     model = load_causal_lm(model_name_or_path, revision=commit, **load_kwargs)
     commit = getattr(model.config, "_commit_hash", None) or commit
-    return model, commit, describe(model_name_or_path, revision, commit, "model")
+    return model, commit, source_record(model_name_or_path, revision, commit, "model")
 
 
 def add_lora(model: PreTrainedModel, lora: LoraSettings, adapter_name: str = "default", task_type: str = "CAUSAL_LM"):
@@ -258,15 +258,6 @@ def training_config(path: str | Path) -> dict[str, Any]:
     the export callback copies there), or ``{}``."""
     config = Path(path) / "training_config.yaml"
     return (yaml.safe_load(config.read_text(encoding="utf-8")) or {}) if config.is_file() else {}
-
-
-def setting(config: dict[str, Any], path: tuple[str, ...]) -> Any:
-    """The value at a key path of a nested config (``("model", "init_args", "beta")``), or ``None`` where any
-    key is missing."""
-    value: Any = config
-    for key in path:
-        value = value.get(key) if isinstance(value, dict) else None
-    return value
 
 
 def check_sft_export(path: str) -> dict:

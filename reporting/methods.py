@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from evaluation.results import dig
+from common.trees import dig
 from reporting.formatting import fmt, interval_text, is_benchmark, markdown_table, metric_name
 
 CORE = ("base", "sft", "sft_dpo")

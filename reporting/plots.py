@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from evaluation.results import categories_of, dig  # noqa: E402
+from common.trees import dig  # noqa: E402
+from evaluation.results import categories_of  # noqa: E402
 from reporting.training_logs import Curve  # noqa: E402
 
 COLORS = {"base": "#9e9e9e", "sft": "#1f77b4", "sft_dpo": "#d62728"}

@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write_text
+from common.trees import dig
 from evaluation.benchmark_stats import BENCHMARK_PREFIX, PASS_FAIL
 from evaluation.findings import COMPARISONS
-from evaluation.results import RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, dig, read_results
+from evaluation.results import RESULTS_FILE, SIDE_BY_SIDE_FILE, categories_of, read_results
 from reporting.formatting import (
     decimals,
     fmt,
@@ -254,7 +255,7 @@ def seeds_section(results: dict, seed_results: Sequence[dict], seed_dirs: Sequen
 
 
 def source_text(provenance: dict | str) -> str:
-    """A model or data source as :func:`common.provenance.describe` records it (the judge's ``meta.judge.model``,
+    """A model or data source as :func:`common.provenance.source_record` records it (the judge's ``meta.judge.model``,
     a prompt set's ``read``): a Hub id with its revision and commit, or a local folder with the SHA-256 of its
     files."""
     if isinstance(provenance, str):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from evaluation.results import dig
+from common.trees import dig
 from reporting.headline import HEADLINE
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from huggingface_hub import EvalResult
 
 from callbacks import export_card as cards
-from lightning_modules.loading import setting, training_config
+from common.trees import dig
+from lightning_modules.loading import training_config
 from reporting.report import headline_table
 
 SFT_KEYS = {
@@ -63,7 +64,7 @@ def model_card(
     sources = [
         source
         for config in (sft_config, dpo_config)
-        for source in cards.as_list(setting(config, SFT_KEYS["training data"]))
+        for source in cards.as_list(dig(config, *SFT_KEYS["training data"]))
     ]
     datasets = cards.hub_dataset_ids(sources)
     local = [source for source in dict.fromkeys(sources) if source not in datasets]

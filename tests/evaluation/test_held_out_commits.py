@@ -136,7 +136,7 @@ def test_the_evaluation_resolves_both_and_records_them_in_the_results_meta(hub, 
     )
     run = engine.resolve(config)
     assert (run.instruction_data.revision, run.preference_data.revision) == (TRAINED, "b" * 40)
-    meta = engine.describe(config, run, None, num_prompts=0, num_pairs=0, num_examples=0)
+    meta = engine.results_meta(config, run, None, num_prompts=0, num_pairs=0, num_examples=0)
     assert meta["instruction_data"]["read"] == [{"hub_id": ALPACA, "revision": TRAINED, "commit": TRAINED}]
     assert meta["preference_data"]["revision_from"] == f"DPO export {dpo}"
     assert meta["preference_data"]["read"][0]["commit"] == "b" * 40
