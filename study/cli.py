@@ -8,7 +8,8 @@
   asks this instead of reading YAML);
 * one ``fit`` per run folder (``common.run_lock``): a second one stops before loading anything;
 * a resume (``--ckpt_path``) with changed training settings refused, key by key (``study.resume_config``);
-* any user error (data, config, model path, a constructor's argument check) as one ``error:`` line.
+* any user error (data, config, model path, a constructor's argument check) as one ``error:`` line, a mistyped
+  option too (``study.cli_errors``: the key's full path and the closest accepted option, not the usage).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from common.run_lock import lock_run_folder, release_run_folders
 from common.settings import RunSettings
 from lightning_modules.sharding import check_strategy
 from lightning_modules.trainer import StudyTrainer
+from study.cli_errors import ShortErrorParser
 from study.resume_config import check_resume
 
 
@@ -127,6 +129,7 @@ def main(args: list[str] | None = None) -> None:
             subclass_mode_data=True,
             save_config_callback=SaveResolvedConfig,
             save_config_kwargs={"overwrite": True},
+            parser_class=ShortErrorParser,
             args=args,
         )
     except Exception as error:

@@ -86,6 +86,10 @@ def stopped_early(tmp_path_factory, cli_batch) -> dict:
     commands = {
         "print_paths": [REPO / "train.py", "fit", "--config", config, "--run.dir", "elsewhere/dpo", "--print_paths"],
         "bad run value": [REPO / "train.py", "fit", "--config", config, "--run.checkpoint_every_n_steps", "0"],
+        "mistyped option": [REPO / "train.py", "fit", "--config", config, "--model.init_args.bta", "0.2"],
+        "mistyped dataclass option": [REPO / "train.py", "fit", "--config", config, "--model.init_args.lora.rr", "3"],
+        # argparse's default would take this for --trainer.max_steps and train
+        "abbreviated option": [REPO / "train.py", "fit", "--config", config, "--trainer.max_step", "3"],
     }
     ran = cli_batch(commands, folder, {"HF_HOME": str(folder / "hf")})
     return {name: (result, folder) for name, result in ran.items()}
@@ -108,6 +112,27 @@ def test_a_bad_run_value_fails_before_the_model_loads(stopped_early):
     assert result.returncode == 1, result.stderr[-3000:]
     assert result.stderr.strip().splitlines()[-1] == ("error: run.checkpoint_every_n_steps must be at least 1, got 0.")
     assert not (folder / "runs").exists()
+
+
+def test_a_mistyped_option_is_one_error_line_with_the_closest_accepted_one(stopped_early):
+    """Not jsonargparse's usage and every Union branch it tried (70 lines for one typo): the key's full path,
+    what it could have been, and where the options are listed."""
+    expected = {
+        "mistyped option": "error: model.init_args: no option 'bta' (in lightning_modules.dpo.DPOModule); did you "
+        "mean 'beta'? accepted: model_name_or_path, from_base, revision, lora, reference, beta,",
+        "mistyped dataclass option": "error: model.init_args.lora: no option 'rr' (in common.settings.LoraSettings); "
+        "did you mean 'r'? accepted: r, alpha, dropout, target_modules",
+    }
+    for name, start in expected.items():
+        result, folder = stopped_early[name]
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, result.stderr[-3000:]
+        assert lines[-2].startswith(start), lines[-2:]
+        assert lines[-1] == "(every option: train.py fit --help)"
+        assert "usage:" not in result.stderr and not (folder / "runs").exists()
+    result, folder = stopped_early["abbreviated option"]
+    assert result.returncode == 2 and not (folder / "runs").exists(), result.stderr[-3000:]
+    assert "error: unrecognized arguments: --trainer.max_step 3" in result.stderr
 
 
 def test_adapter_is_exported_in_hugging_face_format(run_dir, tiny_model_dir):
