@@ -117,7 +117,8 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
             lora=lora_settings() if lora else None,
             reference=reference,
             beta=0.1,
-            reference_cache_dir=str(Path(spec["workdir"]) / f"reference-{spec['case']}-{impl}"),
+            # one cache per repeat: a repeat that found the last one's cache would skip (and not charge) the pass
+            reference_cache_dir=str(Path(spec["workdir"]) / f"reference-{spec['case']}-{impl}-{spec.get('repeat', 0)}"),
             packed_sdpa=packed_sdpa,
             optimizer=optimizer,
             **layer_options,

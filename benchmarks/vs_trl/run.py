@@ -43,7 +43,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
 def run_case(
-    case: str, impls: list[str], setup: dict, args: Namespace, workdir: Path, waiting: QuietWait
+    case: str, impls: list[str], setup: dict, args: Namespace, workdir: Path, waiting: QuietWait, repeat: int = 0
 ) -> list[dict]:
     """Start one process per implementation, then step them in turn; return their results."""
     task, lora = TASK[case]
@@ -54,6 +54,7 @@ def run_case(
         spec = {
             "case": case,
             "impl": impl,
+            "repeat": repeat,
             "task": task,
             "lora": lora,
             "workdir": str(workdir),
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
                 case_start, load_before = time.perf_counter(), os.getloadavg()[0]
                 if args.repeats > 1:
                     print(f"repeat {repeat + 1}/{args.repeats}")
-                raw[case].append(run_case(case, all_cases[case], setup, args, workdir, waiting))
+                raw[case].append(run_case(case, all_cases[case], setup, args, workdir, waiting, repeat))
                 wall = time.perf_counter() - case_start
                 case_info[case].append({"load_average_before": load_before, "case_wall_s": wall})
         waiting.wait()
