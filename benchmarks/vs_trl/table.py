@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import statistics
 from pathlib import Path
 
 from jsonargparse import Namespace
@@ -23,9 +24,8 @@ def summarise(results: list[dict], case: str, setup: dict, args: Namespace, peak
     task, lora = TASK[case]
     stats = []
     for result in results:
-        timed = list(range(args.warmup_steps, len(result["step_seconds"])))
-        others = result.get("step_others_cores") or [0.0] * len(result["step_seconds"])
-        quiet = [i for i in timed if others[i] < QUIET_CORES]
+        timed = chosen_steps(result, args.warmup_steps, quiet_only=False)
+        quiet = chosen_steps(result, args.warmup_steps, quiet_only=True)
         stats.append(
             {
                 "all": throughput(result, timed, setup, task, lora, peak),
@@ -187,11 +187,9 @@ def repeat_summary(rows: list[dict]) -> list[dict]:
     for (case, impl), group in groups.items():
         entry: dict = {"case": case, "impl": impl, "repeats": len(group)}
         for key in SPREAD_KEYS:
-            values = sorted(row[key] for row in group if key in row)
+            values = [row[key] for row in group if key in row]
             if values:
-                middle = len(values) // 2
-                median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
-                entry[key] = {"median": median, "min": values[0], "max": values[-1]}
+                entry[key] = {"median": statistics.median(values), "min": min(values), "max": max(values)}
         summary.append(entry)
     return summary
 
