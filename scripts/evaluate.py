@@ -13,6 +13,7 @@ Usage::
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -26,12 +27,19 @@ from common.errors import UserError  # noqa: E402
 from evaluation.config import EvaluationConfig  # noqa: E402
 
 
+def interrupt_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) ends the evaluation as Ctrl-C does, with the same message, instead
+    of Python's silent default."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", action=ActionConfigFile, help="a YAML file of the settings below")
     parser.add_class_arguments(EvaluationConfig, as_positional=False)
     values = parser.parse_args(argv).as_dict()
     values.pop("config", None)
+    signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     try:
         from evaluation.engine import evaluate
 
@@ -39,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as interrupt:
+        # The variants finished before the interruption are kept (evaluation.partial); say so, without a traceback.
+        from evaluation.partial import PARTIAL_DIR
+
+        kept = Path(values["results_dir"]) / PARTIAL_DIR
+        what = str(interrupt) or "Ctrl-C"
+        print(f"error: interrupted ({what}); the variants it finished are kept in {kept}: rerun the same command "
+              "to compute only the rest", file=sys.stderr)  # fmt: skip
+        return 130
     return 0
 
 
