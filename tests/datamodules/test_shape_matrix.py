@@ -2,10 +2,11 @@
 naming the file, the row and the reason: never any other exception.
 
 Shapes: Alpaca rows with and without ``input``, flat preference pairs, chats with a system turn, multi-turn chats,
-UltraFeedback-style rows (message lists and scores). Consumers: SFT (``InstructionDataModule``), DPO and the reward
-model (both read ``PreferenceDataModule``), KTO (``UnpairedDataModule``), and the evaluation's held-out sets
-(always ``skip``). The real data modules on three-row files, with a word-level tokenizer that has a chat template
-(chat_helpers.py).
+UltraFeedback-style rows (message lists and scores). Consumers: SFT (``InstructionDataModule``), DPO
+(``PreferenceDataModule``), the reward model (the same module, then ``RewardModule`` scores every batch, so each kept
+row reaches the Bradley-Terry loss), KTO (``UnpairedDataModule``), the evaluation's prompt files (each row with its
+``category``) and its held-out sets (always ``skip``). The real data modules on three-row files, with a word-level
+tokenizer that has a chat template (chat_helpers.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from chat_helpers import ASK, CHAT, SYSTEM
 
 from common.errors import UserError
 from datamodules import InstructionDataModule, PreferenceDataModule, UnpairedDataModule
+from evaluation.prompts import read_prompts
 from evaluation.scoring import HeldOutData, read_instruction_examples, read_preference_pairs
 
 FIVE, SIX = {"role": "assistant", "content": "five"}, {"role": "assistant", "content": "six"}
@@ -37,6 +39,7 @@ SHAPES = {
 }
 INSTRUCTION_SHAPES = {"alpaca", "alpaca_input", "chat_system", "multi_turn"}  # what an SFT row can be
 PAIR_SHAPES = {"flat_pair", "chat_system", "multi_turn", "ultrafeedback"}  # what a preference row can be
+PROMPT_SHAPES = {"alpaca", "alpaca_input", "flat_pair", "ultrafeedback"}  # a prompt or an instruction; no chats
 ROWS = 3
 
 
@@ -44,8 +47,10 @@ def rows_of(shape: str, consumer: str) -> list[dict]:
     """The shape's row as the consumer reads it (a chat row holds both an SFT and a pair reading of it)."""
     row = dict(SHAPES[shape])
     if shape in ("chat_system", "multi_turn"):
-        keep = ("messages",) if consumer in ("sft", "held_out_sft") else ("chosen", "rejected")
+        keep = ("messages",) if consumer in ("sft", "held_out_sft", "eval_prompts") else ("chosen", "rejected")
         row = {key: row[key] for key in keep}
+    if consumer == "eval_prompts":
+        row = {"category": "reasoning", **row}  # what every prompt file row carries
     return [row] * ROWS
 
 
@@ -55,53 +60,75 @@ def write(path: Path, rows: list[dict]) -> str:
 
 
 def read(consumer: str, tokenizer: Path, file: str, template: str, policy: str, cache: Path) -> int:
-    """The consumer's rows from ``file``: how many it keeps."""
+    """The consumer's rows from ``file``: how many it keeps (the reward model: how many rows it scored)."""
     common = {"template": template, "on_bad_row": policy, "max_length": 64, "cache_dir": str(cache)}
     if consumer == "sft":
         data = InstructionDataModule(str(tokenizer), train_files=file, val_fraction=0.0, **common)
-    elif consumer in ("dpo", "kto"):
-        kind = PreferenceDataModule if consumer == "dpo" else UnpairedDataModule
+    elif consumer in ("dpo", "kto", "reward"):
+        kind = UnpairedDataModule if consumer == "kto" else PreferenceDataModule
         data = kind(str(tokenizer), train_files=file, max_prompt_length=32, batch_size=2, **common)
     elif consumer == "held_out_pairs":
         return len(read_preference_pairs(HeldOutData(files=file), template))
+    elif consumer == "eval_prompts":
+        return len(read_prompts(file, policy))
     else:
         return len(read_instruction_examples(HeldOutData(files=file), template))
     data.setup("fit")
+    if consumer == "reward":
+        return scored_rows(tokenizer, data)
     return len(data.train_dataset)
+
+
+def scored_rows(model_dir: Path, data: PreferenceDataModule) -> int:
+    """``RewardModule`` on every training batch: the pairs whose two rewards reached a finite loss."""
+    import torch
+
+    from lightning_modules.losses import bradley_terry_loss
+    from lightning_modules.reward import RewardModule
+
+    module, pairs = RewardModule(str(model_dir)), 0
+    with torch.no_grad():
+        for batch in data.train_dataloader():
+            rewards = module.rewards(batch)  # chosen rows, then rejected
+            chosen, rejected = rewards.view(2, -1)
+            assert torch.isfinite(bradley_terry_loss(chosen, rejected)).all()
+            pairs += chosen.numel()
+    return pairs
 
 
 def expected(shape: str, consumer: str, template: str) -> str | None:
     """``None``: every row trains; else a fragment of the one error (the file has only rows of this shape)."""
-    readable = INSTRUCTION_SHAPES if consumer in ("sft", "held_out_sft") else PAIR_SHAPES
-    if shape not in readable:
+    readable = {"sft": INSTRUCTION_SHAPES, "held_out_sft": INSTRUCTION_SHAPES, "eval_prompts": PROMPT_SHAPES}
+    if shape not in readable.get(consumer, PAIR_SHAPES):
         return "missing field"
-    if shape == "multi_turn" and template == "alpaca":
+    if shape == "multi_turn" and template == "alpaca" and consumer != "eval_prompts":  # rendered at generation
         return "needs template: chat"
     return None
 
 
-CONSUMERS = ("sft", "dpo", "kto", "held_out_pairs", "held_out_sft")
+CONSUMERS = ("sft", "dpo", "reward", "kto", "eval_prompts", "held_out_pairs", "held_out_sft")
 CELLS = [
     (shape, consumer, template, policy)
     for shape in SHAPES
     for consumer in CONSUMERS
-    for template in ("alpaca", "chat")
+    for template in (("-",) if consumer == "eval_prompts" else ("alpaca", "chat"))  # a prompt file has none
     for policy in (("skip",) if consumer.startswith("held_out") else ("error", "skip"))
 ]
 
 
 @pytest.mark.parametrize("shape, consumer, template, policy", CELLS, ids=["-".join(cell) for cell in CELLS])
 def test_each_cell_trains_or_is_one_error_naming_file_row_and_reason(
-    shape, consumer, template, policy, chat_tokenizer_dir, tmp_path
+    shape, consumer, template, policy, chat_tokenizer_dir, chat_reward_model_dir, tmp_path
 ):
     file = write(tmp_path / f"{shape}.jsonl", rows_of(shape, consumer))
     fragment = expected(shape, consumer, template)
+    tokenizer = chat_reward_model_dir if consumer == "reward" else chat_tokenizer_dir  # the same tokenizer
     if fragment is None:
-        kept = read(consumer, chat_tokenizer_dir, file, template, policy, tmp_path / "cache")
+        kept = read(consumer, tokenizer, file, template, policy, tmp_path / "cache")
         assert kept == (2 * ROWS if consumer == "kto" else ROWS)  # KTO: each pair is two unpaired rows
         return
     with pytest.raises(UserError) as raised:  # anything else is a traceback the user would see
-        read(consumer, chat_tokenizer_dir, file, template, policy, tmp_path / "cache")
+        read(consumer, tokenizer, file, template, policy, tmp_path / "cache")
     message = str(raised.value)
     assert file in message and fragment in message
     if policy == "error":
@@ -111,8 +138,8 @@ def test_each_cell_trains_or_is_one_error_naming_file_row_and_reason(
 
 
 @pytest.mark.parametrize("consumer", CONSUMERS)
-def test_a_bad_row_among_good_ones_is_a_counted_skip(consumer, chat_tokenizer_dir, tmp_path):
-    good = "alpaca" if consumer in ("sft", "held_out_sft") else "flat_pair"
+def test_a_bad_row_among_good_ones_is_a_counted_skip(consumer, chat_tokenizer_dir, chat_reward_model_dir, tmp_path):
+    good = "alpaca" if consumer in ("sft", "held_out_sft", "eval_prompts") else "flat_pair"
     rows = [*rows_of(good, consumer)[:2], rows_of("multi_turn", consumer)[0]]
     file = write(tmp_path / "mixed.jsonl", rows)
     if consumer in ("sft", "dpo", "kto"):
@@ -127,7 +154,8 @@ def test_a_bad_row_among_good_ones_is_a_counted_skip(consumer, chat_tokenizer_di
         (reason,) = data.report.skipped
         assert "needs template: chat" in reason and data.report.examples[reason] == [f"{file}:3"]
     else:
-        assert read(consumer, chat_tokenizer_dir, file, "alpaca", "skip", tmp_path / "cache") == 2
+        tokenizer = chat_reward_model_dir if consumer == "reward" else chat_tokenizer_dir
+        assert read(consumer, tokenizer, file, "alpaca", "skip", tmp_path / "cache") == 2
 
 
 def test_the_chat_template_with_a_tokenizer_that_has_none_is_one_error(tiny_model_dir, tmp_path):
