@@ -15,7 +15,9 @@ Three things are built into one folder (default ``artifacts/study-dryrun``):
 - ``data/``: small files with every column of ``vicgalle/alpaca-gpt4`` (``instruction``, ``input``,
   ``output``, ``text``) and of ``HuggingFaceH4/ultrafeedback_binarized``'s ``train_prefs`` / ``test_prefs``
   (``prompt``, ``prompt_id``, ``chosen``, ``rejected``, ``messages``, ``score_chosen``, ``score_rejected``),
-  with some prompts longer than the dry run's ``max_prompt_length`` so that truncation is exercised.
+  with some prompts longer than the dry run's ``max_prompt_length`` so that truncation is exercised; and
+  ``study_prompts_one_per_category.jsonl``, the first prompt of each category of ``data/study_prompts.jsonl``
+  (the QLoRA dry run asks only these: CI time).
 
 Deterministic: the same arguments give the same files. The text is made of English words in random order;
 nothing here can learn anything, the point is that the real configs, shapes and schemas run end to end.
@@ -37,6 +39,7 @@ from tiny_world.base import train_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 MISTRAL_CONFIG = REPO / "configs" / "models" / "mistral-7b-v0.1.json"
+STUDY_PROMPTS = REPO / "data" / "study_prompts.jsonl"
 ALPACA_PREAMBLE = {
     True: "Below is an instruction that describes a task, paired with an input that provides further context. "
     "Write a response that appropriately completes the request.",
@@ -142,6 +145,15 @@ def mistral_shaped_config(layers: int) -> MistralConfig:
     return config
 
 
+def first_per_category(path: Path = STUDY_PROMPTS) -> list[dict]:
+    """The first row of each category of the study's prompt file, in file order."""
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    firsts: dict[str, dict] = {}
+    for row in rows:
+        firsts.setdefault(row["category"], row)
+    return list(firsts.values())
+
+
 def _jsonl(rows: list[dict]) -> str:
     return "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
 
@@ -156,6 +168,7 @@ def build(out: Path, settings: StudyShapedSettings) -> None:
         (staging / "alpaca_gpt4.jsonl").write_text(_jsonl(alpaca), encoding="utf-8")
         (staging / "ultrafeedback_train_prefs.jsonl").write_text(_jsonl(train), encoding="utf-8")
         (staging / "ultrafeedback_test_prefs.jsonl").write_text(_jsonl(test), encoding="utf-8")
+        (staging / "study_prompts_one_per_category.jsonl").write_text(_jsonl(first_per_category()), encoding="utf-8")
     print(
         f"data: {len(alpaca)} Alpaca-GPT4 rows, {len(train)} train_prefs and {len(test)} test_prefs pairs "
         f"-> {out / 'data'}"

@@ -44,8 +44,8 @@ def dry_run(stand_ins: Path, tmp_path: Path, *folders: str) -> tuple[subprocess.
     return result, tmp_path
 
 
-def check_study_outputs(result: subprocess.CompletedProcess, root: Path) -> dict:
-    """The checks both runs share; returns the evaluation results."""
+def check_study_outputs(result: subprocess.CompletedProcess, root: Path, prompts: int) -> dict:
+    """The checks both runs share; returns the evaluation results (of ``prompts`` study prompts)."""
     for line in ("sft: trainer.accelerator: gpu -> cpu", "sft: model.init_args.model_name_or_path: "
                  "mistralai/Mistral-7B-v0.1 -> artifacts/study-dryrun/base", "dpo: data.init_args.max_prompt_length"):
         assert f"[overrides]   {line}" in result.stderr, line  # fmt: skip
@@ -64,7 +64,7 @@ def check_study_outputs(result: subprocess.CompletedProcess, root: Path) -> dict
     assert dpo_curve[0][1] == pytest.approx(math.log(2), abs=1e-2)
     results = json.loads((root / "results/study/evaluation_results.json").read_text())
     assert results["meta"]["variants"] == ["base", "sft", "sft_dpo"]
-    assert len(results["prompts"]) == 38 and len(results["pairs"]) == 4
+    assert len(results["prompts"]) == prompts and len(results["pairs"]) == 4
     for prompt in results["prompts"]:
         for response in prompt["responses"].values():
             assert response["text"] and math.isfinite(response["judge_score"])
@@ -75,7 +75,7 @@ def check_study_outputs(result: subprocess.CompletedProcess, root: Path) -> dict
 
 def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
     result, root = dry_run(stand_ins, tmp_path / "lora", "configs/dryrun")
-    results = check_study_outputs(result, root)
+    results = check_study_outputs(result, root, prompts=38)
     assert "(stacked, both active; " in results["meta"]["sources"]["sft_dpo"]  # the default, whatever the dtype
     built = results["meta"]["builds"]["sft_dpo"]
     assert (built["sft"], built["dpo"]) == ("stacked", "stacked")
@@ -90,7 +90,9 @@ def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
     assert "## Public benchmarks" in (root / "results/study/report.md").read_text()
 
     result, root = dry_run(stand_ins, tmp_path / "qlora", "configs/dryrun", "configs/dryrun/qlora")
-    results = check_study_outputs(result, root)
+    results = check_study_outputs(result, root, prompts=6)  # one per category (configs/dryrun/qlora/evaluate.yaml)
+    categories = {json.loads(line)["category"] for line in (REPO / "data/study_prompts.jsonl").read_text().splitlines()}
+    assert sorted(prompt["category"] for prompt in results["prompts"]) == sorted(categories)
     for stage in ("sft", "dpo"):
         trained = yaml.safe_load((root / "outputs/study" / stage / "training_config.yaml").read_text())
         assert trained["model"]["init_args"]["load"]["load_in_4bit"] is True
