@@ -1,8 +1,14 @@
-"""``make study-dryrun``, run as CI runs it: the real study configs on Mistral-7B-v0.1 shapes, LoRA and QLoRA.
+"""``make study-dryrun``'s LoRA run: the real study configs on Mistral-7B-v0.1 shapes, every stage.
 
 The stand-ins (a 1-layer Mistral-7B-shaped base and judge, data in the real schemas) are built into a temporary
 folder, and one more override folder moves every path there, so the test never touches the repository's
-``artifacts/``, ``runs/``, ``outputs/`` or ``results/``. About 5 minutes on a 2-core CPU.
+``artifacts/``, ``runs/``, ``outputs/`` or ``results/``. About 3 minutes on a 2-core CPU.
+
+``make study-dryrun``'s second run (``configs/dryrun/qlora``, another 2.5-3 minutes) is not repeated here, for CI
+time: its parts are tested elsewhere: its configs merged and parsed (tests/test_configs.py), the pipeline's
+overrides (tests/study/test_pipeline.py), a LoRA on a 4-bit 7B-shaped base training DPO (the GPU check's
+``dpo-qlora`` case, tests/benchmarks/test_gpu_check.py), QLoRA SFT, DPO and the 4-bit variants' evaluation on the
+tiny model (tests/lightning_modules/test_qlora.py).
 """
 
 from __future__ import annotations
@@ -44,8 +50,8 @@ def dry_run(stand_ins: Path, tmp_path: Path, *folders: str) -> tuple[subprocess.
     return result, tmp_path
 
 
-def check_study_outputs(result: subprocess.CompletedProcess, root: Path, prompts: int) -> dict:
-    """The checks both runs share; returns the evaluation results (of ``prompts`` study prompts)."""
+def check_study_outputs(result: subprocess.CompletedProcess, root: Path) -> dict:
+    """The checks of every stage's outputs; returns the evaluation results."""
     for line in ("sft: trainer.accelerator: gpu -> cpu", "sft: model.init_args.model_name_or_path: "
                  "mistralai/Mistral-7B-v0.1 -> artifacts/study-dryrun/base", "dpo: data.init_args.max_prompt_length"):
         assert f"[overrides]   {line}" in result.stderr, line  # fmt: skip
@@ -64,7 +70,7 @@ def check_study_outputs(result: subprocess.CompletedProcess, root: Path, prompts
     assert dpo_curve[0][1] == pytest.approx(math.log(2), abs=1e-2)
     results = json.loads((root / "results/study/evaluation_results.json").read_text())
     assert results["meta"]["variants"] == ["base", "sft", "sft_dpo"]
-    assert len(results["prompts"]) == prompts and len(results["pairs"]) == 4
+    assert len(results["prompts"]) == 38 and len(results["pairs"]) == 4
     for prompt in results["prompts"]:
         for response in prompt["responses"].values():
             assert response["text"] and math.isfinite(response["judge_score"])
@@ -73,9 +79,9 @@ def check_study_outputs(result: subprocess.CompletedProcess, root: Path, prompts
     return results
 
 
-def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
+def test_study_configs_run_end_to_end_with_lora(stand_ins, tmp_path):
     result, root = dry_run(stand_ins, tmp_path / "lora", "configs/dryrun")
-    results = check_study_outputs(result, root, prompts=38)
+    results = check_study_outputs(result, root)
     assert "(stacked, both active; " in results["meta"]["sources"]["sft_dpo"]  # the default, whatever the dtype
     built = results["meta"]["builds"]["sft_dpo"]
     assert (built["sft"], built["dpo"]) == ("stacked", "stacked")
@@ -88,18 +94,6 @@ def test_study_configs_run_end_to_end_with_lora_then_qlora(stand_ins, tmp_path):
     check_benchmarks(results, {"gsm8k": 1, "arc_challenge": 1})
     assert results["benchmarks"]["lm_eval"]["protocols"]["gsm8k"]["num_fewshot"] == {"gsm8k": 1}
     assert "## Public benchmarks" in (root / "results/study/report.md").read_text()
-
-    result, root = dry_run(stand_ins, tmp_path / "qlora", "configs/dryrun", "configs/dryrun/qlora")
-    results = check_study_outputs(result, root, prompts=6)  # one per category (configs/dryrun/qlora/evaluate.yaml)
-    categories = {json.loads(line)["category"] for line in (REPO / "data/study_prompts.jsonl").read_text().splitlines()}
-    assert sorted(prompt["category"] for prompt in results["prompts"]) == sorted(categories)
-    for stage in ("sft", "dpo"):
-        trained = yaml.safe_load((root / "outputs/study" / stage / "training_config.yaml").read_text())
-        assert trained["model"]["init_args"]["load"]["load_in_4bit"] is True
-        assert trained["model"]["init_args"]["gradient_checkpointing"] is True
-    assert "(stacked, both active; " in results["meta"]["sources"]["sft_dpo"]
-    assert results["meta"]["load"]["load_in_4bit"] is True
-    assert "benchmarks" not in results  # configs/dryrun/qlora: benchmarks: null
 
 
 def check_benchmarks(results: dict, tasks: dict[str, int]) -> None:
