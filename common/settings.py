@@ -18,16 +18,19 @@ from common.errors import ConfigError
 class LoadSettings:
     """How model weights are loaded (the keywords of ``lightning_modules.loading.load_causal_lm``).
 
+    One default per field, whether a config writes ``load: null``, leaves ``load`` out or writes a ``load:`` section
+    without the field: ``float32``, ``sdpa``, no 4-bit, no remote code (the same numbers on any machine).
+
     Attributes:
-        dtype: weight dtype (``float32``, ``bfloat16``, ``float16``), or ``auto``: the compute dtype of
+        dtype: weight dtype: ``float32`` (the default), ``bfloat16``, ``float16``, or ``auto``: the compute dtype of
             ``precision: auto`` on this machine (``common.precision``): bfloat16 on a GPU or CPU with native
-            bf16, float16 on an older GPU, float32 on any other CPU.
+            bf16, float16 on an older GPU, float32 on any other CPU (the study's configs ask for it).
         attn_implementation: ``sdpa``, ``eager`` or ``flash_attention_2``.
         load_in_4bit: quantise the frozen base to 4-bit NF4 (QLoRA; on a GPU or the CPU, bitsandbytes >= 0.46.1).
         trust_remote_code: run modelling code shipped with the checkpoint (off unless you trust it).
     """
 
-    dtype: str = "auto"
+    dtype: str = "float32"
     attn_implementation: str | None = "sdpa"
     load_in_4bit: bool = False
     trust_remote_code: bool = False

@@ -78,7 +78,7 @@ def method_label(name: str) -> str:
 @dataclass
 class VariantLoadSettings(LoadSettings):
     """How the weights are loaded for evaluation: the training's :class:`~common.settings.LoadSettings`
-    (``dtype: auto`` follows the evaluation device; ``load_in_4bit`` needs ``merge_adapters: false``), and
+    (``float32`` by default; ``dtype: auto`` follows the evaluation device; ``load_in_4bit`` needs ``merge_adapters: false``), and
     whether the adapters are merged.
 
     Attributes:

@@ -205,10 +205,10 @@ def load_causal_lm(
 def training_load_settings(load: LoadSettings | None, lora: LoraSettings | None) -> LoadSettings:
     """The loading settings of a training module's ``load`` argument, with ``dtype: auto`` resolved.
 
-    ``None`` is float32 weights, ``sdpa``, no 4-bit, no remote code: the same numbers on any machine. ``auto`` is
-    the compute dtype for a LoRA's frozen base, fp32 for trained weights (:func:`common.precision.resolve_dtype`).
+    ``None`` is ``LoadSettings()``: float32 weights, ``sdpa``, no 4-bit, no remote code. ``auto`` is the compute
+    dtype for a LoRA's frozen base, fp32 for trained weights (:func:`common.precision.resolve_dtype`).
     """
-    load = load or LoadSettings(dtype="float32")
+    load = load or LoadSettings()
     return replace(load, dtype=resolve_dtype(load.dtype, frozen=lora is not None))
 
 

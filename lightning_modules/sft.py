@@ -20,11 +20,11 @@ class SFTModule(CausalLMModule):
         model_name_or_path: Hub id (``mistralai/Mistral-7B-v0.1``) or local ``save_pretrained`` folder.
         lora: LoRA settings (the study: r=16, alpha=32, dropout 0.05); ``null`` for full fine-tuning.
         load: how the weights are loaded: ``dtype``, ``attn_implementation``, ``load_in_4bit`` (QLoRA: a frozen
-            4-bit NF4 base under the LoRA) and ``trust_remote_code``. ``load.dtype: auto`` (the default of a
-            ``load:`` section): through ``train.py``, what ``trainer.precision`` implies, the compute dtype for a
-            LoRA's frozen base and fp32 for weights trained under mixed precision; elsewhere the same for
-            ``precision: auto`` on this machine. ``null``: float32 weights, ``sdpa``, no 4-bit, no remote code
-            (the same numbers on any machine).
+            4-bit NF4 base under the LoRA) and ``trust_remote_code``. ``load.dtype: auto``: through
+            ``train.py``, what ``trainer.precision`` implies, the compute dtype for a LoRA's frozen base and fp32
+            for weights trained under mixed precision; elsewhere the same for ``precision: auto`` on this machine.
+            ``null`` or an unset field: ``LoadSettings``' defaults (float32 weights, ``sdpa``, no 4-bit, no remote
+            code: the same numbers on any machine).
         packed_sdpa: with packed batches, run each packed example on its own in SDPA (``PACKED_SDPA``, the
             default); ``false``: transformers' ``sdpa`` with a block-diagonal ``(N, N)`` mask (the same numbers,
             slower; the benchmark's baseline for this choice). Only with ``load.attn_implementation: sdpa``.

@@ -43,8 +43,8 @@ class PlannedRun:
         stage: ``sft``, ``dpo`` or ``reward`` (from ``model.class_path``).
         model: ``model.init_args.model_name_or_path``.
         lora: the trained adapter, or ``None`` for full fine-tuning.
-        dtype: ``model.init_args.load.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``); ``float32``
-            without a ``load:`` section, as the modules load then.
+        dtype: ``model.init_args.load.dtype`` (``auto``, ``float32``, ``bfloat16``, ``float16``); unset,
+            ``LoadSettings``' ``float32``, as the modules load then.
         load_in_4bit: ``model.init_args.load.load_in_4bit``: QLoRA base.
         gradient_checkpointing: recompute the decoder layers in the backward pass (all but the last).
         checkpoint_last_layer: with ``gradient_checkpointing``, the last layer too.
@@ -202,7 +202,7 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
     strategy = trainer.get("strategy")
     strategy_name = strategy.get("class_path", "") if isinstance(strategy, dict) else str(strategy or "")
     devices = trainer.get("devices", 1)
-    load = model.get("load")  # absent or null: the modules' float32 weights; a load: section's dtype defaults to auto
+    load = model.get("load") or {}  # absent, null or a section without the field: LoadSettings' defaults
     if not isinstance(devices, int):
         raise PlanError(f"{config_path}: trainer.devices {devices!r}: the planner needs a number of devices.")
     return PlannedRun(
@@ -210,8 +210,8 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
         stage=stage,
         model=str(model["model_name_or_path"]),
         lora=parse_lora(model.get("lora")),
-        dtype="float32" if load is None else str(load.get("dtype", LoadSettings.dtype)),
-        load_in_4bit=load is not None and bool(load.get("load_in_4bit", False)),
+        dtype=str(load.get("dtype", LoadSettings.dtype)),
+        load_in_4bit=bool(load.get("load_in_4bit", LoadSettings.load_in_4bit)),
         gradient_checkpointing=bool(model.get("gradient_checkpointing", False)),
         checkpoint_last_layer=bool(model.get("checkpoint_last_layer", False)),
         reference=reference_of(model, config_path) if stage == "dpo" else "precomputed",

@@ -346,7 +346,7 @@ def test_qlora_dpo_export_reloads_as_the_evaluation_loads_it(qlora_dpo, qlora_sf
 
 def test_evaluation_loads_the_4bit_variants_and_scores_them(qlora_dpo, qlora_sft, repo):
     sources = resolve_sources(str(qlora_sft["export"]), str(qlora_dpo["precomputed"]["export"]))
-    load = VariantLoadSettings(load_in_4bit=True, merge_adapters=False)  # dtype auto: this machine's compute dtype
+    load = VariantLoadSettings(dtype="auto", load_in_4bit=True, merge_adapters=False)  # this machine's compute dtype
     pairs = read_preference_pairs(HeldOutData(files=str(repo / "data/tiny/prefs_test.jsonl"), num_examples=4))
     scores = {}
     for name in VARIANTS:

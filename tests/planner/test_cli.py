@@ -39,14 +39,14 @@ def test_dpo_config_follows_the_sft_export_to_mistral(monkeypatch):
 
 
 def test_load_section_defaults_are_the_modules():
-    """No ``load:`` section: the modules' float32 weights; a section's own ``dtype`` default is ``auto``."""
+    """No ``load:`` section and a section without ``dtype`` alike: ``LoadSettings``' float32 weights."""
     config = yaml.safe_load((REPO / "configs/tiny/sft.yaml").read_text())
     assert "load" not in config["model"]["init_args"]
     settings = parse_settings(config, "configs/tiny/sft.yaml")
     assert (settings.dtype, settings.load_in_4bit) == ("float32", False)
     config["model"]["init_args"]["load"] = {"load_in_4bit": True}
     settings = parse_settings(config, "configs/tiny/sft.yaml")
-    assert (settings.dtype, settings.load_in_4bit) == ("auto", True)
+    assert (settings.dtype, settings.load_in_4bit) == ("float32", True)
 
 
 def test_study_qlora_dpo_fits_in_24_gb(monkeypatch, capsys):
