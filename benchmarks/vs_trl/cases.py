@@ -29,7 +29,15 @@ LEVER_CASES: dict[str, list[str]] = {
     # torch.compile of each decoder layer (compile_layers); its compilation falls in the warm-up steps.
     "sft_compile_levers": ["ours", "ours_compiled"],
     "dpo_compile_levers": ["ours", "ours_compiled"],
+    # glibc's allocator with a fixed mmap threshold and no trimming (IMPL_ENV): freed blocks stay in the heap for
+    # the next step instead of going back to the kernel and faulting in again (an environment setting, not ours).
+    "sft_allocator_levers": ["ours", "ours_mmap_threshold"],
+    "dpo_allocator_levers": ["ours", "ours_mmap_threshold"],
 }
+IMPL_ENV: dict[str, dict[str, str]] = {
+    "ours_mmap_threshold": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(8 * 2**30)},
+}
+"""Environment variables an implementation's worker process starts with (read by glibc before the first malloc)."""
 DEFAULT_CASES = list(CASES)
 TASK = {
     "sft_full": ("sft", False),
@@ -49,5 +57,7 @@ TASK = {
     "dpo_checkpointing_levers": ("dpo", False),
     "sft_compile_levers": ("sft", False),
     "dpo_compile_levers": ("dpo", False),
+    "sft_allocator_levers": ("sft", False),
+    "dpo_allocator_levers": ("dpo", False),
 }
 """Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""

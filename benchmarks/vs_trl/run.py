@@ -17,7 +17,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 import benchmarks.vs_trl as vs_trl
 from benchmarks.vs_trl import REPO
-from benchmarks.vs_trl.cases import CASES, DEFAULT_CASES, LEVER_CASES, TASK
+from benchmarks.vs_trl.cases import CASES, DEFAULT_CASES, IMPL_ENV, LEVER_CASES, TASK
 from benchmarks.vs_trl.flops import matmul_peak_gflops
 from benchmarks.vs_trl.held_out import initial_held_out_losses, reference_eval_logps
 from benchmarks.vs_trl.protocol import QUIET_CORES, QuietWait, read_line
@@ -81,6 +81,7 @@ def run_case(
                 stderr=log_path.open("w"),
                 text=True,
                 cwd=REPO,
+                env={**os.environ, **IMPL_ENV.get(impl, {})},
             ),
             log_path,
         )
