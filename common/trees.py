@@ -1,4 +1,4 @@
-"""Reading nested dicts: configs as LightningCLI saved them, the evaluation's results file."""
+"""Nested dicts: configs as LightningCLI saved them (read and composed), the evaluation's results file."""
 
 from __future__ import annotations
 
@@ -13,3 +13,11 @@ def dig(tree: dict | None, *keys: str) -> Any:
             return None
         tree = tree[key]
     return tree
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``override`` deep-merged onto ``base``: mappings key by key; lists, scalars and ``null`` replace (how
+    LightningCLI reads a second ``--config`` on top of the first)."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: merged(base.get(key), item) for key, item in override.items()}}
+    return override

@@ -120,7 +120,7 @@ def train_loader(
         raise ConfigError(
             f"{world_size} processes with trainer.use_distributed_sampler: true. The DataModule gives each rank "
             "its own share of every epoch itself (and can resume mid-epoch); set trainer.use_distributed_sampler: "
-            "false in the config (see configs/sft_fsdp.yaml)."
+            "false in the config (see the overlay configs/fsdp/sft.yaml)."
         )
     if group_by_length:
         batches: Sampler[list[int]] = LengthGroupedSampler(dataset["length"], batch_size, seed=seed)

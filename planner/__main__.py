@@ -7,10 +7,12 @@ Usage::
     python -m planner plan --config configs/sft.yaml --config configs/dpo.yaml --gpu H100 --mfu 0.4
     python -m planner plan --config configs/evaluate.yaml --gpu H100
     python -m planner plan --config configs/sft.yaml --json
+    python -m planner plan --config configs/sft.yaml+configs/fsdp/sft.yaml
 
 Several ``--config`` plan the stages one after the other and add up their time (the whole study: sft.yaml,
-dpo.yaml, evaluate.yaml). An evaluation config (no ``trainer:`` section) is timed per workload and variant
-(:mod:`planner.evaluation`).
+dpo.yaml, evaluate.yaml); ``A.yaml+B.yaml`` is one stage, B's keys merged onto A's (an overlay, as train.py
+reads ``--config A.yaml --config B.yaml``). An evaluation config (no ``trainer:`` section) is timed per workload
+and variant (:mod:`planner.evaluation`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m planner", description=__doc__.split("\n\n")[0])
     plan = ArgumentParser(description="peak memory and time of training configs, time of evaluation configs")
     plan.add_argument(
-        "--config", action="append", required=True, help="a training or evaluation YAML (repeat: stages in order)"
+        "--config",
+        action="append",
+        required=True,
+        help="a training or evaluation YAML, or A.yaml+B.yaml (B merged onto A); repeat: stages in order",
     )
     plan.add_argument("--model-config", help="the model's config.json, when the config's model cannot be followed")
     plan.add_argument("--gpu", choices=sorted(GPU_SPECS), default="H100", help="the GPU (SXM; dense bf16 peak)")

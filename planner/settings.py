@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from common.settings import LoadSettings
+from common.trees import merged
 from lightning_modules.preference_losses import LOSSES
 
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -120,7 +121,17 @@ STAGES = {"SFTModule": "sft", "DPOModule": "dpo", "KTOModule": "dpo", "RewardMod
 
 
 def read_yaml(path: str | Path) -> dict:
-    """The YAML mapping at ``path``."""
+    """The YAML mapping at ``path``; ``A.yaml+B.yaml`` is B merged onto A, as ``train.py fit --config A.yaml
+    --config B.yaml`` reads an overlay (``configs/fsdp/sft.yaml`` on ``configs/sft.yaml``)."""
+    parts = str(path).split("+")
+    config: dict = {}
+    for part in parts:
+        config = merged(config, read_one_yaml(part))
+    return config
+
+
+def read_one_yaml(path: str | Path) -> dict:
+    """The YAML mapping in the file ``path``."""
     path = Path(path)
     try:
         config = yaml.safe_load(path.read_text())

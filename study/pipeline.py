@@ -44,7 +44,8 @@ from pathlib import Path
 from common.errors import RunInUseError
 from common.provenance import MODEL_FILE_SUFFIXES, files_sha256
 from common.run_lock import lock_run_folder
-from study.pipeline_configs import merged, read_config, stage_paths, write_overridden, write_seeded
+from common.trees import merged
+from study.pipeline_configs import read_config, stage_paths, write_overridden, write_seeded
 
 SETS = {
     # name: (sft, dpo, evaluate, reward or None, offline by default)

@@ -14,7 +14,8 @@
         ``<new SFT run's parent>/configs/``; prints every difference from the original configs on stderr and
         that folder on stdout. Paths are matched as strings, by whole folder names. The study dry run
         (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml`` this way with ``configs/dryrun/`` (and
-        ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run.
+        ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run. (Not LightningCLI's own merge of
+        repeated ``--config``: the pipeline needs each stage's merged paths before it runs the stage.)
 
 A stage's paths come from its ``run:`` section through ``RunSettings.paths``, as the trainer's own do
 (``train.py fit --config C --print_paths`` prints them): the pipeline never repeats a path the configs hold.
@@ -31,6 +32,7 @@ import yaml
 from jsonargparse import ArgumentParser
 
 from common.settings import RunSettings
+from common.trees import merged
 
 
 def stage_paths(config: dict) -> tuple[str, str, str, str]:
@@ -78,13 +80,6 @@ def moved(value: Any, roots: dict[str, str], keep: Sequence[str] = ()) -> Any:
         if _under(path, _clean(old)):
             return str(PurePosixPath(roots[old]) / path[len(_clean(old)) :].lstrip("/"))
     return value
-
-
-def merged(base: Any, override: Any) -> Any:
-    """``override`` deep-merged onto ``base``: mappings key by key; lists, scalars and ``null`` replace."""
-    if isinstance(base, dict) and isinstance(override, dict):
-        return {**base, **{key: merged(base.get(key), item) for key, item in override.items()}}
-    return override
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

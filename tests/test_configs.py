@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_overlays import overlay_base
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/dryrun/ holds override files (parts of configs), checked merged onto the study's below.
@@ -24,16 +25,14 @@ DRYRUNS = {"lora": ["configs/dryrun"], "qlora": ["configs/dryrun", "configs/dryr
 
 
 def config_args(config: Path) -> list[str]:
-    """The ``--config`` arguments that read ``config``: a methods-study overlay (``configs/<set>/methods/M.yaml``) is
-    read on top of its set's DPO config, as the pipeline reads it."""
-    if config.parent.name == "methods":
-        return ["--config", str(config.parent.parent / "dpo.yaml"), "--config", str(config)]
-    return ["--config", str(config)]
+    """The ``--config`` arguments that read ``config``: an overlay on top of the config it changes."""
+    base = overlay_base(config)
+    return ["--config", str(config)] if base is None else ["--config", str(base), "--config", str(config)]
 
 
 def entry_point(config: Path) -> list[str]:
     """The command that reads ``config``; a new kind of config must be added here to be tested."""
-    if "trainer" in yaml.safe_load(config.read_text()) or config.parent.name == "methods":
+    if "trainer" in yaml.safe_load(config.read_text()) or overlay_base(config) is not None:
         return [str(REPO / "train.py"), "fit"]
     if config.name == "evaluate.yaml":
         return [str(REPO / "scripts" / "evaluate.py")]
@@ -183,3 +182,24 @@ def test_mistyped_yaml_key_is_rejected_by_name(printed, name):
     result = printed[name]
     assert result.returncode != 0
     assert TYPOS[name][3] in result.stderr
+
+
+def test_the_fsdp_overlay_changes_only_the_sharding_of_the_sft_stage(printed):
+    """LightningCLI's merge of ``--config configs/sft.yaml --config configs/fsdp/sft.yaml`` is the planner's
+    ``configs/sft.yaml+configs/fsdp/sft.yaml``: four GPUs under FSDP2, the study's LoRA, data and optimiser kept."""
+    from planner.settings import read_yaml
+
+    result = printed[REPO / "configs" / "fsdp" / "sft.yaml"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    parsed = yaml.safe_load(result.stdout)
+    composed = read_yaml(f"{REPO / 'configs/sft.yaml'}+{REPO / 'configs/fsdp/sft.yaml'}")
+    for section in (parsed, composed):
+        assert section["trainer"]["devices"] == 4 and section["trainer"]["accumulate_grad_batches"] == 1
+        assert section["trainer"]["strategy"]["class_path"] == "lightning_modules.sharding.FSDP2Strategy"
+        assert section["model"]["init_args"]["gradient_checkpointing"] is True
+        assert section["run"]["dir"] == "runs/study/sft_fsdp"
+    study = yaml.safe_load((REPO / "configs" / "sft.yaml").read_text())
+    for key in ("lora", "optimizer", "load"):
+        assert parsed["model"]["init_args"][key] | study["model"]["init_args"][key] == parsed["model"]["init_args"][key]
+    assert composed["data"] == study["data"]
+    assert parsed["data"]["init_args"]["train_files"] == study["data"]["init_args"]["train_files"]

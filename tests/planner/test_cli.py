@@ -78,7 +78,7 @@ def test_every_training_config_plans(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     model_config = str(REPO / "configs/models/mistral-7b-v0.1.json")
     tiny = [str(path) for path in REPO.glob("configs/tiny/*.yaml") if path.name != "evaluate.yaml"]
-    for config in ("configs/sft.yaml", "configs/dpo.yaml", "configs/sft_fsdp.yaml", *tiny):
+    for config in ("configs/sft.yaml", "configs/dpo.yaml", "configs/sft.yaml+configs/fsdp/sft.yaml", *tiny):
         code, out, err = run_plan(capsys, "--config", config, "--model-config", model_config, "--mean-tokens", "200")
         assert code == 0, err
         assert "peak memory per device" in out
@@ -86,7 +86,7 @@ def test_every_training_config_plans(monkeypatch, capsys):
 
 def test_fsdp_shards_weights_over_devices(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
-    _, out, _ = run_plan(capsys, "--config", "configs/sft_fsdp.yaml", "--json")
+    _, out, _ = run_plan(capsys, "--config", "configs/sft.yaml+configs/fsdp/sft.yaml", "--json")
     plan = json.loads(out)
     # bf16 weights (load.dtype: auto on a bf16 GPU; FSDP2 keeps them in it) of 7.24B over 4 GPUs
     assert plan["breakdown"]["base weights"] == pytest.approx(7_241_732_096 * 2 / 4, rel=1e-6)

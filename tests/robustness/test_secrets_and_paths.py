@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from config_overlays import overlay_base
 from fault_injection import REPO, finish, run_fit, start_fit, tiny_config
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTheRobustnessTest0123"
@@ -25,17 +26,17 @@ TRAINING_CONFIGS = sorted(
     p
     for p in REPO.glob("configs/**/*.yaml")
     if "dryrun" not in p.relative_to(REPO).parts
-    and ("trainer" in yaml.safe_load(p.read_text()) or p.parent.name == "methods")
+    and ("trainer" in yaml.safe_load(p.read_text()) or overlay_base(p) is not None)
 )
 
 
 def read_training_config(path: Path) -> dict:
-    """The config a run reads from ``path``: a methods overlay merged on its set's DPO config."""
-    from study.pipeline_configs import merged, read_config
+    """The config a run reads from ``path``: an overlay merged on the config it is read on top of."""
+    from common.trees import merged
 
-    if path.parent.name == "methods":
-        return merged(read_config(str(path.parent.parent / "dpo.yaml")), read_config(str(path)))
-    return yaml.safe_load(path.read_text())
+    base = overlay_base(path)
+    overlay = yaml.safe_load(path.read_text())
+    return overlay if base is None else merged(yaml.safe_load(base.read_text()), overlay)
 
 
 @pytest.fixture(scope="module")
