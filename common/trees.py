@@ -17,8 +17,8 @@ def dig(tree: dict | None, *keys: str) -> Any:
 
 def merged(base: Any, override: Any) -> Any:
     """``override`` deep-merged onto ``base``: mappings key by key; lists, scalars and ``null`` replace (how
-    LightningCLI reads a second ``--config`` on top of the first, except that a changed ``class_path`` there also
-    drops the old ``init_args``: no overlay of this project changes one)."""
+    LightningCLI reads a second ``--config`` on top of the first; where an overlay changes a ``class_path``, as the
+    KTO overlays do, LightningCLI also checks the carried ``init_args`` against the new class and this does not)."""
     if isinstance(base, dict) and isinstance(override, dict):
         return {**base, **{key: merged(base.get(key), item) for key, item in override.items()}}
     return override
