@@ -17,7 +17,7 @@ Three things are built into one folder (default ``artifacts/study-dryrun``):
   (``prompt``, ``prompt_id``, ``chosen``, ``rejected``, ``messages``, ``score_chosen``, ``score_rejected``),
   with some prompts longer than the dry run's ``max_prompt_length`` so that truncation is exercised; and
   ``study_prompts_one_per_category.jsonl``, the first prompt of each category of ``data/study_prompts.jsonl``
-  (the QLoRA dry run asks only these: CI time).
+  (the dry run asks only these: CI time).
 
 Deterministic: the same arguments give the same files. The text is made of English words in random order;
 nothing here can learn anything, the point is that the real configs, shapes and schemas run end to end.

@@ -416,6 +416,7 @@ def test_the_dry_run_changes_only_paths_amounts_and_what_a_cpu_cannot_do(project
         "data.init_args.num_workers", "preference_data.files", "preference_data.skip", "preference_data.num_examples",
         "instruction_data.files", "instruction_data.skip", "instruction_data.num_examples", "judge.model",
         "judge.max_length", "generation.max_new_tokens", "max_length", "max_prompt_length",
+        "prompts",  # a subset of the study's own prompts: the first of each category (an amount)
         # the benchmarks: local copies of the Hub sets, fewer items, shots and tasks (configs/dryrun/evaluate.yaml)
         "benchmarks.harness.limit", "benchmarks.harness.max_gen_toks", "benchmarks.harness.local_copies",
         "benchmarks.harness.tasks", "benchmarks.prompt_sets[0].files", "benchmarks.prompt_sets[0].split",
