@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.vs_trl.cases import CASES, IMPL_ENV, LEVER_CASES
 from benchmarks.vs_trl.flops import step_flops
 from benchmarks.vs_trl.run import DEFAULT_DECODER_PARAMETERS, learning_rate
 from benchmarks.vs_trl.same_order import agreement, agreement_text
@@ -260,3 +261,10 @@ def test_tiny_end_to_end_run_writes_every_row(tmp_path):
         assert row["tokens_per_s"] > 0 and row["peak_rss_mib"] > 0 and math.isfinite(row["held_out_loss"])
     assert "amortised_tokens_per_s" in next(r for r in rows if r["impl"] == "ours" and r["case"] == "dpo_full")
     assert next(r for r in rows if r["impl"] == "ours_gc")["matched_trl"] == "trl_gc"
+
+
+def test_every_implementation_started_with_its_own_environment_is_one_a_case_runs():
+    """``IMPL_ENV`` is applied by implementation name: a renamed lever would silently run with the plain one's."""
+    run = {impl for impls in (*CASES.values(), *LEVER_CASES.values()) for impl in impls}
+    assert IMPL_ENV and set(IMPL_ENV) <= run
+    assert all(isinstance(value, str) for env in IMPL_ENV.values() for value in env.values())
