@@ -30,7 +30,7 @@ $(TINY): $(STAMP) scripts/build_tiny_model.py data/tiny/pretrain.txt
 # Precision follows the hardware; `make demo PRECISION=32-true` forces one (e.g. to reproduce an fp32 table of docs/results.md).
 PRECISION ?=
 demo: $(STAMP)
-	bash scripts/run_full_pipeline.sh tiny $(if $(PRECISION),--precision $(PRECISION))
+	$(PY) scripts/run_study.py tiny $(if $(PRECISION),--precision $(PRECISION))
 
 # The real study's configs (configs/{sft,dpo,evaluate}.yaml) on the CPU, offline: a Mistral-7B-v0.1-shaped model
 # with 1 decoder layer and data files in the real datasets' schemas, once with LoRA and once with QLoRA (4-bit);
@@ -39,8 +39,8 @@ DRYRUN := artifacts/study-dryrun/base/model.safetensors
 $(DRYRUN): $(STAMP) scripts/build_study_dryrun.py tiny_world/study_shaped.py configs/models/mistral-7b-v0.1.json
 	$(PY) scripts/build_study_dryrun.py --out artifacts/study-dryrun
 study-dryrun: $(DRYRUN)
-	bash scripts/run_full_pipeline.sh study --overrides configs/dryrun
-	bash scripts/run_full_pipeline.sh study --overrides configs/dryrun configs/dryrun/qlora
+	$(PY) scripts/run_study.py study --overrides configs/dryrun
+	$(PY) scripts/run_study.py study --overrides configs/dryrun configs/dryrun/qlora
 
 # Fast suite (pytest exit code 5 = "no tests collected" is a failure here: something is wrong).
 test: $(STAMP)

@@ -10,14 +10,7 @@ worker processes, which the parent starts as this script with ``--worker SPEC``:
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks.vs_trl.run import main  # noqa: E402
+from benchmarks.vs_trl.run import main
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ when ``merge_sft_adapter`` is unset (stacked, always, on the 4-bit base). The mo
 checkpointing, response-only LM head, losses) train a few steps under a ``lightning.Trainer`` at ``bf16-mixed``.
 
 Per case it prints tokens/s, the peak of ``torch.cuda.max_memory_allocated`` over the timed steps, the MFU
-against the dense bf16 peak of the detected GPU, and the memory planner's prediction (``python -m planner
+against the dense bf16 peak of the detected GPU, and the memory planner's prediction (``python scripts/plan.py
 plan``, which needs jsonargparse) beside it; "planner: not available" when it cannot run.
 
 After the ``dpo-lora`` case's steps, on that same module (no second load, no second hash of the base):
@@ -81,20 +81,17 @@ import yaml
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
+from common.atomic import atomic_write_text
+from common.constants import IGNORE_INDEX
+from datamodules.collate import build_batch
+from datamodules.tokenizer import load_tokenizer
+from lightning_modules.dpo import DPOModule
+from lightning_modules.loading import DPO_ADAPTER, SFT_ADAPTER, LoadSettings, LoraSettings, load_sft_model
+from lightning_modules.merging import RETAINED_WARNED_BELOW, merge_retention
+from lightning_modules.optim import OptimizerSettings
+from lightning_modules.sft import SFTModule
+
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.atomic import atomic_write_text  # noqa: E402
-from common.constants import IGNORE_INDEX  # noqa: E402
-from datamodules.collate import build_batch  # noqa: E402
-from datamodules.tokenizer import load_tokenizer  # noqa: E402
-from lightning_modules.dpo import DPOModule  # noqa: E402
-from lightning_modules.loading import DPO_ADAPTER, SFT_ADAPTER, LoadSettings, LoraSettings, load_sft_model  # noqa: E402
-from lightning_modules.merging import RETAINED_WARNED_BELOW, merge_retention  # noqa: E402
-from lightning_modules.optim import OptimizerSettings  # noqa: E402
-from lightning_modules.sft import SFTModule  # noqa: E402
-
 MODEL_CONFIG = REPO / "configs" / "models" / "mistral-7b-v0.1.json"
 STAGE_CONFIGS = {"sft": REPO / "configs" / "sft.yaml", "dpo": REPO / "configs" / "dpo.yaml"}
 CASES = ("sft-lora", "sft-qlora", "dpo-lora", "dpo-qlora")
@@ -433,7 +430,7 @@ def planner_prediction(case: Case, model_config_path: Path, max_length: int, gpu
     if importlib.util.find_spec("jsonargparse") is None:
         return "planner: not available (its CLI needs jsonargparse: see benchmarks/gpu_wheels.txt)"
     command = [
-        sys.executable, "-m", "planner", "plan",
+        sys.executable, str(REPO / "scripts" / "plan.py"), "plan",
         "--config", str(STAGE_CONFIGS[case.stage]),
         "--model-config", str(model_config_path),
         "--set", f"data.init_args.max_length={max_length}",

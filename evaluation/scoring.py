@@ -80,8 +80,8 @@ def is_commit(revision: object) -> bool:
 
 
 def recorded_revision(record: dict) -> str | None:
-    """What a :func:`common.provenance.source_record` record of a Hub dataset pins: its commit, else (resolved offline) a
-    revision other than the default branch; ``None`` when it pins nothing."""
+    """What a :func:`common.provenance.source_record` record of a Hub dataset pins: its commit, else (resolved
+    offline) a revision other than the default branch; ``None`` when it pins nothing."""
     commit, revision = record.get("commit"), record.get("revision")
     if is_commit(commit):
         return commit

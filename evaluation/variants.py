@@ -78,8 +78,8 @@ def method_label(name: str) -> str:
 @dataclass
 class VariantLoadSettings(LoadSettings):
     """How the weights are loaded for evaluation: the training's :class:`~common.settings.LoadSettings`
-    (``float32`` by default; ``dtype: auto`` follows the evaluation device; ``load_in_4bit`` needs ``merge_adapters: false``), and
-    whether the adapters are merged.
+    (``float32`` by default; ``dtype: auto`` follows the evaluation device; ``load_in_4bit`` needs
+    ``merge_adapters: false``), and whether the adapters are merged.
 
     Attributes:
         merge_adapters: ``false`` (the default) stacks the adapters: each update applied whole, as trained, in

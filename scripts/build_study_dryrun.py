@@ -13,12 +13,8 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from common.cli import add_settings_options, settings_from  # noqa: E402
-from tiny_world.study_shaped import StudyShapedSettings, build  # noqa: E402
+from common.cli import add_settings_options, settings_from
+from tiny_world.study_shaped import StudyShapedSettings, build
 
 
 def main(argv: list[str] | None = None) -> int:

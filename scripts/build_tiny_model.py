@@ -12,17 +12,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from jsonargparse import ArgumentParser
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from common.cli import add_settings_options, settings_from  # noqa: E402
-from common.errors import UserError  # noqa: E402
-from tiny_world.base import TinyBaseSettings, build  # noqa: E402
+from common.cli import add_settings_options, settings_from
+from common.errors import UserError
+from tiny_world.base import TinyBaseSettings, build
 
 
 def main(argv: list[str] | None = None) -> int:

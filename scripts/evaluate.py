@@ -17,14 +17,10 @@ import signal
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from jsonargparse import ActionConfigFile, ArgumentParser
 
-from jsonargparse import ActionConfigFile, ArgumentParser  # noqa: E402
-
-from common.errors import UserError  # noqa: E402
-from evaluation.config import EvaluationConfig  # noqa: E402
+from common.errors import UserError
+from evaluation.config import EvaluationConfig
 
 
 def interrupt_on_sigterm(signum: int, frame) -> None:

@@ -13,18 +13,13 @@ with the same arguments rewrites identical files.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import fields
 from pathlib import Path
 
 from jsonargparse import ArgumentParser, Namespace
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from tiny_world.files import file_summary, write_suite  # noqa: E402
-from tiny_world.suite import DEFAULT_FLAWED_FRACTION, SuiteSizes, generate_suite  # noqa: E402
+from tiny_world.files import file_summary, write_suite
+from tiny_world.suite import DEFAULT_FLAWED_FRACTION, SuiteSizes, generate_suite
 
 
 def parse_args(argv: list[str] | None = None) -> Namespace:

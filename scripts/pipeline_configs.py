@@ -7,13 +7,8 @@ The work and the full usage are in :mod:`study.pipeline_configs`::
 """
 
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from study.pipeline_configs import main  # noqa: E402
+from study.pipeline_configs import main
 
 if __name__ == "__main__":
     sys.exit(main())

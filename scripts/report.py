@@ -18,12 +18,8 @@ from pathlib import Path
 
 from jsonargparse import ArgumentParser
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from evaluation.results import ResultsError  # noqa: E402
-from reporting.report import DEFAULT_TARGETED, PLOTS_DIR, write_report  # noqa: E402
+from evaluation.results import ResultsError
+from reporting.report import DEFAULT_TARGETED, PLOTS_DIR, write_report
 
 
 def main(argv: list[str] | None = None) -> int:

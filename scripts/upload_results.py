@@ -20,11 +20,7 @@ from typing import Any
 
 from jsonargparse import ArgumentParser
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from reporting.publish import SETS, UploadError, check_repo_id, listing, preview, publish  # noqa: E402
+from reporting.publish import SETS, UploadError, check_repo_id, listing, preview, publish
 
 
 def main(argv: list[str] | None = None, api: Any = None) -> int:

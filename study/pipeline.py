@@ -1,7 +1,7 @@
 """The whole study, stage by stage: [tiny base -> reward model] -> SFT -> DPO -> evaluate -> report.
 
-    bash scripts/run_full_pipeline.sh [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
-                                      [--overrides DIR [DIR ...]] [--methods M [M ...]]
+    python scripts/run_study.py [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
+                               [--overrides DIR [DIR ...]] [--methods M [M ...]]
 
     tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,reward,evaluate}.yaml, results in results/
     study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
@@ -27,7 +27,7 @@ evaluation_results.json, report.md), so a rerun after a crash continues where it
 (--ckpt_path last). A stage that runs makes the stages that read its output start afresh: their old outputs,
 checkpoints and TensorBoard event files are removed first. --force redoes every stage from scratch.
 
-Environment: PYTHON, the interpreter of the stages (default .venv/bin/python when present, else python3).
+Environment: PYTHON, the interpreter of the stages (default: the one running the pipeline).
 """
 
 from __future__ import annotations
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         print(__doc__.split("\n\n", 2)[1], file=sys.stderr)
         return 2
-    python = os.environ.get("PYTHON") or (".venv/bin/python" if os.access(".venv/bin/python", os.X_OK) else "python3")
+    python = os.environ.get("PYTHON") or sys.executable
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     sft, dpo, evaluate, reward, offline = SETS[options.set]
     for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):  # the tiny set has everything on disk
@@ -383,7 +383,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Pipeline '{options.set}' complete in {round(time.monotonic() - started)}s (training seeds "
           f"{' '.join(map(str, seeds))}). Read {out} (each seed: {paths.results}/seed<S>/report.md).")  # fmt: skip
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -321,3 +321,34 @@ def test_the_checker_catches_an_import_cycle_inside_a_package():
     three = {"pkg/x.py": "import pkg.y\n", "pkg/y.py": "from . import z\n", "pkg/z.py": "\n\nfrom pkg.x import f\n"}
     assert [str(found) for found in import_cycles(three)] == ["pkg/x.py:1 -> pkg/y.py:1 -> pkg/z.py:3 -> pkg/x.py"]
     assert import_cycles({"pkg/a.py": "from pkg.b import f\n", "pkg/b.py": "import json\n"}) == []
+
+
+def sys_path_edits(source: str) -> list[int]:
+    """Lines of ``source`` that call ``sys.path.insert`` / ``append`` / ``extend`` (read with ``ast``)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("insert", "append", "extend")
+            and ast.unparse(node.func.value) == "sys.path"
+        ):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_no_module_or_entry_point_edits_sys_path():
+    """The packages come from the editable install (``make venv``); the tests' paths from pyproject's ``pythonpath``.
+    An entry point that put the checkout on ``sys.path`` would hide a package left out of the install."""
+    edits = [
+        f"{path.relative_to(REPO)}:{line}"
+        for path in [*project_modules(REPO), *REPO.glob("tests/**/*.py")]
+        for line in sys_path_edits(path.read_text(encoding="utf-8"))
+    ]
+    assert not edits, "sys.path edited at: " + ", ".join(edits)
+
+
+def test_the_sys_path_check_catches_an_edit():
+    assert sys_path_edits("import sys\nx = 1\nsys.path.insert(0, 'here')\n") == [3]
+    assert sys_path_edits("import sys\nsys.path.append('x')\npaths = [].append(1)\n") == [2]
+    assert sys_path_edits("import sys\nprint(sys.path)\n") == []

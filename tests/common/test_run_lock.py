@@ -93,11 +93,13 @@ def test_train_py_stops_before_loading_the_model_when_its_run_folder_is_in_use(t
 
 def test_a_second_pipeline_of_the_same_set_stops_naming_the_first(tmp_path, clean_env):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(REPO / "scripts" / "run_study.py", tmp_path / "scripts")
     holder = hold(tmp_path / "runs" / "tiny")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "study.pipeline", "tiny"], cwd=tmp_path, capture_output=True, text=True,
-            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHON": "false"},
+            [sys.executable, "scripts/run_study.py", "tiny"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=120, env={**os.environ, "PYTHON": "false"},
         )  # fmt: skip
     finally:
         holder.kill()

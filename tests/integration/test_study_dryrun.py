@@ -43,7 +43,7 @@ def dry_run(stand_ins: Path, tmp_path: Path, *folders: str) -> tuple[subprocess.
     (relocate / "outputs.yaml").write_text(yaml.safe_dump({**roots, "artifacts/study-dryrun": str(stand_ins)}))
     env = {**os.environ, "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     result = subprocess.run(
-        ["bash", "scripts/run_full_pipeline.sh", "study", "--overrides", *folders, str(relocate)],
+        [sys.executable, "scripts/run_study.py", "study", "--overrides", *folders, str(relocate)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""``python -m planner plan``: configs and overrides read, the model followed, time by hand, one-line errors."""
+"""``python scripts/plan.py plan``: configs and overrides read, the model followed, time by hand, one-line errors."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.__main__ import main
+from planner.cli import main
 from planner.settings import PlanError, load_settings, parse_settings
 from planner.shapes import resolve_model
 from planner.timing import plan_time
@@ -157,9 +157,9 @@ def test_bad_override_is_one_error_line(capsys):
         load_settings(REPO / "configs/sft.yaml", ["load.load_in_4bit"])
 
 
-def test_module_entry_point_without_traceback(tmp_path):
+def test_entry_point_without_traceback(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "planner", "plan", "--config", str(tmp_path / "missing.yaml")],
+        [sys.executable, str(REPO / "scripts" / "plan.py"), "plan", "--config", str(tmp_path / "missing.yaml")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from planner.__main__ import main
+from planner.cli import main
 from planner.devices import gpu
 from planner.evaluation import (
     BANDWIDTH_EFFICIENCY,

@@ -1,4 +1,4 @@
-"""The study pipeline (study/pipeline.py, run through scripts/run_full_pipeline.sh): stages skipped when
+"""The study pipeline (study/pipeline.py, run through scripts/run_study.py): stages skipped when
 complete, resumed after a deletion, --force.
 
 The heavy commands are replaced by a stand-in interpreter (``PYTHON``) that records each call and
@@ -94,7 +94,7 @@ TINY_STAGES = ["build tiny base", "reward model", "SFT", "DPO", "evaluate", "rep
 def project(tmp_path) -> Path:
     """A copy of the pipeline script and the configs, and the stand-in python."""
     (tmp_path / "scripts").mkdir()
-    for script in ("run_full_pipeline.sh", "pipeline_configs.py"):
+    for script in ("run_study.py", "pipeline_configs.py"):
         shutil.copy(REPO / "scripts" / script, tmp_path / "scripts")
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     fake = tmp_path / "fake-python"
@@ -106,7 +106,7 @@ def project(tmp_path) -> Path:
 def pipeline(project: Path, *args: str, fail_on: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHON": str(project / "fake-python"), "FAIL_ON": fail_on}
     return subprocess.run(
-        ["bash", str(project / "scripts" / "run_full_pipeline.sh"), *args],
+        [sys.executable, str(project / "scripts" / "run_study.py"), *args],
         cwd=project,
         env=env,
         capture_output=True,

@@ -1,13 +1,14 @@
-"""``python -m planner plan``: predicted peak memory and time of training configs, and the time of the
+"""``python scripts/plan.py plan``: predicted peak memory and time of training configs, and the time of the
 evaluation, offline.
 
 Usage::
 
-    python -m planner plan --config configs/dpo.yaml --set model.init_args.load.load_in_4bit=true --gpu-memory-gb 24
-    python -m planner plan --config configs/sft.yaml --config configs/dpo.yaml --gpu H100 --mfu 0.4
-    python -m planner plan --config configs/evaluate.yaml --gpu H100
-    python -m planner plan --config configs/sft.yaml --json
-    python -m planner plan --config configs/sft.yaml+configs/fsdp/sft.yaml
+    python scripts/plan.py plan --config configs/dpo.yaml --set model.init_args.load.load_in_4bit=true \\
+        --gpu-memory-gb 24
+    python scripts/plan.py plan --config configs/sft.yaml --config configs/dpo.yaml --gpu H100 --mfu 0.4
+    python scripts/plan.py plan --config configs/evaluate.yaml --gpu H100
+    python scripts/plan.py plan --config configs/sft.yaml --json
+    python scripts/plan.py plan --config configs/sft.yaml+configs/fsdp/sft.yaml
 
 Several ``--config`` plan the stages one after the other and add up their time (the whole study: sft.yaml,
 dpo.yaml, evaluate.yaml); ``A.yaml+B.yaml`` is one stage, B's keys merged onto A's (an overlay, as train.py
@@ -34,7 +35,7 @@ DEFAULT_MFU = 0.4
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m planner", description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python scripts/plan.py", description=__doc__.split("\n\n")[0])
     plan = ArgumentParser(description="peak memory and time of training configs, time of evaluation configs")
     plan.add_argument(
         "--config",
