@@ -40,7 +40,7 @@ $(DRYRUN): $(STAMP) scripts/build_study_dryrun.py tiny_world/study_shaped.py con
 	$(PY) scripts/build_study_dryrun.py --out artifacts/study-dryrun
 study-dryrun: $(DRYRUN)
 	$(PY) scripts/run_study.py study --overrides configs/dryrun
-	$(PY) scripts/run_study.py study --overrides configs/dryrun configs/dryrun/qlora
+	$(PY) scripts/run_study.py study --overrides configs/dryrun configs/qlora configs/dryrun/qlora
 
 # Fast suite (pytest exit code 5 = "no tests collected" is a failure here: something is wrong).
 test: $(STAMP)

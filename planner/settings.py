@@ -13,12 +13,10 @@ from typing import Any
 
 import yaml
 
-from common.settings import LoadSettings
+from common.settings import LoadSettings, LoraSettings
+from common.signatures import defaults, import_class
 from common.trees import merged
 from lightning_modules.preference_losses import LOSSES
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-"""``LoraSettings.target_modules``' default (lightning_modules/loading.py)."""
 
 
 class PlanError(ValueError):
@@ -27,12 +25,12 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Lora:
-    """The LoRA adapter's shape (``model.init_args.lora``)."""
+    """The LoRA adapter's shape (``model.init_args.lora``); the defaults are ``LoraSettings``' own."""
 
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    r: int = LoraSettings.r
+    alpha: int = LoraSettings.alpha
+    dropout: float = LoraSettings.dropout
+    target_modules: tuple[str, ...] = tuple(LoraSettings().target_modules)
 
 
 @dataclass(frozen=True)
@@ -205,9 +203,11 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
             f"{config_path}: model.class_path {model_section.get('class_path')!r} is not one the planner knows "
             f"({', '.join(STAGES)})."
         )
-    model = model_section.get("init_args") or {}
+    # What the config leaves out is the constructors' default, read from them (one default per field).
+    model = {**class_defaults(model_section, config_path), **(model_section.get("init_args") or {})}
     trainer = config["trainer"]
-    data = (config.get("data") or {}).get("init_args") or {}
+    data_section = config.get("data") or {}
+    data = {**class_defaults(data_section, config_path), **(data_section.get("init_args") or {})}
     if "model_name_or_path" not in model:
         raise PlanError(f"{config_path}: model.init_args.model_name_or_path is not set.")
     strategy = trainer.get("strategy")
@@ -248,16 +248,28 @@ def parse_settings(config: dict, config_path: str | Path) -> PlannedRun:
     )
 
 
+def class_defaults(section: dict, config_path: str | Path) -> dict:
+    """The defaults of the constructor a ``model`` / ``data`` section's ``class_path`` names (none without one)."""
+    class_path = section.get("class_path")
+    if not class_path:
+        return {}
+    try:
+        return defaults(import_class(str(class_path)))
+    except ValueError as error:
+        raise PlanError(f"{config_path}: {error}.") from None
+
+
 def parse_lora(section: Any) -> Lora | None:
     if section is None:
         return None
     if not isinstance(section, dict):
         raise PlanError(f"model.init_args.lora: expected a mapping or null, got {section!r}.")
+    section = {**defaults(LoraSettings), **section}
     return Lora(
-        r=int(section.get("r", 16)),
-        alpha=int(section.get("alpha", 32)),
-        dropout=float(section.get("dropout", 0.05)),
-        target_modules=tuple(section.get("target_modules") or DEFAULT_TARGETS),
+        r=int(section["r"]),
+        alpha=int(section["alpha"]),
+        dropout=float(section["dropout"]),
+        target_modules=tuple(section["target_modules"]),
     )
 
 

@@ -15,13 +15,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_overlays import overlay_base
+from config_overlays import is_training_config, overlay_base
+
+from common.settings import OptimizerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 # configs/dryrun/ holds override files (parts of configs), checked merged onto the study's below.
 CONFIGS = sorted(c for c in REPO.glob("configs/**/*.yaml") if "dryrun" not in c.relative_to(REPO).parts)
 OVERRIDES = sorted(REPO.glob("configs/dryrun/**/*.yaml"))
-DRYRUNS = {"lora": ["configs/dryrun"], "qlora": ["configs/dryrun", "configs/dryrun/qlora"]}
+
+
+def dry_runs() -> dict[str, list[str]]:
+    """The override folders of each of ``make study-dryrun``'s runs, read from the Makefile: ``{"lora": [...],
+    "qlora": [...]}`` (the QLoRA run reads the study's QLoRA overlay, ``configs/qlora``)."""
+    runs = {}
+    for line in (REPO / "Makefile").read_text().splitlines():
+        if "scripts/run_study.py study --overrides" in line:
+            folders = line.split("--overrides", 1)[1].split()
+            runs["qlora" if "configs/qlora" in folders else "lora"] = folders
+    return runs
+
+
+DRYRUNS = dry_runs()
 
 
 def config_args(config: Path) -> list[str]:
@@ -32,9 +47,9 @@ def config_args(config: Path) -> list[str]:
 
 def entry_point(config: Path) -> list[str]:
     """The command that reads ``config``; a new kind of config must be added here to be tested."""
-    if "trainer" in yaml.safe_load(config.read_text()) or overlay_base(config) is not None:
+    if is_training_config(config):
         return [str(REPO / "train.py"), "fit"]
-    if config.name == "evaluate.yaml":
+    if (overlay_base(config) or config).name == "evaluate.yaml":
         return [str(REPO / "scripts" / "evaluate.py")]
     raise AssertionError(f"{config}: no known command reads this config; add it to entry_point()")
 
@@ -68,6 +83,12 @@ def printed(tmp_path_factory, cli_batch) -> dict:
         (cwd / f"{name}.yaml").write_text(text.replace(good, bad, 1))
         commands[name] = [train, "fit", "--config", str(cwd / f"{name}.yaml"), "--print_config"]
     return cli_batch(commands, cwd, {"HF_HOME": str(cwd / "hf-home")})
+
+
+def test_the_dry_runs_are_read_from_the_makefile():
+    assert DRYRUNS == {
+        "lora": ["configs/dryrun"], "qlora": ["configs/dryrun", "configs/qlora", "configs/dryrun/qlora"],
+    }  # fmt: skip
 
 
 def test_the_study_and_tiny_configs_are_all_found():
@@ -145,7 +166,8 @@ def test_study_sft_config_is_the_studys_setup(printed):
     model = parsed["model"]["init_args"]
     assert model["model_name_or_path"] == "mistralai/Mistral-7B-v0.1"
     assert (model["lora"]["r"], model["lora"]["alpha"]) == (16, 32)
-    assert model["optimizer"]["lr"] == pytest.approx(2e-5)
+    # the study's AdamW settings are OptimizerSettings' defaults (lr 2e-5, warmup 3 %, cosine): the file leaves them out
+    assert model["optimizer"] is None and OptimizerSettings().lr == pytest.approx(2e-5)
     assert parsed["trainer"]["max_epochs"] == 3
     assert parsed["trainer"]["precision"] == "auto"  # resolved at run time, by the hardware
     assert model["load"]["dtype"] == "auto"
@@ -200,6 +222,7 @@ def test_the_fsdp_overlay_changes_only_the_sharding_of_the_sft_stage(printed):
         assert section["run"]["dir"] == "runs/study/sft_fsdp"
     study = yaml.safe_load((REPO / "configs" / "sft.yaml").read_text())
     for key in ("lora", "optimizer", "load"):
-        assert parsed["model"]["init_args"][key] | study["model"]["init_args"][key] == parsed["model"]["init_args"][key]
+        kept = parsed["model"]["init_args"][key] or {}
+        assert kept | (study["model"]["init_args"].get(key) or {}) == kept
     assert composed["data"] == study["data"]
-    assert parsed["data"]["init_args"]["train_files"] == study["data"]["init_args"]["train_files"]
+    assert parsed["data"]["init_args"]["train_files"] == "vicgalle/alpaca-gpt4"  # InstructionDataModule's default

@@ -4,9 +4,9 @@ The stand-ins (a 1-layer Mistral-7B-shaped base and judge, data in the real sche
 folder, and one more override folder moves every path there, so the test never touches the repository's
 ``artifacts/``, ``runs/``, ``outputs/`` or ``results/``. About 3 minutes on a 2-core CPU.
 
-``make study-dryrun``'s second run (``configs/dryrun/qlora``, another 2.5-3 minutes) is not repeated here, for CI
-time: its parts are tested elsewhere: its configs merged and parsed (tests/test_configs.py), the pipeline's
-overrides (tests/study/test_pipeline.py), a LoRA on a 4-bit 7B-shaped base training DPO (the GPU check's
+``make study-dryrun``'s second run (``configs/qlora`` and ``configs/dryrun/qlora``, another 2.5-3 minutes) is not
+repeated here, for CI time: its parts are tested elsewhere: its configs merged and parsed (tests/test_configs.py),
+the pipeline's overrides (tests/study/test_pipeline.py), a LoRA on a 4-bit 7B-shaped base training DPO (the GPU check's
 ``dpo-qlora`` case, tests/benchmarks/test_gpu_check.py), QLoRA SFT, DPO and the 4-bit variants' evaluation on the
 tiny model (tests/lightning_modules/test_qlora.py).
 """

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from config_overlays import overlay_base
+from config_overlays import is_training_config, overlay_base
 from fault_injection import REPO, finish, run_fit, start_fit, tiny_config
 
 FAKE_TOKEN = "hf_FAKEtokenPlantedByTheRobustnessTest0123"
@@ -23,10 +23,7 @@ TOKEN_ENV = {"HF_TOKEN": FAKE_TOKEN, "HUGGING_FACE_HUB_TOKEN": FAKE_TOKEN}
 # configs/dryrun/ holds override files, parts of the study's configs (tests/test_configs.py checks them merged);
 # a methods overlay (configs/<set>/methods/M.yaml) is read on top of its set's DPO config, and checked so.
 TRAINING_CONFIGS = sorted(
-    p
-    for p in REPO.glob("configs/**/*.yaml")
-    if "dryrun" not in p.relative_to(REPO).parts
-    and ("trainer" in yaml.safe_load(p.read_text()) or overlay_base(p) is not None)
+    p for p in REPO.glob("configs/**/*.yaml") if "dryrun" not in p.relative_to(REPO).parts and is_training_config(p)
 )
 
 

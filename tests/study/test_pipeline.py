@@ -378,7 +378,7 @@ def test_a_seed_trained_on_an_earlier_base_is_redone_and_a_current_one_kept(proj
 
 
 def test_overrides_run_the_study_configs_merged_with_the_dry_run_folders(project):
-    result = pipeline(project, "study", "--overrides", "configs/dryrun", "configs/dryrun/qlora")
+    result = pipeline(project, "study", "--overrides", "configs/dryrun", "configs/qlora", "configs/dryrun/qlora")
     assert result.returncode == 0, result.stderr
     merged = project / "runs" / "dryrun" / "qlora" / "configs"
     commands = calls(project)
@@ -388,12 +388,14 @@ def test_overrides_run_the_study_configs_merged_with_the_dry_run_folders(project
     sft = yaml.safe_load((merged / "sft.yaml").read_text())
     dpo = yaml.safe_load((merged / "dpo.yaml").read_text())
     evaluate = yaml.safe_load((merged / "evaluate.yaml").read_text())
-    # the overrides of both folders, in order (qlora's on top)
+    # the overrides of the three folders, in order (the study's QLoRA overlay, then the dry run's QLoRA folder)
     assert sft["trainer"]["accelerator"] == "cpu" and sft["trainer"]["max_steps"] == 3
     assert sft["model"]["init_args"]["load"]["load_in_4bit"] is True
     assert sft["model"]["init_args"]["load"]["dtype"] == "auto"  # merged key by key: the study's dtype stays
-    assert sft["model"]["init_args"]["lora"]["r"] == 16  # what no override names is the study's
-    assert evaluate["load"] == {**evaluate["load"], "load_in_4bit": True, "merge_adapters": False}
+    assert sft["model"]["init_args"]["lora"] == {}  # what no override names is the study's (LoraSettings' defaults)
+    assert sft["model"]["init_args"]["gradient_checkpointing"] is True and evaluate["benchmarks"] is None
+    # 4-bit, the adapters stacked (merge_adapters' default, false: the merged file leaves it out)
+    assert evaluate["load"]["load_in_4bit"] is True and "merge_adapters" not in evaluate["load"]
     # every output moved, and the stages still chain: DPO starts from the moved SFT export
     assert dpo["model"]["init_args"]["model_name_or_path"] == "outputs/dryrun/qlora/sft"
     assert sft["run"]["dir"] == "runs/dryrun/qlora/sft"
