@@ -49,6 +49,28 @@ def test_load_section_defaults_are_the_modules():
     assert (settings.dtype, settings.load_in_4bit) == ("float32", True)
 
 
+def test_what_a_config_leaves_out_is_planned_at_the_constructors_defaults():
+    """The keys a config omits take the classes' defaults (read from their signatures), not copies the planner keeps:
+    it once assumed ``pack: false`` where the DataModules pack by default."""
+    config = {
+        "trainer": {"max_epochs": 1},
+        "model": {
+            "class_path": "lightning_modules.sft.SFTModule",
+            "init_args": {"model_name_or_path": "m", "lora": {}},
+        },
+        "data": {"class_path": "datamodules.InstructionDataModule"},
+    }
+    settings = parse_settings(config, "c.yaml")
+    assert settings.pack is True and settings.batch_size == 8 and settings.max_length == 1024
+    assert (settings.lora.r, settings.lora.alpha, settings.lora.dropout) == (16, 32, 0.05)
+    assert settings.gradient_checkpointing is False and settings.train_files == ("vicgalle/alpaca-gpt4",)
+    config["data"]["init_args"] = {"pack": False, "batch_size": 2}
+    assert (parse_settings(config, "c.yaml").pack, parse_settings(config, "c.yaml").batch_size) == (False, 2)
+    config["data"]["class_path"] = "datamodules.NoSuchDataModule"
+    with pytest.raises(PlanError, match="c.yaml: class_path 'datamodules.NoSuchDataModule' names no importable class"):
+        parse_settings(config, "c.yaml")
+
+
 def test_study_qlora_dpo_fits_in_24_gb(monkeypatch, capsys):
     monkeypatch.chdir(REPO)
     code, out, _ = run_plan(
