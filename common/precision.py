@@ -40,6 +40,7 @@ from pathlib import Path
 import torch
 
 from common.errors import PrecisionError
+from common.onednn import cap_primitive_cache
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,7 @@ def cpu_bf16_speedup(size: int = 1024, repeats: int = 3) -> float:
     About 0.2 s on a 2-core CPU with native bf16 (after one warm-up of each); cached for the process. Only
     called where a bf16 flag is set: on a CPU that emulates bf16 the bf16 matmul alone would take seconds.
     """
+    cap_primitive_cache("cpu", "bf16-mixed")  # before this process's first bf16 matmul (common/onednn.py)
     generator = torch.Generator().manual_seed(0)
     operands = {
         dtype: [torch.randn(size, size, generator=generator).to(dtype) for _ in range(2)]

@@ -16,6 +16,7 @@ from torchmetrics import MeanMetric
 
 from common.atomic import atomic_folder
 from common.constants import IGNORE_INDEX
+from common.onednn import cap_primitive_cache
 from common.provenance import run_provenance
 from common.settings import OptimizerSettings
 from lightning_modules.loading import decoder_and_head
@@ -128,6 +129,10 @@ class CausalLMModule(L.LightningModule):
                 prog_bar=name == "loss",
                 batch_size=batch_size,
             )
+
+    def setup(self, stage: str) -> None:
+        # Before the run's first bf16 matmul on a CPU (a DPO reference pass runs in its setup, after this).
+        cap_primitive_cache(self.trainer.strategy.root_device.type, str(self.trainer.precision))
 
     def configure_optimizers(self) -> dict:
         config = configure_adamw(self, self.optimizer_settings, int(self.trainer.estimated_stepping_batches))

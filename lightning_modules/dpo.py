@@ -355,6 +355,7 @@ class DPOModule(CausalLMModule):
     # ---- reference placement and precomputation ------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        super().setup(stage)
         # Here, after the DataModule's setup and before any checkpoint is restored, the policy is
         # still exactly the SFT model, and the dataloaders are not built yet.
         if self.reference_strategy == "precomputed":

@@ -33,11 +33,17 @@ LEVER_CASES: dict[str, list[str]] = {
     # the next step instead of going back to the kernel and faulting in again (an environment setting, not ours).
     "sft_allocator_levers": ["ours", "ours_mmap_threshold"],
     "dpo_allocator_levers": ["ours", "ours_mmap_threshold"],
+    # oneDNN's primitive cache capped at 64 entries (default 1,024) on both sides: with bf16 on a CPU each new
+    # sequence shape adds primitives that keep their memory, so the resident set grows step after step.
+    "dpo_onednn_cache_levers": ["trl_onednn_cache", "ours_onednn_cache", "trl", "ours"],
 }
 IMPL_ENV: dict[str, dict[str, str]] = {
     "ours_mmap_threshold": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(8 * 2**30)},
+    "ours_onednn_cache": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"},
+    "trl_onednn_cache": {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "64"},
 }
-"""Environment variables an implementation's worker process starts with (read by glibc before the first malloc)."""
+"""Environment variables an implementation's worker process starts with (read by glibc before the first malloc,
+by oneDNN before its first primitive)."""
 DEFAULT_CASES = list(CASES)
 TASK = {
     "sft_full": ("sft", False),
@@ -59,5 +65,6 @@ TASK = {
     "dpo_compile_levers": ("dpo", False),
     "sft_allocator_levers": ("sft", False),
     "dpo_allocator_levers": ("dpo", False),
+    "dpo_onednn_cache_levers": ("dpo", False),
 }
 """Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""
