@@ -264,12 +264,12 @@ def parse_lora(section: Any) -> Lora | None:
         return None
     if not isinstance(section, dict):
         raise PlanError(f"model.init_args.lora: expected a mapping or null, got {section!r}.")
-    section = {**defaults(LoraSettings), **section}
+    default = Lora()  # LoraSettings' defaults
     return Lora(
-        r=int(section["r"]),
-        alpha=int(section["alpha"]),
-        dropout=float(section["dropout"]),
-        target_modules=tuple(section["target_modules"]),
+        r=int(section.get("r", default.r)),
+        alpha=int(section.get("alpha", default.alpha)),
+        dropout=float(section.get("dropout", default.dropout)),
+        target_modules=tuple(section.get("target_modules", default.target_modules)),
     )
 
 

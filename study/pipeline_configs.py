@@ -14,8 +14,9 @@
         ``<new SFT run's parent>/configs/``; prints every difference from the original configs on stderr and
         that folder on stdout. Paths are matched as strings, by whole folder names. The study dry run
         (``make study-dryrun``) runs ``configs/{sft,dpo,evaluate}.yaml`` this way with ``configs/dryrun/`` (and
-        ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run. (Not LightningCLI's own merge of
-        repeated ``--config``: the pipeline needs each stage's merged paths before it runs the stage.)
+        ``configs/qlora/`` + ``configs/dryrun/qlora/``), so anyone sees what differs from the GPU run. (Not
+        LightningCLI's own merge of repeated ``--config``: the pipeline needs each stage's merged paths before it
+        runs the stage.)
 
 A stage's paths come from its ``run:`` section through ``RunSettings.paths``, as the trainer's own do
 (``train.py fit --config C --print_paths`` prints them): the pipeline never repeats a path the configs hold.

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+
 OVERLAY_DIRS = {"methods": "dpo.yaml", "fsdp": None, "qlora": None}
 """Folders of overlays, each read on top of a config of the folder above: the methods-study overlays
 (``configs/<set>/methods/M.yaml``) on the set's DPO config, as the pipeline reads them; the sharding overlay
@@ -13,8 +15,6 @@ their own name, as their comments say to run them."""
 
 def is_training_config(config: Path) -> bool:
     """Whether ``config`` (or, for an overlay, the config it is read on top of) is read by ``train.py fit``."""
-    import yaml
-
     return "trainer" in yaml.safe_load((overlay_base(config) or config).read_text())
 
 
