@@ -1,7 +1,7 @@
 """The whole study, stage by stage: [tiny base -> reward model] -> SFT -> DPO -> evaluate -> report.
 
     python scripts/run_study.py [tiny|study] [--seeds S [S ...]] [--force] [--precision P]
-                               [--overrides DIR [DIR ...]] [--methods M [M ...]]
+                               [--overrides DIR [DIR ...]] [--methods M [M ...]] [--list]
 
     tiny   (default) the embedded CPU study: configs/tiny/{sft,dpo,reward,evaluate}.yaml, results in results/
     study  the real study on a GPU (Mistral-7B-v0.1): configs/{sft,dpo,evaluate}.yaml, results/study/
@@ -20,6 +20,8 @@
                     each into its own run and export folder, then evaluate them all
                     with base, SFT and SFT+DPO and report in <results>/methods/report.md (a table of the
                     methods, each tested against SFT and against DPO)
+    --list          print the stages these options run, in order, each with its command and whether it is
+                    complete, and run nothing
 
 A stage is skipped when its output is complete (the tiny base's weights, an export's export_info.json,
 evaluation_results.json, report.md), so a rerun after a crash continues where it stopped (and a rerun with
@@ -34,10 +36,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +81,7 @@ class Options:
     seeds: list[int] = field(default_factory=list)
     overrides: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
+    list: bool = False
 
 
 def values_after(argv: list[str], i: int) -> tuple[list[str], int]:
@@ -99,6 +104,8 @@ def parse(argv: list[str]) -> Options:
             sys.exit(0)
         if arg == "--force":
             options.force = True
+        elif arg == "--list":
+            options.list = True
         elif arg == "--precision":
             if i + 1 >= len(argv) or not argv[i + 1]:
                 raise UsageError("--precision needs a value, e.g. 32-true")
@@ -164,6 +171,36 @@ class StagePaths:
         return cls(configs, base, sft_export, sft_run, sft_last, dpo_export, dpo_run, dpo_last, results, reward)
 
 
+def never_stale() -> bool:
+    return False
+
+
+@dataclass
+class Stage:
+    """One step of the study: a script to run, and what says it is complete, out of date or to redo.
+
+    Attributes:
+        name: what the progress lines call it (unique within a run).
+        command: the script and its arguments, run with the stages' interpreter.
+        outputs: where it writes, as the progress lines print it.
+        done: the file whose presence says the stage is complete.
+        clean: what a fresh run removes first (old outputs, checkpoints, TensorBoard event files).
+        checkpoint: a training stage's ``last.ckpt``, resumed from when present and the stage is not redone.
+        after: the stages whose rerun makes this one start afresh (its inputs).
+        stale: asked when the stage comes up: whether its complete output is out of date anyway (trained in
+            another precision, on an earlier base model, before one of its inputs was rewritten).
+    """
+
+    name: str
+    command: list[str]
+    outputs: str
+    done: str
+    clean: list[str]
+    checkpoint: str | None = None
+    after: tuple[str, ...] = ()
+    stale: Callable[[], bool] = never_stale
+
+
 def recorded_precision(path: Path) -> str:
     """The precision name a complete stage recorded (``bf16-mixed (CPU with ...)`` -> ``bf16-mixed``)."""
     return (json.loads(path.read_text()).get("precision") or "?").split(" ")[0]
@@ -177,29 +214,194 @@ def base_changed(export_info: Path) -> bool:
     return bool(path and recorded and Path(path).exists() and files_sha256(path, MODEL_FILE_SUFFIXES) != recorded)
 
 
-class Pipeline:
+def stale_precision(precision: str, record: str, name: str) -> bool:
+    """With ``--precision P``: whether the complete stage's record says it ran in another precision."""
+    if not precision or not Path(record).is_file():
+        return False
+    recorded = recorded_precision(Path(record))
+    if recorded == precision:
+        return False
+    print(f"[pipeline] {name} was done in {recorded}, and --precision {precision} asks for another: redoing it",
+          file=sys.stderr)  # fmt: skip
+    return True
+
+
+def stale_base(record: str, name: str) -> bool:
+    """Whether the complete stage was trained on an earlier version of its (local) base model."""
+    if not Path(record).is_file():
+        return False
+    try:
+        changed = base_changed(Path(record))
+    except (OSError, ValueError):  # redoing a stage costs time; keeping one trained on other weights, the results
+        print(f"[pipeline] could not compare {name}'s base model with the one recorded in {record}: redoing it",
+              file=sys.stderr)  # fmt: skip
+        return True
+    if changed:
+        print(f"[pipeline] {name} was trained on an earlier version of its base model: redoing it", file=sys.stderr)
+    return changed
+
+
+def newer(first: Path, second: Path) -> bool:
+    """Whether ``first`` exists and was written after ``second`` (or ``second`` does not exist)."""
+    return first.is_file() and (not second.is_file() or first.stat().st_mtime_ns > second.stat().st_mtime_ns)
+
+
+# The stages, one builder each; `study_stages` lists them in the order they run.
+
+BASE, REWARD = "build tiny base", "reward model"
+
+
+def tiny_base(paths: StagePaths, options: Options) -> Stage:
+    """The tiny set's base model, pre-trained from scratch on the embedded corpus."""
+    base, precision = paths.base, ["--precision", options.precision] if options.precision else []
+    record = f"{base}/build_args.json"
+    return Stage(BASE, ["scripts/build_tiny_model.py", "--out", base, *precision], base, f"{base}/model.safetensors",
+                 [base], stale=lambda: stale_precision(options.precision, record, "the tiny base"))  # fmt: skip
+
+
+def training(name: str, export: str, run: str, last: str, configs: list[str], options: Options,
+             after: tuple[str, ...], stale: Callable[[], bool] = never_stale) -> Stage:  # fmt: skip
+    """A ``train.py fit`` stage: done when its export has ``export_info.json``; resumes from ``last``.
+
+    ``configs``: read in order, each on top of the ones before (LightningCLI's own merge of repeated ``--config``).
+    """
+    precision = ["--trainer.precision", options.precision] if options.precision else []
+    arguments = [item for path in configs for item in ("--config", path)]
+    return Stage(name, ["train.py", "fit", *arguments, *precision], f"{export} (TensorBoard: {run}/tensorboard)",
+                 f"{export}/export_info.json", [export, run, str(Path(last).parent)], last, after, stale)  # fmt: skip
+
+
+def reward_model(paths: StagePaths, options: Options) -> Stage:
+    """The tiny set's judge: a reward model trained on the preference pairs, read by every evaluation."""
+    export, run, last = paths.reward or ("", "", "")
+    info = f"{export}/export_info.json"
+
+    def stale() -> bool:
+        return stale_precision(options.precision, info, REWARD) or stale_base(info, REWARD)
+
+    return training(REWARD, export, run, last, [paths.configs["reward"]], options, (BASE,), stale)
+
+
+def evaluate_and_report(name: str, paths: StagePaths, results: str, evaluate_arguments: list[str],
+                        after: tuple[str, ...], stale: Callable[[], bool] = never_stale) -> list[Stage]:  # fmt: skip
+    """``scripts/evaluate.py`` into ``results``, then ``scripts/report.py`` on what it wrote."""
+    evaluation = [f"{results}/evaluation_results.json", f"{results}/side_by_side_comparison.txt"]
+    evaluate = Stage(f"evaluate{name}", ["scripts/evaluate.py", "--config", paths.configs["evaluate"],
+                                         *evaluate_arguments],
+                     ", ".join(evaluation), evaluation[0], evaluation, after=after, stale=stale)  # fmt: skip
+    report = f"{results}/report.md"
+    command = ["scripts/report.py", "--results-dir", results, "--sft-run", paths.sft_run, "--dpo-run", paths.dpo_run]
+    return [evaluate, Stage(f"report{name}", command, report, report, [report, f"{results}/plots"],
+                            after=(evaluate.name,))]  # fmt: skip
+
+
+def sft_to_report(suffix: str, paths: StagePaths, options: Options) -> list[Stage]:
+    """SFT -> DPO -> evaluate -> report of one training seed (``suffix``: `` (seed S)``, or empty)."""
+    sft_info, dpo_info = f"{paths.sft_export}/export_info.json", f"{paths.dpo_export}/export_info.json"
+    sft, dpo = f"SFT{suffix}", f"DPO{suffix}"
+
+    def sft_stale() -> bool:
+        return stale_precision(options.precision, sft_info, sft) or stale_base(sft_info, sft)
+
+    return [
+        training(sft, paths.sft_export, paths.sft_run, paths.sft_last, [paths.configs["sft"]], options, (BASE,),
+                 sft_stale),
+        training(dpo, paths.dpo_export, paths.dpo_run, paths.dpo_last, [paths.configs["dpo"]], options, (sft,),
+                 lambda: stale_precision(options.precision, dpo_info, dpo)),
+        *evaluate_and_report(suffix, paths, paths.results, [], (dpo, REWARD)),
+    ]  # fmt: skip
+
+
+def methods_study(paths: StagePaths, options: Options) -> list[Stage]:
+    """After the DPO stage: each other method trained from the same SFT export, then all of them evaluated with
+    base, SFT and SFT+DPO, and reported.
+
+    A method (and the evaluation) is redone when an export it reads is newer than its own output, so a
+    retrained SFT model retrains every method.
+    """
+    overlays, dpo_config = method_overlays(options.set), paths.configs["dpo"]
+    sft_info = Path(paths.sft_export) / "export_info.json"
+    stages, exports = [], {}
+    for method in (name for name in options.methods if name != "dpo"):
+        config = merged(read_config(dpo_config), read_config(overlays[method]))
+        model, export, run, last = stage_paths(config)
+        info = Path(export) / "export_info.json"
+        # a method from the base model (ORPO's own setting) reads the base's weights, not the SFT export
+        upstream = Path(model) / "model.safetensors" if config["model"]["init_args"].get("from_base") else sft_info
+
+        def stale(upstream: Path = upstream, info: Path = info, method: str = method) -> bool:
+            return newer(upstream, info) or stale_precision(options.precision, str(info), method)
+
+        stages.append(training(f"{method} (methods study)", export, run, last, [dpo_config, overlays[method]],
+                               options, (), stale))  # fmt: skip
+        exports[method] = export
+    results = f"{paths.results}/methods"
+    inputs = [sft_info, Path(paths.dpo_export) / "export_info.json"]
+    inputs += [Path(export) / "export_info.json" for export in exports.values()]
+
+    def evaluation_stale() -> bool:
+        return any(newer(path, Path(f"{results}/evaluation_results.json")) for path in inputs)
+
+    arguments = ["--methods", json.dumps(exports), "--results_dir", results]
+    return stages + evaluate_and_report(" (methods study)", paths, results, arguments, (REWARD,), evaluation_stale)
+
+
+def report_across_seeds(paths: StagePaths, per_seed: list[StagePaths], seeds: list[int]) -> Stage:
+    """Every seed's results together (mean +- sd across seeds) in ``<results>/seeds/report.md``."""
+    out, first = f"{paths.results}/seeds/report.md", per_seed[0]
+    command = ["scripts/report.py", "--results-dir", first.results, "--sft-run", first.sft_run, "--dpo-run",
+               first.dpo_run, "--out", out, "--seed-results", *(seed.results for seed in per_seed)]  # fmt: skip
+    return Stage("report across seeds", command, out, out, [out], after=tuple(f"report (seed {s})" for s in seeds))
+
+
+def study_stages(options: Options, paths: StagePaths, per_seed: list[StagePaths]) -> list[Stage]:
+    """Every stage of the run, in the order they run (``per_seed``: each ``--seeds`` seed's paths, or none)."""
+    stages = [tiny_base(paths, options)] if options.set == "tiny" else []
+    if paths.reward:
+        stages.append(reward_model(paths, options))
+    if not per_seed:
+        stages += sft_to_report("", paths, options)
+    for seed, seed_paths in zip(options.seeds, per_seed, strict=True):
+        stages += sft_to_report(f" (seed {seed})", seed_paths, options)
+    if options.methods:
+        stages += methods_study(paths, options)
+    if per_seed:
+        stages.append(report_across_seeds(paths, per_seed, options.seeds))
+    return stages
+
+
+def seeded_paths(configs: dict[str, str], paths: StagePaths, seeds: list[int]) -> list[StagePaths]:
+    """Each training seed's paths, from its copy of the configs (written to ``<runs>/seed<S>/configs``)."""
+    folder = Path(paths.sft_run).parent
+    return [StagePaths.of(write_seeded(configs, seed, folder / f"seed{seed}" / "configs")) for seed in seeds]
+
+
+class Runner:
     """Runs the stages in order, each skipped when complete, resumed when it left a checkpoint, or redone."""
 
-    def __init__(self, options: Options, python: str, total_stages: int) -> None:
-        self.options, self.python = options, python
-        self.stage, self.total = 0, total_stages
-        self.ran = False
+    def __init__(self, python: str, stages: list[Stage], force: bool) -> None:
+        self.python, self.stages, self.force = python, stages, force
 
-    def run(self, name: str, outputs: str, done: str, clean: list[str], checkpoint: str | None, redo: bool,
-            command: list[str]) -> bool:  # fmt: skip
-        """Run one stage unless ``done`` exists (and ``redo`` is off); return whether it ran."""
-        self.stage += 1
-        tag = f"[stage {self.stage}/{self.total}] {name}"
-        if not redo and Path(done).is_file():
-            print(f"{tag}: skipped, already complete -> {outputs}", flush=True)
+    def run_all(self) -> None:
+        """Every stage in turn; one is redone with ``--force``, after a stage it reads ran, or when stale."""
+        ran: set[str] = set()
+        for number, stage in enumerate(self.stages, start=1):
+            redo = self.force or any(name in ran for name in stage.after) or stage.stale()
+            if self.run(f"[stage {number}/{len(self.stages)}] {stage.name}", stage, redo):
+                ran.add(stage.name)
+
+    def run(self, tag: str, stage: Stage, redo: bool) -> bool:
+        """Run one stage unless its ``done`` file exists (and ``redo`` is off); return whether it ran."""
+        if not redo and Path(stage.done).is_file():
+            print(f"{tag}: skipped, already complete -> {stage.outputs}", flush=True)
             return False
-        start = time.monotonic()
-        if not redo and checkpoint and Path(checkpoint).is_file():
-            print(f"{tag}: resuming from {checkpoint} ... -> {outputs}", flush=True)
+        start, command = time.monotonic(), stage.command
+        if not redo and stage.checkpoint and Path(stage.checkpoint).is_file():
+            print(f"{tag}: resuming from {stage.checkpoint} ... -> {stage.outputs}", flush=True)
             command = [*command, "--ckpt_path", "last"]
         else:
-            print(f"{tag}: running ... -> {outputs}", flush=True)
-            for path in map(Path, clean):  # the stage's old outputs, checkpoints and event files
+            print(f"{tag}: running ... -> {stage.outputs}", flush=True)
+            for path in map(Path, stage.clean):  # the stage's old outputs, checkpoints and event files
                 if path.is_dir():
                     shutil.rmtree(path)
                 else:
@@ -207,109 +409,10 @@ class Pipeline:
         status = subprocess.run([self.python, *command]).returncode
         if status != 0:
             sys.exit(status)
-        if not Path(done).is_file():
-            sys.exit(f"error: stage '{name}' finished without writing {done}")
-        print(f"{tag}: done in {round(time.monotonic() - start)}s -> {outputs}", flush=True)
+        if not Path(stage.done).is_file():
+            sys.exit(f"error: stage '{stage.name}' finished without writing {stage.done}")
+        print(f"{tag}: done in {round(time.monotonic() - start)}s -> {stage.outputs}", flush=True)
         return True
-
-    def stale_precision(self, record: str, name: str) -> bool:
-        """With ``--precision P``: whether the complete stage's record says it ran in another precision."""
-        if not self.options.precision or not Path(record).is_file():
-            return False
-        recorded = recorded_precision(Path(record))
-        if recorded == self.options.precision:
-            return False
-        print(f"[pipeline] {name} was done in {recorded}, and --precision {self.options.precision} asks for another: "
-              "redoing it", file=sys.stderr)  # fmt: skip
-        return True
-
-    @staticmethod
-    def stale_base(record: str, name: str) -> bool:
-        """Whether the complete stage was trained on an earlier version of its (local) base model."""
-        if not Path(record).is_file():
-            return False
-        try:
-            changed = base_changed(Path(record))
-        except (OSError, ValueError):  # redoing a stage costs time; keeping one trained on other weights, the results
-            print(f"[pipeline] could not compare {name}'s base model with the one recorded in {record}: redoing it",
-                  file=sys.stderr)  # fmt: skip
-            return True
-        if changed:
-            print(f"[pipeline] {name} was trained on an earlier version of its base model: redoing it", file=sys.stderr)
-        return changed
-
-    def training(self, name: str, export: str, run: str, last: str, redo: bool, config: str | list[str]) -> bool:
-        """A ``train.py fit`` stage: done when its export has ``export_info.json``; resumes from ``last``.
-
-        ``config``: one config, or several read in order, each on top of the ones before (LightningCLI's own
-        merge of repeated ``--config``).
-        """
-        precision = ["--trainer.precision", self.options.precision] if self.options.precision else []
-        configs = [item for path in ([config] if isinstance(config, str) else config) for item in ("--config", path)]
-        return self.run(name, f"{export} (TensorBoard: {run}/tensorboard)", f"{export}/export_info.json",
-                        [export, run, str(Path(last).parent)], last, redo,
-                        ["train.py", "fit", *configs, *precision])  # fmt: skip
-
-    def methods_stages(self, paths: StagePaths, judge_redone: bool) -> str:
-        """The methods study after the DPO stage: each other method trained from the same SFT export, then all of
-        them evaluated together and reported; returns the report's path.
-
-        A method (and the evaluation) is redone when its SFT export (or any export it reads) is newer than its
-        own output, so a retrained SFT model retrains every method.
-        """
-        overlays, dpo_config = method_overlays(self.options.set), paths.configs["dpo"]
-        sft_info = Path(paths.sft_export) / "export_info.json"
-        exports: dict[str, str] = {}
-        for method in (name for name in self.options.methods if name != "dpo"):
-            config = merged(read_config(dpo_config), read_config(overlays[method]))
-            model, export, run, last = stage_paths(config)
-            info = Path(export) / "export_info.json"
-            # a method from the base model (ORPO's own setting) reads the base's weights, not the SFT export
-            upstream = Path(model) / "model.safetensors" if config["model"]["init_args"].get("from_base") else sft_info
-            redo = self.options.force or newer(upstream, info) or self.stale_precision(str(info), method)
-            self.training(f"{method} (methods study)", export, run, last, redo, [dpo_config, overlays[method]])
-            exports[method] = export
-        results = f"{paths.results}/methods"
-        evaluation = [f"{results}/evaluation_results.json", f"{results}/side_by_side_comparison.txt"]
-        inputs = [sft_info, Path(paths.dpo_export) / "export_info.json"]
-        inputs += [Path(export) / "export_info.json" for export in exports.values()]
-        stale = any(newer(path, Path(evaluation[0])) for path in inputs)
-        command = ["scripts/evaluate.py", "--config", paths.configs["evaluate"], "--methods", json.dumps(exports),
-                   "--results_dir", results]  # fmt: skip
-        redo = self.run("evaluate (methods study)", ", ".join(evaluation), evaluation[0], evaluation, None,
-                        self.options.force or stale or judge_redone, command)  # fmt: skip
-        report = f"{results}/report.md"
-        command = ["scripts/report.py", "--results-dir", results, "--sft-run", paths.sft_run,
-                   "--dpo-run", paths.dpo_run]  # fmt: skip
-        self.run("report (methods study)", report, report, [report, f"{results}/plots"], None,
-                 redo or self.options.force, command)  # fmt: skip
-        return report
-
-    def seed_stages(self, suffix: str, paths: StagePaths, redo: bool, judge_redone: bool) -> bool:
-        """SFT -> DPO -> evaluate -> report of one training seed; whether the report was redone.
-
-        ``redo``: an input changed, so every stage starts afresh; a stage that runs sets it for the ones after it.
-        """
-        sft, dpo = f"{paths.sft_export}/export_info.json", f"{paths.dpo_export}/export_info.json"
-        results = paths.results
-        redo = redo or self.stale_precision(sft, f"SFT{suffix}") or self.stale_base(sft, f"SFT{suffix}")
-        sft_config, dpo_config = paths.configs["sft"], paths.configs["dpo"]
-        redo = self.training(f"SFT{suffix}", paths.sft_export, paths.sft_run, paths.sft_last, redo, sft_config) or redo
-        redo = redo or self.stale_precision(dpo, f"DPO{suffix}")
-        redo = self.training(f"DPO{suffix}", paths.dpo_export, paths.dpo_run, paths.dpo_last, redo, dpo_config) or redo
-        evaluation = [f"{results}/evaluation_results.json", f"{results}/side_by_side_comparison.txt"]
-        command = ["scripts/evaluate.py", "--config", paths.configs["evaluate"]]
-        redo = self.run(f"evaluate{suffix}", ", ".join(evaluation), evaluation[0], evaluation, None,
-                        redo or judge_redone, command) or redo or judge_redone  # fmt: skip
-        command = ["scripts/report.py", "--results-dir", results]
-        command += ["--sft-run", paths.sft_run, "--dpo-run", paths.dpo_run]
-        report = f"{results}/report.md"
-        return self.run(f"report{suffix}", report, report, [report, f"{results}/plots"], None, redo, command)
-
-
-def newer(first: Path, second: Path) -> bool:
-    """Whether ``first`` exists and was written after ``second`` (or ``second`` does not exist)."""
-    return first.is_file() and (not second.is_file() or first.stat().st_mtime_ns > second.stat().st_mtime_ns)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -327,17 +430,20 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[variable] = os.environ.get(variable) or ("1" if offline else "0")
     configs = {"sft": sft, "dpo": dpo, "evaluate": evaluate} | ({"reward": reward} if reward else {})
     if options.overrides:  # the same stages on merged copies of the configs, written beside their runs
-        merged = write_overridden(configs, options.overrides)
-        configs = {name: str(merged / f"{name}.yaml") for name in configs}
+        folder = write_overridden(configs, options.overrides)
+        configs = {name: str(folder / f"{name}.yaml") for name in configs}
     paths, seeds = StagePaths.of(configs), options.seeds
+    if options.list:
+        for number, stage in enumerate(stages := study_stages(options, paths, seeded_paths(configs, paths, seeds)), 1):
+            state = "complete" if Path(stage.done).is_file() else "to run"
+            print(f"[stage {number}/{len(stages)}] {stage.name} ({state}): {shlex.join([python, *stage.command])}")
+        return 0
     try:  # one pipeline per set: a second would delete and retrain what the first is writing
         lock_run_folder(Path(paths.sft_run).parent)
     except RunInUseError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    total = (len(seeds) or 1) * 4 + bool(seeds) + (options.set == "tiny") + (reward is not None)
-    total += (len([m for m in options.methods if m != "dpo"]) + 2) if options.methods else 0
-    pipeline = Pipeline(options, python, total)
+    stages = study_stages(options, paths, seeded_paths(configs, paths, seeds))
     started = time.monotonic()
     print(
         f"Pipeline '{options.set}' with {python}: {configs['sft']} -> {configs['dpo']} -> {configs['evaluate']}"
@@ -346,40 +452,13 @@ def main(argv: list[str] | None = None) -> int:
         + (f" (training seeds {' '.join(map(str, seeds))})" if seeds else ""),
         flush=True,
     )
-
-    redo = options.force  # set from here on: an input of the next stages changed
-    if options.set == "tiny":
-        base, precision = paths.base, ["--precision", options.precision] if options.precision else []
-        stale = pipeline.stale_precision(f"{base}/build_args.json", "the tiny base")
-        ran = pipeline.run("build tiny base", base, f"{base}/model.safetensors", [base], None, redo or stale,
-                           ["scripts/build_tiny_model.py", "--out", base, *precision])  # fmt: skip
-        redo = redo or ran
-    judge_redone = False
-    if paths.reward:
-        export, run, last = paths.reward
-        info = f"{export}/export_info.json"
-        stale = pipeline.stale_precision(info, "the reward model") or pipeline.stale_base(info, "the reward model")
-        judge_redone = pipeline.training("reward model", export, run, last, redo or stale, configs["reward"])
-
-    if not seeds:
-        pipeline.seed_stages("", paths, redo, judge_redone)
-        methods = f" The methods study: {pipeline.methods_stages(paths, judge_redone)}." if options.methods else ""
-        print(f"Pipeline '{options.set}' complete in {round(time.monotonic() - started)}s. Read "
-              f"{paths.results}/report.md (side by side: {paths.results}/side_by_side_comparison.txt)."
+    Runner(python, stages, options.force).run_all()
+    took = f"Pipeline '{options.set}' complete in {round(time.monotonic() - started)}s"
+    if seeds:
+        print(f"{took} (training seeds {' '.join(map(str, seeds))}). Read {stages[-1].done} (each seed: "
+              f"{paths.results}/seed<S>/report.md).")  # fmt: skip
+    else:
+        methods = f" The methods study: {stages[-1].done}." if options.methods else ""
+        print(f"{took}. Read {paths.results}/report.md (side by side: {paths.results}/side_by_side_comparison.txt)."
               f"{methods}")  # fmt: skip
-        return 0
-
-    reported, per_seed = False, []
-    for seed in seeds:
-        folder = Path(paths.sft_run).parent / f"seed{seed}" / "configs"
-        per_seed.append(StagePaths.of(write_seeded(configs, seed, folder)))
-        reported = pipeline.seed_stages(f" (seed {seed})", per_seed[-1], redo, judge_redone) or reported
-    summary, first = f"{paths.results}/seeds", per_seed[0]
-    Path(summary).mkdir(parents=True, exist_ok=True)
-    out = f"{summary}/report.md"
-    report = ["scripts/report.py", "--results-dir", first.results, "--sft-run", first.sft_run, "--dpo-run",
-              first.dpo_run, "--out", out, "--seed-results", *(p.results for p in per_seed)]  # fmt: skip
-    pipeline.run("report across seeds", out, out, [out], None, options.force or reported, report)
-    print(f"Pipeline '{options.set}' complete in {round(time.monotonic() - started)}s (training seeds "
-          f"{' '.join(map(str, seeds))}). Read {out} (each seed: {paths.results}/seed<S>/report.md).")  # fmt: skip
     return 0

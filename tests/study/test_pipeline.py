@@ -82,6 +82,7 @@ elif script.endswith("evaluate.py"):
 elif script.endswith("report.py"):
     results = Path(args[args.index("--results-dir") + 1])
     out = Path(args[args.index("--out") + 1]) if "--out" in args else results / "report.md"
+    out.parent.mkdir(parents=True, exist_ok=True)  # as the real one does (its plots/ folder beside the report)
     out.write_text("# report")
 else:
     sys.exit("unexpected command: " + " ".join(args))
@@ -94,7 +95,7 @@ TINY_STAGES = ["build tiny base", "reward model", "SFT", "DPO", "evaluate", "rep
 def project(tmp_path) -> Path:
     """A copy of the pipeline script and the configs, and the stand-in python."""
     (tmp_path / "scripts").mkdir()
-    for script in ("run_study.py", "pipeline_configs.py"):
+    for script in ("run_study.py", "pipeline_configs.py", "installed.py"):
         shutil.copy(REPO / "scripts" / script, tmp_path / "scripts")
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     fake = tmp_path / "fake-python"
@@ -489,3 +490,19 @@ def test_a_method_without_an_overlay_or_with_seeds_is_one_error_line(project):
     )
     seeds = pipeline(project, "--methods", "ipo", "--seeds", "0", "1")
     assert seeds.returncode == 2 and "--methods and --seeds together are not supported yet" in seeds.stderr
+
+
+def test_list_prints_the_stages_in_order_with_their_commands_and_runs_nothing(project):
+    listed = pipeline(project, "tiny", "--seeds", "0", "1", "--list")
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.splitlines()
+    names = [line.split("] ", 1)[1].split(" (to run)")[0] for line in lines]
+    per_seed = [f"{name} (seed {seed})" for seed in (0, 1) for name in ("SFT", "DPO", "evaluate", "report")]
+    assert names == ["build tiny base", "reward model", *per_seed, "report across seeds"]
+    assert lines[0].startswith("[stage 1/11] build tiny base (to run): ") and "scripts/build_tiny_model.py" in lines[0]
+    assert "train.py fit --config runs/tiny/seed1/configs/dpo.yaml" in lines[7]
+    assert calls(project) == [] and not (project / "results").exists()
+    # after a run, every stage is complete; the list agrees with what a rerun would skip
+    assert pipeline(project, "tiny", "--seeds", "0", "1").returncode == 0
+    relisted = pipeline(project, "tiny", "--seeds", "0", "1", "--list").stdout.splitlines()
+    assert len(relisted) == 11 and all(" (complete): " in line for line in relisted)
