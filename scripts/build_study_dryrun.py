@@ -8,6 +8,9 @@ Usage::
 
 from __future__ import annotations
 
+import installed  # noqa: F401  (first: one error line, not a traceback, without the project's install)
+
+# isort: split
 import sys
 from pathlib import Path
 

@@ -13,6 +13,9 @@ with the same arguments rewrites identical files.
 
 from __future__ import annotations
 
+import installed  # noqa: F401  (first: one error line, not a traceback, without the project's install)
+
+# isort: split
 from dataclasses import fields
 from pathlib import Path
 

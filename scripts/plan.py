@@ -6,6 +6,9 @@ The work and the full usage are in :mod:`planner.cli`::
     python scripts/plan.py plan --config configs/sft.yaml --config configs/dpo.yaml --config configs/evaluate.yaml
 """
 
+import installed  # noqa: F401  (first: one error line, not a traceback, without the project's install)
+
+# isort: split
 import sys
 
 from planner.cli import main

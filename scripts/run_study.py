@@ -8,6 +8,9 @@ The stages, every option and the resume rules are in :mod:`study.pipeline`::
     python scripts/run_study.py --help
 """
 
+import installed  # noqa: F401  (first: one error line, not a traceback, without the project's install)
+
+# isort: split
 import os
 import sys
 from pathlib import Path

@@ -53,7 +53,8 @@ def run_batch(
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
-        "PYTHONPATH": str(REPO),
+        # the checkout, and scripts/ as `python scripts/X.py` puts its folder first (their `import installed`)
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "scripts")]),
         **(env or {}),
     }
     process = subprocess.run(

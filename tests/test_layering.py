@@ -36,6 +36,11 @@ SIDE_PACKAGES: dict[str, tuple[str, ...]] = {
 """Packages beside the chain, with what each may import; only entry points import them."""
 ENTRY_POINTS: tuple[str, ...] = ("scripts", "benchmarks", "train")
 """Folders of entry points (and ``train.py``): they may import every package above; nothing imports them."""
+INSTALL_CHECK = "installed"
+"""``scripts/installed.py``, the one module entry points import from beside them (``import installed``, or
+``from scripts import installed`` in train.py): it uses the standard library only, and says in one line how to run
+a script whose interpreter lacks the project's install."""
+INSTALL_CHECK_IMPORTS = (f"import {INSTALL_CHECK}", f"from scripts import {INSTALL_CHECK}")
 KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 """Imports that break the rule on purpose, each with the reason and what removes it."""
 
@@ -67,7 +72,8 @@ def allowed_imports(package: str) -> tuple[str, ...] | None:
 def script_modules(repo: Path) -> set[str]:
     """Module names that live in the entry-point folders (``scripts/build_tiny_model.py`` -> ``build_tiny_model``):
     an ``import build_tiny_model`` through ``sys.path`` is an import of an entry point."""
-    return {path.stem for folder in ENTRY_POINTS if (repo / folder).is_dir() for path in (repo / folder).glob("*.py")}
+    folders = [repo / folder for folder in ENTRY_POINTS if (repo / folder).is_dir()]
+    return {path.stem for folder in folders for path in folder.glob("*.py")} - {INSTALL_CHECK}
 
 
 def imported_modules(tree: ast.AST) -> list[tuple[int, str, str]]:
@@ -98,7 +104,7 @@ def check_source(path: str, source: str, packages: set[str], scripts: set[str] =
         return [Violation(path, 1, "", reason)]
     violations = []
     for line, module, statement in imported_modules(ast.parse(source, filename=path)):
-        if (path, module) in KNOWN_EXCEPTIONS:
+        if (path, module) in KNOWN_EXCEPTIONS or statement in INSTALL_CHECK_IMPORTS:
             continue
         if module in scripts:
             violations.append(Violation(path, line, statement, f"{module} is an entry point; nothing imports one"))
