@@ -110,7 +110,7 @@ class Hardware:
     def native_fp16(self) -> bool:
         return self.device in ("cuda", "mps") or (self.device == "cpu" and self.cpu_fp16)
 
-    def describe(self) -> str:
+    def precision_reason(self) -> str:
         """Why this hardware gets the precision it gets, in a few words."""
         if self.device == "cuda":
             major, minor = self.cuda_capability or (0, 0)
@@ -292,7 +292,7 @@ def resolve_precision(requested: str | int | None = AUTO, hardware: Hardware | N
     hardware = hardware or detect_hardware()
     name = AUTO if requested is None else str(requested)
     if name == AUTO:
-        return PrecisionChoice(auto_precision(hardware), AUTO, hardware.describe(), hardware)
+        return PrecisionChoice(auto_precision(hardware), AUTO, hardware.precision_reason(), hardware)
     precision = ALIASES.get(name, name)
     if precision not in COMPUTE_DTYPES:
         choices = ", ".join([AUTO, *COMPUTE_DTYPES])

@@ -457,7 +457,7 @@ def results_meta(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "variants": run.variants,
         "labels": {name: label(name) for name in run.variants},
-        "sources": run.sources.describe(builds),
+        "sources": run.sources.weights_lines(builds),
         # How each variant was built: adapters merged (into which dtype, what share of the update was kept) or stacked.
         "builds": {name: asdict(build) for name, build in builds.items()},
         "template": run.template,

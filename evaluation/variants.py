@@ -147,7 +147,7 @@ class VariantSources:
         """The preference export on top of SFT in variant ``name`` (``sft_dpo``: the DPO export)."""
         return self.dpo if name == "sft_dpo" else self.methods.get(name)
 
-    def describe(self, builds: dict[str, VariantBuild]) -> dict[str, str]:
+    def weights_lines(self, builds: dict[str, VariantBuild]) -> dict[str, str]:
         """One line per variant of ``builds``, for the results file and the model card: where its weights come
         from and how the adapters were applied (merged into which dtype and what the merge kept, or stacked)."""
         described = {}

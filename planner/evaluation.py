@@ -104,7 +104,8 @@ class Workload:
     def row_tokens(self) -> float:
         return self.prompt_tokens + self.continuation_tokens
 
-    def describe(self) -> str:
+    def shape(self) -> str:
+        """The workload's shape for the report: tokens per row and batch (and the execution time of a run)."""
         if self.kind == "generate":
             run = f" + {self.execution_seconds:g} s run" if self.execution_seconds else ""
             return f"{self.prompt_tokens:.0f} + <={self.new_tokens} tok, batch {self.batch_size}{run}"

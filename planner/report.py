@@ -122,7 +122,7 @@ def evaluation_text(plan: EvaluationPlan) -> str:
     header = f"  {'workload':<34} {'items':>6}  {'shape':<38}" + "".join(f"{name:>9}" for name in variants)
     lines.append(header + f"{'total':>9}")
     for row in plan.rows:
-        shape = row.workload.describe() if row.workload.name != "judge" else f"batch {row.workload.batch_size}"
+        shape = row.workload.shape() if row.workload.name != "judge" else f"batch {row.workload.batch_size}"
         cells = "".join(f"{row.seconds[name] / 60:9.1f}" for name in variants)
         lines.append(f"  {row.workload.name:<34} {row.workload.items:>6}  {shape:<38}{cells}{row.total / 60:9.1f}")
     totals = "".join(f"{plan.variant_seconds(name) / 60:9.1f}" for name in variants)

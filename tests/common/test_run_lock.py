@@ -94,7 +94,8 @@ def test_train_py_stops_before_loading_the_model_when_its_run_folder_is_in_use(t
 def test_a_second_pipeline_of_the_same_set_stops_naming_the_first(tmp_path, clean_env):
     shutil.copytree(REPO / "configs", tmp_path / "configs")
     (tmp_path / "scripts").mkdir()
-    shutil.copy(REPO / "scripts" / "run_study.py", tmp_path / "scripts")
+    for script in ("run_study.py", "installed.py"):
+        shutil.copy(REPO / "scripts" / script, tmp_path / "scripts")
     holder = hold(tmp_path / "runs" / "tiny")
     try:
         result = subprocess.run(

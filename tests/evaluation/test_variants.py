@@ -117,7 +117,7 @@ def test_each_variant_records_how_it_was_built(tiny_sft_export, small_dpo_export
     # The DPO adapter sits on the SFT adapter's every module: none is alone, none measured.
     assert builds["sft_dpo"].retained["dpo"]["modules"] == 0
     assert builds["sft_dpo"].retained["sft"]["retained_median"] > 0.99  # SFT's update is large
-    described = sources.describe(builds)
+    described = sources.weights_lines(builds)
     assert described["base"] == f"{sources.base} (bfloat16 weights)"
     assert described["sft_dpo"] == (
         f"{sources.base} + SFT adapter {tiny_sft_export} + DPO adapter {small_dpo_export} (stacked, both active; "
@@ -126,7 +126,7 @@ def test_each_variant_records_how_it_was_built(tiny_sft_export, small_dpo_export
     merged_fp32 = VariantLoadSettings("float32", merge_adapters=True)
     build = build_variant("sft_dpo", sources, merged_fp32)[1]
     assert build.retained["dpo"]["retained_median"] == pytest.approx(1.0, abs=1e-3)
-    line = sources.describe({"sft_dpo": build})["sft_dpo"]
+    line = sources.weights_lines({"sft_dpo": build})["sft_dpo"]
     assert line.startswith(f"{sources.base} + SFT adapter {tiny_sft_export} (merged into float32 weights, 1.000 of")
     assert line.endswith(
         f"+ DPO adapter {small_dpo_export} (merged into float32 weights, 1.000 of its update kept (median module))"

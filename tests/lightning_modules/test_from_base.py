@@ -63,7 +63,7 @@ def test_the_evaluation_builds_it_as_the_base_with_its_adapter(base_orpo, tiny_m
     sources = resolve_sources(str(tiny_sft_export), None, methods={variant: str(out)})
     model, build = build_variant(variant, sources, FP32)
     assert (build.sft, build.dpo) == (None, "stacked")
-    assert sources.describe({variant: build})[variant].startswith(f"{tiny_model_dir} + ORPO adapter {out}")
+    assert sources.weights_lines({variant: build})[variant].startswith(f"{tiny_model_dir} + ORPO adapter {out}")
     input_ids = torch.tensor([[1, 40, 50, 60, 70, 80]])
     module.eval()
     with torch.no_grad():
