@@ -246,7 +246,8 @@ class DPOModule(CausalLMModule):
                 raise ConfigError(
                     "Full fine-tuning DPO needs the SFT adapter merged: set model.merge_sft_adapter: true."
                 )
-            return policy
+            # Every weight trains; a LoRA SFT export merged into its base comes back from PEFT frozen.
+            return policy.requires_grad_(True)
         if not self.stacked:
             return add_lora(policy, lora, adapter_name=DPO_ADAPTER)
         policy.add_adapter(DPO_ADAPTER, lora.peft_config())

@@ -331,3 +331,17 @@ def test_the_sft_adapter_stays_stacked_on_bf16_weights_and_the_export_records_ho
     trainer.fit(module, datamodule=data)
     info = json.loads((out / "export_info.json").read_text())
     assert info["sft_adapter"] == {"applied": "stacked", "dtype": "bfloat16"}
+
+
+def test_full_dpo_from_a_lora_sft_export_trains_every_weight(tiny_sft_export, repo, tmp_path, cpu_trainer):
+    """``lora: null`` on a LoRA SFT export: the adapter is merged into its base, which PEFT had frozen; every weight
+    must train (before, none did: the optimiser found no trainable parameter)."""
+    data = preference_data(tiny_sft_export, repo, tmp_path)
+    module = DPOModule(str(tiny_sft_export), lora=None, reference="separate", merge_sft_adapter=True)
+    params = dict(module.model.named_parameters())
+    assert params and all(p.requires_grad for p in params.values())
+    before = {name: p.detach().clone() for name, p in params.items()}
+    cpu_trainer(max_steps=1, limit_val_batches=0).fit(module, datamodule=data)
+    changed = [name for name, p in module.model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    assert "model.embed_tokens.weight" in changed or any("embed_tokens" in name for name in changed)
+    assert any("layers.0.self_attn.q_proj" in name for name in changed)
