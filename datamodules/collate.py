@@ -70,6 +70,67 @@ def build_batch(input_rows: list[list[int]], label_rows: list[list[int]], pad_to
     return batch
 
 
+RESPONSE_SOURCES, RESPONSE_TARGETS, RESPONSE_ROWS = "response_sources", "response_targets", "response_rows"
+"""A shared-prompt batch's ``(M,)`` response tokens, in row order (the B chosen rows, then the B rejected): the flat
+position whose hidden state predicts each, the token, and its row. Its first rejected token is predicted from the
+prompt's last position, not from the token before it in the sequence, so the usual shift of ``labels`` does not
+hold there."""
+
+
+def build_shared_prompt_batch(examples: list[dict]) -> dict:
+    """One packed ``(1, N)`` row holding each pair's prompt once: ``prompt, chosen, rejected`` per pair.
+
+    Prefix sharing (Wang et al. 2024, "Accelerating Direct Preference Optimization with Prefix Sharing",
+    https://arxiv.org/abs/2410.20305): the prompt's tokens are computed once for both responses. The rejected
+    response continues the prompt's positions and attends to the prompt and to itself, never to the chosen one,
+    so every response token sees exactly what it sees in its own row ``prompt + response``. One pair, prompt
+    ``p q``, chosen ``a b``, rejected ``x y z``::
+
+        input_ids     p q a b x y z
+        position_ids  0 1 2 3 2 3 4        <- the rejected response restarts after the prompt
+        rows          pair 0 chosen = prompt + a b (row 0); pair 0 rejected = prompt + x y z (row B)
+        response tokens a b x y z are predicted from positions 1 2 1 4 5 (x from q, the prompt's last token)
+
+    :data:`EXAMPLE_LENGTHS` holds ``(prompt, chosen, rejected)`` lengths per pair, which the packed attention
+    (``lightning_modules.packed_attention``) reads; ``row_lengths`` the 2B rows' lengths as the unshared batch has
+    them (``prompt + response``), and ``num_real_tokens`` their sum: throughput counts the data's tokens, so the
+    tokens sharing does not compute show as speed. ``labels`` mark the response tokens (for counting; the loss
+    reads :data:`RESPONSE_SOURCES` and its companions).
+
+    Raises:
+        ValueError: a pair with an empty prompt (nothing to share, and no position to predict its first token).
+    """
+    ids, positions, labels, segments = [], [], [], []
+    chosen_rows, rejected_rows = [], []  # per pair: (sources, targets)
+    for example in examples:
+        prompt, chosen, rejected = example["prompt_ids"], example["chosen_ids"], example["rejected_ids"]
+        if not prompt:
+            raise ValueError(f"share_prompt: pair {example.get('pair_index')} has an empty prompt")
+        start, n_prompt, n_chosen = len(ids), len(prompt), len(chosen)
+        ids += prompt + chosen + rejected
+        positions += [*range(n_prompt + n_chosen), *range(n_prompt, n_prompt + len(rejected))]
+        labels += [IGNORE_INDEX] * n_prompt + chosen + rejected
+        last_prompt = start + n_prompt - 1
+        chosen_rows.append(([last_prompt + j for j in range(n_chosen)], chosen))
+        after_chosen = last_prompt + n_chosen  # the rejected tokens follow the chosen ones in the sequence
+        rejected_rows.append(([last_prompt] + [after_chosen + j for j in range(1, len(rejected))], rejected))
+        segments.append((n_prompt, n_chosen, len(rejected)))
+    rows = chosen_rows + rejected_rows
+    row_lengths = [p + c for p, c, _ in segments] + [p + r for p, _, r in segments]
+    return {
+        "input_ids": torch.tensor(ids, dtype=torch.long)[None],  # (1, N)
+        "labels": torch.tensor(labels, dtype=torch.long)[None],  # (1, N)
+        "position_ids": torch.tensor(positions, dtype=torch.long)[None],  # (1, N)
+        "row_lengths": torch.tensor(row_lengths, dtype=torch.long),  # (2B,)
+        EXAMPLE_LENGTHS: [segments],
+        RESPONSE_SOURCES: torch.tensor([i for sources, _ in rows for i in sources], dtype=torch.long),  # (M,)
+        RESPONSE_TARGETS: torch.tensor([t for _, targets in rows for t in targets], dtype=torch.long),  # (M,)
+        RESPONSE_ROWS: torch.tensor([r for r, (_, targets) in enumerate(rows) for _ in targets], dtype=torch.long),
+        "num_loss_tokens": torch.tensor(sum(c + r for _, c, r in segments)),
+        "num_real_tokens": torch.tensor(sum(row_lengths)),
+    }
+
+
 @dataclass
 class SFTCollator:
     """Collate tokenised instruction examples (``input_ids`` + ``labels``) into one batch."""
@@ -97,20 +158,25 @@ class PreferenceCollator:
         row 3   prompt_1 + rejected_1    /  rejected half: logps[B:]
 
     Padded, that is a ``(2B, T)`` batch; packed, the four rows end to end in one ``(1, N)`` row (see
-    :func:`build_batch`), in the same order.
+    :func:`build_batch`), in the same order; with ``share_prompt`` (packed only), each pair's prompt once, followed
+    by its two responses (:func:`build_shared_prompt_batch`), the rows' log-probs unchanged.
     """
 
     pad_token_id: int
     pack: bool = False
+    share_prompt: bool = False
 
     def __call__(self, examples: list[dict]) -> dict:
-        inputs, labels = [], []
-        for key in ("chosen_ids", "rejected_ids"):
-            for ex in examples:
-                prompt, response = ex["prompt_ids"], ex[key]
-                inputs.append(prompt + response)
-                labels.append([IGNORE_INDEX] * len(prompt) + response)
-        batch = build_batch(inputs, labels, self.pad_token_id, self.pack)
+        if self.share_prompt:
+            batch = build_shared_prompt_batch(examples)
+        else:
+            inputs, labels = [], []
+            for key in ("chosen_ids", "rejected_ids"):
+                for ex in examples:
+                    prompt, response = ex["prompt_ids"], ex[key]
+                    inputs.append(prompt + response)
+                    labels.append([IGNORE_INDEX] * len(prompt) + response)
+            batch = build_batch(inputs, labels, self.pad_token_id, self.pack)
         if "reference_chosen_logps" in examples[0]:
             for key in ("reference_chosen_logps", "reference_rejected_logps"):
                 batch[key] = torch.tensor([ex[key] for ex in examples], dtype=torch.float32)

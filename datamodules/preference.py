@@ -146,6 +146,9 @@ class PreferenceDataModule(TokenizedDataModule):
         reference_batch_size: pairs per batch of the precomputed-reference pass (``DPOModule(reference=
             "precomputed")``): a forward without gradients holds one layer's activations at a time, so it takes
             larger batches than training; ``None``: 4 x ``eval_batch_size``.
+        share_prompt: lay each pair's prompt once before its two responses in the packed batch (prefix sharing,
+            :func:`~datamodules.collate.build_shared_prompt_batch`): the same log-probs with the prompt's tokens
+            computed once, not twice. Needs ``pack`` and the module's packed attention (``packed_sdpa``).
         **kwargs: batching options of :class:`~datamodules.base.TokenizedDataModule`.
     """
 
@@ -171,6 +174,7 @@ class PreferenceDataModule(TokenizedDataModule):
         max_skipped_fraction: float | None = None,
         batch_size: int = 4,
         reference_batch_size: int | None = None,
+        share_prompt: bool = False,
         **kwargs: Any,
     ) -> None:
         # Pairs per batch default lower than rows; the other batching options are TokenizedDataModule's.
@@ -198,6 +202,9 @@ class PreferenceDataModule(TokenizedDataModule):
         if reference_batch_size is not None and reference_batch_size < 1:
             raise ConfigError(f"data: reference_batch_size must be >= 1, got {reference_batch_size}.")
         self.reference_batch_size = reference_batch_size or 4 * self.eval_batch_size
+        if share_prompt and not self.pack:
+            raise ConfigError("data: share_prompt lays the pairs out in a packed batch: set pack: true as well.")
+        self.share_prompt = share_prompt
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is not None:
@@ -274,7 +281,7 @@ class PreferenceDataModule(TokenizedDataModule):
         )
 
     def collator(self) -> PreferenceCollator:
-        return PreferenceCollator(self.load_tokenizer().pad_token_id, pack=self.pack)
+        return PreferenceCollator(self.load_tokenizer().pad_token_id, pack=self.pack, share_prompt=self.share_prompt)
 
     def train_dataloader(self):
         return self._loader(self.train_dataset, self.batch_size, True, self.collator())

@@ -16,9 +16,11 @@ from torchmetrics import MeanMetric
 
 from common.atomic import atomic_folder
 from common.constants import IGNORE_INDEX
+from common.errors import ConfigError
 from common.onednn import cap_primitive_cache
 from common.provenance import run_provenance
 from common.settings import OptimizerSettings
+from datamodules.collate import RESPONSE_ROWS, RESPONSE_SOURCES, RESPONSE_TARGETS
 from lightning_modules.loading import decoder_and_head
 from lightning_modules.optim import configure_adamw
 from lightning_modules.packed_attention import length_kwargs, use_packed_sdpa
@@ -86,13 +88,27 @@ class CausalLMModule(L.LightningModule):
         decoder, head = decoder_and_head(model)
         if self.packed_sdpa:
             use_packed_sdpa(model)
+        lengths = length_kwargs(model, batch)
+        shared = RESPONSE_SOURCES in batch
+        if shared and not lengths:  # stock attention would let each response see the other, or not the prompt
+            raise ConfigError(
+                "data.share_prompt: the model must run the packed attention, which knows the shared-prompt layout: "
+                "set model.packed_sdpa: true and keep attn_implementation at sdpa, or set data.share_prompt: false."
+            )
         hidden = decoder(
             input_ids=batch["input_ids"],
             attention_mask=batch.get("attention_mask"),
             position_ids=batch.get("position_ids"),
             use_cache=False,
-            **length_kwargs(model, batch),
+            **lengths,
         ).last_hidden_state  # (B, T, H)
+        if shared:  # each response token is predicted from a listed position (a rejected one's first: the prompt's)
+            return ResponseOutputs(
+                logits=head(hidden[0, batch[RESPONSE_SOURCES]]),
+                targets=batch[RESPONSE_TARGETS],
+                row_index=batch[RESPONSE_ROWS],
+                num_rows=num_examples(batch),
+            )
         targets = batch["labels"][:, 1:]  # (B, T-1): position t predicts token t+1
         mask = targets != IGNORE_INDEX
         logits = head(hidden[:, :-1][mask])  # (N, V)

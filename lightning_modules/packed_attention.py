@@ -101,26 +101,61 @@ def packed_sdpa_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     gqa = query.shape[1] != key.shape[1]
+
+    def attend(q, k, v, mask=None):  # (1, heads, n, head_dim) -> the same; no mask: causal
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=mask is None, enable_gqa=gqa
+        )
+
     outputs = []
     row_lengths = packed_example_lengths
     if row_lengths is None:
         row_lengths = packed_lengths(position_ids, rows, length)
     # split (not slicing): its backward is one concatenation, not a zero-filled full-size gradient per example
     for lengths, *row in zip(row_lengths, query.split(1), key.split(1), value.split(1), strict=True):
-        pieces = []
-        for q, k, v in zip(*(t.split(lengths, dim=2) for t in row), strict=True):
-            n = q.shape[2]
-            band = None
-            if sliding_window is not None and n > sliding_window:
-                band = torch.ones(n, n, dtype=torch.bool, device=q.device).tril().triu(1 - sliding_window)
-            pieces.append(
-                F.scaled_dot_product_attention(
-                    q, k, v, attn_mask=band, dropout_p=dropout, scale=scaling, is_causal=band is None, enable_gqa=gqa
-                )
-            )  # (1, heads, n, head_dim)
+        sizes = [size for item in lengths for size in piece_sizes(item)]
+        queries, keys, values = (t.split(sizes, dim=2) for t in row)
+        pieces, i = [], 0
+        for item in lengths:
+            n = sizes[i]
+            pieces.append(attend(queries[i], keys[i], values[i], causal_band(n, sliding_window, query.device)))
+            if not isinstance(item, int):  # a shared prompt: the rejected response sees the prompt, then itself
+                prompt, _, rejected = item
+                k = torch.cat([keys[i][:, :, :prompt], keys[i + 1]], dim=2)
+                v = torch.cat([values[i][:, :, :prompt], values[i + 1]], dim=2)
+                pieces.append(attend(queries[i + 1], k, v, prefix_mask(prompt, rejected, sliding_window, query.device)))
+            i += len(piece_sizes(item))
         outputs.append(torch.cat(pieces, dim=2))  # (1, heads, N, head_dim)
     out = torch.cat(outputs)  # (B, heads, N, head_dim)
     return out.transpose(1, 2).contiguous(), None  # (B, N, heads, head_dim)
+
+
+def piece_sizes(item: int | tuple[int, int, int]) -> tuple[int, ...]:
+    """The pieces of the sequence one packed item covers: an example's length, or a shared-prompt pair's
+    ``prompt + chosen`` and ``rejected`` (``datamodules.collate.build_shared_prompt_batch``)."""
+    return (item,) if isinstance(item, int) else (item[0] + item[1], item[2])
+
+
+def causal_band(n: int, sliding_window: int | None, device: torch.device) -> torch.Tensor | None:
+    """``None`` (plain causal) unless a sliding window is shorter than the example: then the ``(n, n)`` band."""
+    if sliding_window is None or n <= sliding_window:
+        return None
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril().triu(1 - sliding_window)
+
+
+def prefix_mask(prompt: int, response: int, sliding_window: int | None, device: torch.device) -> torch.Tensor:
+    """``(response, prompt + response)``: which keys each token of a response continuing a shared prompt sees.
+
+    The keys are the prompt's (positions ``0 .. prompt - 1``) then the response's own (positions ``prompt ..``), so
+    query ``i`` at position ``prompt + i`` sees key position ``j`` when ``j <= prompt + i`` (and, with a sliding
+    window, ``prompt + i - j < window``), exactly as in its own row ``prompt + response``.
+    """
+    query_positions = torch.arange(prompt, prompt + response, device=device)[:, None]
+    key_positions = torch.arange(prompt + response, device=device)[None]
+    mask = key_positions <= query_positions
+    if sliding_window is not None:
+        mask &= query_positions - key_positions < sliding_window
+    return mask
 
 
 def packed_sdpa_mask(

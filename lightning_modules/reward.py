@@ -12,6 +12,7 @@ from torch import nn
 
 from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
+from datamodules.collate import RESPONSE_SOURCES
 from datamodules.tokenizer import load_tokenizer
 from lightning_modules.causal_lm import CausalLMModule, num_examples
 from lightning_modules.decoder_layers import enable_checkpointing
@@ -149,6 +150,9 @@ class RewardModule(CausalLMModule):
 
     def rewards(self, batch: dict) -> torch.Tensor:
         """``(R,)`` fp32 reward of every example of the batch, in order (preference batches: chosen rows first)."""
+        if RESPONSE_SOURCES in batch:
+            raise ConfigError("data.share_prompt: the reward model scores each row's last token, which the shared-"
+                              "prompt layout does not keep in place: set data.share_prompt: false.")  # fmt: skip
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         use_packed_sdpa(self.model)
         hidden = base.base_model(
