@@ -36,6 +36,10 @@ LEVER_CASES: dict[str, list[str]] = {
     # oneDNN's primitive cache capped at 64 entries (default 1,024) on both sides: with bf16 on a CPU each new
     # sequence shape adds primitives that keep their memory, so the resident set grows step after step.
     "dpo_onednn_cache_levers": ["trl_onednn_cache", "ours_onednn_cache", "trl", "ours"],
+    # Prefix sharing (data.share_prompt): each pair's prompt computed once for both responses, in the training step
+    # and in the reference's pass (precomputed), or in the step's two forwards (a separate reference).
+    "dpo_prefix_sharing_levers": ["ours", "ours_shared_prompt"],
+    "dpo_separate_prefix_sharing_levers": ["ours_separate", "ours_separate_shared_prompt"],
 }
 IMPL_ENV: dict[str, dict[str, str]] = {
     "ours_mmap_threshold": {"MALLOC_MMAP_THRESHOLD_": str(32 * 2**20), "MALLOC_TRIM_THRESHOLD_": str(8 * 2**30)},
@@ -66,5 +70,7 @@ TASK = {
     "sft_allocator_levers": ("sft", False),
     "dpo_allocator_levers": ("dpo", False),
     "dpo_onednn_cache_levers": ("dpo", False),
+    "dpo_prefix_sharing_levers": ("dpo", False),
+    "dpo_separate_prefix_sharing_levers": ("dpo", False),
 }
 """Per case: the task (``sft`` or ``dpo``) and whether it trains a LoRA adapter."""

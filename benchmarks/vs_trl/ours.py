@@ -2,7 +2,8 @@
 
 The lever variants each undo one optimisation of the default (``ours``) through a public option: ``ours_padded``
 (``pack=False``), ``ours_dense_packed`` (``packed_sdpa=False``), ``ours_unfused`` (``OptimizerSettings.fused``),
-``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_gc`` (``gradient_checkpointing``),
+``ours_separate`` / ``ours_adapter`` (``reference``), ``ours_shared_prompt`` / ``ours_separate_shared_prompt``
+(``share_prompt``: the one lever that adds an optimisation), ``ours_gc`` (``gradient_checkpointing``),
 ``ours_gc_every_layer`` (``checkpoint_last_layer``), ``ours_compiled`` (``compile_layers``), ``ours_fp32``
 (the Trainer's precision), ``ours_same_order`` (TRL's default batches, for the same-training check).
 """
@@ -111,7 +112,8 @@ def run_ours(spec: dict, gate: Gate) -> tuple[object, dict]:
     else:
         from lightning_modules.dpo import DPOModule
 
-        reference = {"ours_adapter": "adapter", "ours_separate": "separate"}.get(impl, "precomputed")
+        references = {"ours_adapter": "adapter", "ours_separate": "separate", "ours_separate_shared_prompt": "separate"}
+        reference = references.get(impl, "precomputed")
         module = DPOModule(
             base,
             lora=lora_settings() if lora else None,
@@ -176,6 +178,7 @@ def data_module(spec: dict, base: Path):
         train_files=spec["files"]["prefs"],
         max_length=spec["max_length"],
         max_prompt_length=spec["max_length"] // 2,
+        share_prompt=spec["impl"].endswith("_shared_prompt"),  # ours_shared_prompt, ours_separate_shared_prompt
         **batching,
     )
 
