@@ -26,6 +26,9 @@ After the ``dpo-lora`` case's steps, on that same module (no second load, no sec
   largest difference per row.
 * ``attention_kernels``: which SDPA backend ran (flash, efficient, cudnn, math), read from ``torch.profiler`` over
   one forward of each of those two batches.
+* ``shared_prompt``: prefix sharing (``data.share_prompt``) on this device: the log-probs of UltraFeedback-shaped
+  pairs with each prompt computed once and twice, how far apart, the best of three no-grad forwards of each, and
+  the SDPA backends the shared layout's masked calls (a rejected response attending to its prompt) ran.
 * ``merge``: the SFT export and this case's DPO adapter (its ``lora_B`` times ``--update-scale``: 8 steps at the
   study's lr 5e-7 move a weight by at most ~4e-6, a whole study run, ~3800 steps of a cosine schedule, by up to
   ~1e-3) loaded once on the base with ``load_sft_model(..., merge_adapter=False)`` and ``load_adapter``: the
@@ -83,7 +86,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFa
 
 from common.atomic import atomic_write_text
 from common.constants import IGNORE_INDEX
-from datamodules.collate import build_batch
+from datamodules.collate import PreferenceCollator, build_batch
 from datamodules.tokenizer import load_tokenizer
 from lightning_modules.dpo import DPOModule
 from lightning_modules.loading import DPO_ADAPTER, SFT_ADAPTER, LoadSettings, LoraSettings, load_sft_model
@@ -591,6 +594,52 @@ def packed_vs_padded(scorer: DPOModule, packed: dict, padded: dict, device: torc
     }
 
 
+def comparison_pairs(pairs: int, max_length: int, vocab_size: int, seed: int) -> list[dict]:
+    """``pairs`` preference pairs shaped like UltraFeedback's (a prompt about a third of the row, two responses of
+    different lengths, shorter pair after pair) as the preference DataModule tokenises them."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def ids(n: int) -> list[int]:
+        return torch.randint(3, vocab_size, (max(1, n),), generator=generator).tolist()
+
+    step = max_length // (4 * pairs)
+    return [
+        {"prompt_ids": ids(max_length // 3 - i * step), "chosen_ids": ids(max_length // 2 - i * step),
+         "rejected_ids": ids(max_length // 2 - 2 * i * step), "pair_index": i}
+        for i in range(pairs)
+    ]  # fmt: skip
+
+
+def shared_vs_unshared(scorer: DPOModule, pairs: list[dict], device: torch.device, repeats: int = 3) -> dict:
+    """Prefix sharing on this device: the rows' log-probs with each prompt once (``share_prompt``) and twice, how far
+    apart, the SDPA backends the shared layout's masked calls ran, and the best of ``repeats`` no-grad forwards."""
+    batches = {share: PreferenceCollator(0, pack=True, share_prompt=share)(pairs) for share in (False, True)}
+    logps = {share: row_logps(scorer, scorer.model, batch, device) for share, batch in batches.items()}
+    seconds = {}
+    for share, batch in batches.items():
+        batch, times = on_device(batch, device), []
+        with scoring(scorer.model, device):
+            for _ in range(repeats + 1):  # the first warms the kernels up
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                start = time.perf_counter()
+                scorer.sequence_stats(scorer.model, batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                times.append(time.perf_counter() - start)
+        seconds[share] = min(times[1:])
+    difference = (logps[True] - logps[False]).abs()
+    return {
+        "pairs": len(pairs),
+        "tokens": {"unshared": batches[False]["input_ids"].shape[1], "shared": batches[True]["input_ids"].shape[1]},
+        "max_abs_difference": float(difference.max()),
+        "max_relative_difference": float((difference / logps[False].abs().clamp(min=1e-6)).max()),
+        "forward_s": {"unshared": seconds[False], "shared": seconds[True]},
+        "forward_speedup": seconds[False] / seconds[True],
+        "attention": attention_kernels(scorer, {"shared": batches[True]}, device)["shared"],
+    }
+
+
 def sdpa_backends(names: Iterable[str]) -> list[str]:
     """The SDPA backends whose ATen op is among the profiler's event ``names`` (:data:`SDPA_OPS`), sorted."""
     found = set()
@@ -678,11 +727,13 @@ def merge_check(
 def dpo_checks(
     module: DPOModule, args: argparse.Namespace, vocab_size: int, device: torch.device, exports: Path, report: Report
 ) -> None:
-    """The three checks on the trained ``dpo-lora`` module, each recorded in ``report`` as it finishes."""
+    """The four checks on the trained ``dpo-lora`` module, each recorded in ``report`` as it finishes."""
     rows = 2 * study_case("dpo-lora").batch_size
     packed, padded = packed_and_padded(*comparison_rows(rows, args.max_length, vocab_size, seed=1), pad_token_id=0)
     report.record("packed_vs_padded", packed_vs_padded(module, packed, padded, device))
     report.record("attention_kernels", attention_kernels(module, {"packed": packed, "padded": padded}, device))
+    pairs = comparison_pairs(study_case("dpo-lora").batch_size, args.max_length, vocab_size, seed=2)
+    report.record("shared_prompt", shared_vs_unshared(module, pairs, device))
     if report.over_budget("merge"):
         return
     export_module(module, exports / "dpo-lora")
@@ -719,6 +770,13 @@ def section_lines(key: str, value: dict) -> list[str]:
             f"attention ({label}): SDPA {', '.join(seen['backends']) or 'op not seen'}; kernels {seen['kernels']}"
             for label, seen in value.items()
         ]
+    if key == "shared_prompt":
+        return [
+            f"shared prompt vs unshared, {value['pairs']} pairs ({value['tokens']['shared']} tokens, not "
+            f"{value['tokens']['unshared']}): largest log-prob difference {value['max_abs_difference']:.3g} "
+            f"({value['max_relative_difference']:.2g} relative); forward {value['forward_speedup']:.2f}x faster; "
+            f"SDPA {', '.join(value['attention']['backends']) or 'op not seen'}"
+        ]
     if key == "merge":
         return [
             f"merge (DPO update x{value['update_scale']:g}): largest merged-vs-stacked log-prob difference "
@@ -730,7 +788,7 @@ def section_lines(key: str, value: dict) -> list[str]:
     raise KeyError(key)
 
 
-SECTIONS = ("base", "packed_vs_padded", "attention_kernels", "merge")
+SECTIONS = ("base", "packed_vs_padded", "attention_kernels", "shared_prompt", "merge")
 
 
 def summary_lines(results: dict) -> list[str]:

@@ -159,6 +159,9 @@ def test_summary_lines_of_every_section():
         "packed_vs_padded": {"rows": 4, "row_lengths": [8, 7], "max_abs_difference": 0.25,
                              "max_relative_difference": 0.001},
         "attention_kernels": {"packed": {"backends": ["flash"], "kernels": ["flash_fwd_kernel"]}},
+        "shared_prompt": {"pairs": 4, "tokens": {"unshared": 900, "shared": 700}, "max_abs_difference": 0.125,
+                          "max_relative_difference": 0.0005, "forward_s": {"unshared": 0.2, "shared": 0.16},
+                          "forward_speedup": 1.25, "attention": {"backends": ["efficient", "flash"], "kernels": []}},
         "merge": {"update_scale": 100.0, "max_abs_merged_vs_stacked": 0.5, "max_abs_update_stacked": 0.6,
                   "max_abs_update_merged": 0.1,
                   "retention": {"dtype": "bfloat16", "modules": 224, "retained_median": 0.2, "retained_min": 0.1}},
@@ -169,8 +172,12 @@ def test_summary_lines_of_every_section():
     assert "9000 tokens/s  peak 40.0 GiB  MFU 40.0%  | planner peak 41.0 GiB  (load 30.0 s, fit 12.0 s)" in lines[3]
     assert lines[4].endswith("largest difference 0.25 (0.001 relative)")
     assert lines[5] == "attention (packed): SDPA flash; kernels ['flash_fwd_kernel']"
-    assert lines[6].endswith("the bfloat16 merge keeps 0.200 of the weight update (median of 224 modules, min 0.100)")
-    assert lines[7:] == ["skipped dpo-qlora: no bitsandbytes", "elapsed 300 s"]
+    assert lines[6] == (
+        "shared prompt vs unshared, 4 pairs (700 tokens, not 900): largest log-prob difference 0.125 "
+        "(0.0005 relative); forward 1.25x faster; SDPA efficient, flash"
+    )
+    assert lines[7].endswith("the bfloat16 merge keeps 0.200 of the weight update (median of 224 modules, min 0.100)")
+    assert lines[8:] == ["skipped dpo-qlora: no bitsandbytes", "elapsed 300 s"]
 
 
 # ---- the wheels carried to the GPU machine ----------------------------------------------------------------------
@@ -285,6 +292,9 @@ def test_driver_runs_every_case_on_the_cpu_at_small_sizes(tmp_path, capsys):
     # fp32 on the CPU: packing changes nothing, the CPU's flash op ran, the merge keeps the whole update
     assert results["packed_vs_padded"]["max_abs_difference"] < 1e-3
     assert results["attention_kernels"]["packed"]["backends"] == ["flash (CPU)"]
+    shared = results["shared_prompt"]  # each prompt once: fewer tokens, the same log-probs (fp32)
+    assert shared["tokens"]["shared"] < shared["tokens"]["unshared"] and shared["max_abs_difference"] < 1e-3
+    assert shared["forward_s"]["shared"] > 0 and shared["attention"]["backends"]
     merge = results["merge"]
     assert merge["retention"]["dtype"] == "float32" and merge["retention"]["retained_min"] > 0.999
     assert merge["max_abs_merged_vs_stacked"] < 1e-2 * merge["max_abs_update_stacked"]
@@ -298,3 +308,4 @@ def test_driver_runs_every_case_on_the_cpu_at_small_sizes(tmp_path, capsys):
     assert json.loads((tmp_path / "results.json").read_text())["cases"] == cases
     summary = (tmp_path / "results.txt").read_text()
     assert "packed vs padded log-probs" in summary and "merge (DPO update x100" in summary
+    assert "shared prompt vs unshared" in summary
