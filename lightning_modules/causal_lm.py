@@ -21,6 +21,7 @@ from common.onednn import cap_primitive_cache
 from common.provenance import run_provenance
 from common.settings import OptimizerSettings
 from datamodules.collate import RESPONSE_ROWS, RESPONSE_SOURCES, RESPONSE_TARGETS
+from lightning_modules.decoder_layers import check_checkpointing_options
 from lightning_modules.loading import decoder_and_head
 from lightning_modules.optim import configure_adamw
 from lightning_modules.packed_attention import length_kwargs, use_packed_sdpa
@@ -73,8 +74,14 @@ class CausalLMModule(L.LightningModule):
     provenance: dict  # the model source as loaded (common.provenance); the data module records the data
     packed_sdpa: bool = True  # stock sdpa -> PACKED_SDPA (each packed example on its own); False: sdpa's (N, N) mask
 
-    def __init__(self) -> None:
+    def __init__(
+        self, packed_sdpa: bool = True, gradient_checkpointing: bool = False, checkpoint_last_layer: bool = False
+    ) -> None:
+        """The options of the decoder's layers every trainer takes (documented on each trainer), checked here once;
+        the trainer itself records its arguments (``save_hyperparameters`` reads the calling constructor's)."""
         super().__init__()
+        check_checkpointing_options(gradient_checkpointing, checkpoint_last_layer)
+        self.packed_sdpa = packed_sdpa
         # Frozen base weights are not in the checkpoint (see on_save_checkpoint).
         self.strict_loading = False
 

@@ -18,7 +18,7 @@ from common.provenance import source_record
 from common.settings import LoadSettings, LoraSettings, LossTerm, OptimizerSettings
 from lightning_modules import reference as reference_cache
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.decoder_layers import check_checkpointing_options, compile_decoder_layers, enable_checkpointing
+from lightning_modules.decoder_layers import compile_decoder_layers, enable_checkpointing
 from lightning_modules.loading import (
     DPO_ADAPTER,
     SFT_ADAPTER,
@@ -152,11 +152,9 @@ class DPOModule(CausalLMModule):
         compile_layers: bool = False,
         optimizer: OptimizerSettings | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(packed_sdpa, gradient_checkpointing, checkpoint_last_layer)
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
-        check_checkpointing_options(gradient_checkpointing, checkpoint_last_layer)
-        self.packed_sdpa = packed_sdpa
         self.loss_terms = self._resolve_losses(beta, losses, loss_type, label_smoothing, nll_weight)
         self.uses_reference = needs_reference(self.loss_terms)
         if not self.uses_reference:

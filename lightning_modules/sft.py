@@ -8,7 +8,7 @@ from torchmetrics import MeanMetric
 from common.errors import ConfigError
 from common.settings import LoadSettings, LoraSettings, OptimizerSettings
 from lightning_modules.causal_lm import CausalLMModule
-from lightning_modules.decoder_layers import check_checkpointing_options, compile_decoder_layers, enable_checkpointing
+from lightning_modules.decoder_layers import compile_decoder_layers, enable_checkpointing
 from lightning_modules.loading import add_lora, load_trainable_base, training_load_settings
 from lightning_modules.losses import sft_loss
 
@@ -51,11 +51,9 @@ class SFTModule(CausalLMModule):
         optimizer: OptimizerSettings | None = None,
         revision: str | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(packed_sdpa, gradient_checkpointing, checkpoint_last_layer)
         # Logged once at the end of fit, with the final metrics (CausalLMModule.on_fit_end), not at the start.
         self.save_hyperparameters(logger=False)
-        check_checkpointing_options(gradient_checkpointing, checkpoint_last_layer)
-        self.packed_sdpa = packed_sdpa
         load = training_load_settings(load, lora)
         if load.load_in_4bit and lora is None:
             raise ConfigError("load.load_in_4bit (QLoRA) trains a LoRA adapter on a frozen 4-bit base: set model.lora.")
