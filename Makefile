@@ -52,9 +52,13 @@ test-slow: $(STAMP)
 
 test-all: test test-slow
 
+# Ours vs TRL (benchmarks/README.md). `make bench WORKLOAD=short_uniform` (or log_uniform) runs the alternative
+# lengths instead of the realistic ones; `CASES="sft_full dpo_full"` a subset of the cases.
+WORKLOAD ?=
+CASES ?=
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/bench_vs_trl.py
+	$(PY) benchmarks/bench_vs_trl.py $(if $(WORKLOAD),--workload $(WORKLOAD)) $(if $(CASES),--cases $(CASES))
 
 # The wheels benchmarks/gpu_check.sh installs on the GPU machine (torch, lightning, transformers, peft there; no
 # network): bitsandbytes for the QLoRA cases and jsonargparse for the planner's CLI, as listed with their sizes in
