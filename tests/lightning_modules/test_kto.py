@@ -56,3 +56,21 @@ def test_kto_refuses_pairwise_data_and_dpo_loss_options(tiny_sft_export, repo, t
     pairs = preference_data(tiny_sft_export, repo, tmp_path)
     with pytest.raises(ConfigError, match="set data.class_path: datamodules.UnpairedDataModule"):
         cpu_trainer(max_steps=1).fit(module, datamodule=pairs)
+
+
+def test_kto_with_shared_prompts_scores_its_rows_as_unshared(tiny_sft_export, repo, tmp_path):
+    """A KTO example's two completions (its own, the mismatched one) follow the same prompt, so the shared layout
+    serves it too: the same log-probs of both halves, fp32, 1e-5."""
+    import torch
+    from torch.testing import assert_close
+
+    logps = {}
+    for share in (False, True):
+        data = unpaired_data(tiny_sft_export, repo, tmp_path, share_prompt=share)
+        batch = data.collator()([data.train_dataset[i] for i in range(6)])
+        assert batch["desirable"].shape == (6,)
+        module = KTOModule(str(tiny_sft_export), lora=LORA, reference="adapter").eval()
+        with torch.no_grad():
+            logps[share] = (module.sequence_stats(module.model, batch).logps, module.reference_logps(batch))
+    assert_close(logps[True][0], logps[False][0], atol=1e-5, rtol=0)
+    assert_close(logps[True][1], logps[False][1], atol=1e-5, rtol=0)
