@@ -273,7 +273,8 @@ def training(name: str, export: str, run: str, last: str, configs: list[str], op
 
 def reward_model(paths: StagePaths, options: Options) -> Stage:
     """The tiny set's judge: a reward model trained on the preference pairs, read by every evaluation."""
-    export, run, last = paths.reward or ("", "", "")
+    assert paths.reward is not None, "only a set with a reward config has this stage"
+    export, run, last = paths.reward
     info = f"{export}/export_info.json"
 
     def stale() -> bool:
